@@ -1,0 +1,33 @@
+# clusterip: install, test and demo entry points (see README.rst).
+#
+#   make install   library into a virtualenv ($(VENV)), agent into $(OCF_ROOT)
+#   make check     install everything the tests need, then run every tier
+#   make unit      the unit tier only (no root)
+
+PYTHON   ?= /usr/bin/python3
+VENV     ?= /opt/clusterip
+OCF_ROOT ?= /usr/lib/ocf
+AGENT    := $(DESTDIR)$(OCF_ROOT)/resource.d/custom/clusterip
+
+.PHONY: install uninstall check unit
+
+install:
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet .
+	install -d $(dir $(AGENT))
+	# Pacemaker runs agents with its own environment: name the interpreter absolutely.
+	sed '1s|.*|#!$(VENV)/bin/python3 -I|' ocf/clusterip > $(AGENT).tmp
+	chmod 0755 $(AGENT).tmp
+	mv $(AGENT).tmp $(AGENT)
+	@echo "installed: $(AGENT) (library in $(VENV))"
+
+uninstall:
+	rm -f $(AGENT)
+	rm -rf $(VENV)
+
+check:
+	tests/run-all
+
+unit:
+	$(VENV)/bin/python3 -m pytest -q tests/unit

@@ -1,0 +1,8 @@
+"""clusterip: one virtual IPv4 address served active-active by the nodes of a
+Pacemaker cluster, load-balanced by hash buckets, with automatic failover.
+
+The OCF executable (``ocf/clusterip``) is deliberately thin: it hands the
+action name and the environment to :func:`clusterip.agent.main`.
+"""
+
+__version__ = "0.1.0"

@@ -1,0 +1,238 @@
+"""start / stop / monitor / validate-all, written against the Backend
+interface, and the edge that maps results and exceptions to OCF exit codes.
+
+The agent's state on a node is the kernel's state plus one marker file per
+clone instance under HA_RSCTMP (a tmpfs, so gone after a reboot): the marker
+says "this instance was started here and not stopped", which is what lets
+monitor tell a broken instance (1) from one that never ran here (7).
+"""
+
+import os
+import sys
+
+from clusterip import address, ocf
+from clusterip.errors import (AgentError, InvalidArgument, NotInstalled, NotPermitted,
+                              Unimplemented)
+
+USAGE = "usage: clusterip {start|stop|monitor|meta-data|validate-all|usage}"
+STATE_ACTIONS = ("start", "stop", "monitor")
+DEFAULT_RSCTMP = "/run/resource-agents"  # Pacemaker sets HA_RSCTMP only for shell agents
+DEFAULT_TIMEOUT = 20.0
+
+
+class Instance:
+    """One clone instance of the VIP on this node, with its environment."""
+
+    def __init__(self, params, env, logger):
+        self.params = params
+        self.log = logger
+        rsctmp = env.get("HA_RSCTMP") or DEFAULT_RSCTMP
+        os.makedirs(rsctmp, mode=0o755, exist_ok=True)
+        base = os.path.join(rsctmp, "clusterip-%s" % params.vip)
+        self.lock_path = base + ".lock"
+        self.marker_path = "%s.bucket%d.started" % (base, params.bucket)
+        self.timeout = _action_timeout(env)
+        self._backend = None
+
+    @property
+    def backend(self):
+        if self._backend is None:
+            from clusterip import backends
+
+            self._backend = backends.select(self.params.backend, self.params.total_buckets)
+        return self._backend
+
+    def lock(self):
+        from clusterip import lock
+
+        # Leave part of Pacemaker's timeout for the work after the wait.
+        return lock.held(self.lock_path, max(1.0, self.timeout * 0.75))
+
+    def marked(self):
+        return os.path.exists(self.marker_path)
+
+    def mark(self):
+        with open(self.marker_path, "w", encoding="ascii") as f:
+            f.write("bucket %d of %d\n" % (self.params.bucket, self.params.total_buckets))
+
+    def unmark(self):
+        try:
+            os.unlink(self.marker_path)
+        except FileNotFoundError:
+            pass
+
+    # --- monitor ------------------------------------------------------------
+
+    def problems(self):
+        """(running_here, missing pieces) for this instance on this node."""
+        p = self.params
+        try:
+            placement = address.resolve(p)
+        except InvalidArgument as error:  # the NIC is gone
+            return False, [str(error)]
+        missing = [] if address.address_present(p.vip, placement) else [
+            "address %s/%d on %s" % (p.vip, placement.prefixlen, placement.nic)]
+        if not p.cloned:
+            return not missing, missing
+        state = self.backend.state(p, placement)
+        if state is None:
+            return False, ["nft tables of %s" % p.vip] + missing
+        running = p.bucket in state.owned
+        if not running:
+            missing.insert(0, "bucket %d" % p.bucket)
+        return running, list(state.missing) + missing
+
+    def monitor(self):
+        running, missing = self.problems()
+        if running and not missing:
+            return ocf.SUCCESS
+        if running or self.marked():
+            raise _Failed("%s: missing %s" % (self._name(), ", ".join(missing)))
+        return ocf.NOT_RUNNING
+
+    # --- start / stop -------------------------------------------------------
+
+    def start(self):
+        p = self.params
+        backend = self.backend if p.cloned else None  # fail early (5/6) before touching anything
+        with self.lock():
+            placement = address.resolve(p)
+            self.mark()  # first: a start killed half-way is "failed", not "never ran"
+            if backend is None:
+                address.add_address(p.vip, placement)
+                self._announce(placement, None)
+            else:
+                state = backend.state(p, placement)
+                if state is None or state.missing:
+                    # First instance on this node, or something is broken: (re)build
+                    # the filter before the address exists, so the node never accepts
+                    # the whole VIP unfiltered.
+                    owned = (state.owned if state else frozenset()) | {p.bucket}
+                    if state is not None:
+                        self.log.warning("rebuilding the filter for %s: %s"
+                                         % (p.vip, ", ".join(state.missing)))
+                    backend.create(p, placement, owned)
+                elif p.bucket not in state.owned:
+                    backend.add_bucket(p, p.bucket)
+                address.add_address(p.vip, placement)
+                if state is None:
+                    self._announce(placement, p.clustermac)
+            running, missing = self.problems()
+        if not running or missing:
+            raise _Failed("start did not complete: missing %s" % ", ".join(missing))
+        self.log.info("started: %s" % self._describe(placement))
+        return ocf.SUCCESS
+
+    def _name(self):
+        p = self.params
+        return "bucket %d of %s" % (p.bucket, p.vip) if p.cloned else p.vip
+
+    def _announce(self, placement, mac):
+        failure = address.send_gratuitous_arp(placement.nic, self.params.vip, mac)
+        if failure:
+            self.log.warning(failure)
+
+    def _describe(self, placement):
+        p = self.params
+        if not p.cloned:
+            return "%s/%d on %s" % (p.vip, placement.prefixlen, placement.nic)
+        return "bucket %d of %d of %s/%d on %s (%s, %s)" % (
+            p.bucket, p.total_buckets, p.vip, placement.prefixlen, placement.nic,
+            self.backend.name, p.hashmode)
+
+    def stop(self):
+        p = self.params
+        with self.lock():
+            try:
+                placement = address.resolve(p)
+            except InvalidArgument:
+                placement = None  # the NIC is gone: clean what is left elsewhere
+            if p.cloned:
+                self._stop_bucket(placement)
+            else:
+                address.remove_address(p.vip)
+            self.unmark()
+        self.log.info("stopped %s" % self._name())
+        return ocf.SUCCESS
+
+    def _stop_bucket(self, placement):
+        p = self.params
+        try:
+            backend = self.backend
+        except NotInstalled:
+            # Nothing of this backend can exist here; the address may (a stop after
+            # an upgrade removed the backend's libraries).
+            address.remove_address(p.vip)
+            return
+        state = backend.state(p, placement) if placement else None
+        owned = state.owned if state else frozenset()
+        if p.bucket in owned:
+            backend.remove_bucket(p, p.bucket)
+        if not owned - {p.bucket}:
+            # The last instance on this node: remove every shared piece.
+            address.remove_address(p.vip)
+            backend.destroy(p, placement)
+
+    # --- validate-all -------------------------------------------------------
+
+    def validate(self):
+        placement = address.resolve(self.params)
+        if self.params.cloned and os.geteuid() == 0:
+            self.backend  # kernel capability and bucket limit (5 / 6)
+        self.log.debug("valid: %s/%d on %s" % (self.params.vip, placement.prefixlen,
+                                               placement.nic))
+        return ocf.SUCCESS
+
+
+class _Failed(AgentError):
+    """The instance should run here but does not, fully (OCF_ERR_GENERIC)."""
+
+
+def _action_timeout(env):
+    try:
+        return max(1.0, int(env.get("OCF_RESKEY_CRM_meta_timeout", "")) / 1000.0)
+    except ValueError:
+        return DEFAULT_TIMEOUT
+
+
+def run(action, env, logger):
+    """Run one action; returns the exit code or raises AgentError."""
+    if action == "meta-data":
+        from clusterip import metadata
+
+        sys.stdout.write(metadata.document())
+        return ocf.SUCCESS
+    if action in ("usage", "help"):
+        print(USAGE)
+        return ocf.SUCCESS
+    if action not in STATE_ACTIONS + ("validate-all",):
+        print(USAGE, file=sys.stderr)
+        raise Unimplemented("action %r is not implemented" % action)
+    from clusterip import params
+
+    instance = Instance(params.parse(env), env, logger)
+    if action == "validate-all":
+        return instance.validate()
+    if os.geteuid() != 0:
+        raise NotPermitted("%s needs root (it changes addresses and packet filters)" % action)
+    return getattr(instance, action)()
+
+
+def main(argv=None, env=None):
+    """The OCF edge: one action, one exit code, one exit reason on failure."""
+    argv = sys.argv if argv is None else argv
+    env = os.environ if env is None else env
+    action = argv[1] if len(argv) > 1 else ""
+    logger = ocf.Logger(env)
+    try:
+        return run(action, env, logger)
+    except AgentError as error:
+        ocf.exit_reason(env, error, logger)
+        return error.exit_code
+    except Exception as error:  # a bug: never hand Pacemaker a bare traceback
+        import traceback
+
+        logger.debug(traceback.format_exc())
+        ocf.exit_reason(env, "internal error in %s: %s: %s"
+                        % (action, type(error).__name__, error), logger)
+        return ocf.ERR_GENERIC

@@ -1,0 +1,101 @@
+"""The Backend interface, the registry of backends, and auto-selection.
+
+A backend owns the kernel's packet filter side of one VIP on one node: the
+hash that splits the traffic into buckets, the set of buckets this node
+owns, the rewrite of ARP so neighbours learn the cluster MAC, and the NIC's
+membership of that multicast MAC.  The agent (:mod:`clusterip.agent`) is
+written against this interface only, so a new kernel mechanism is a new
+module here and one line in ``_REGISTRY``.
+"""
+
+import dataclasses
+import importlib
+
+from clusterip.errors import NotConfigured, NotInstalled
+
+
+@dataclasses.dataclass(frozen=True)
+class VipState:
+    """What a backend finds on this node for one VIP.
+
+    ``owned`` is the set of buckets this node accepts; ``missing`` names the
+    pieces that should be there but are not (or differ from the
+    configuration), in words an administrator understands.
+    """
+
+    owned: frozenset
+    missing: tuple = ()
+
+
+class Backend:
+    """Interface; every method is idempotent and called under the per-VIP lock."""
+
+    name = "?"
+    max_buckets = 0
+
+    def check_available(self):
+        """Raise NotInstalled when this kernel/user space cannot run the backend."""
+        raise NotImplementedError
+
+    def state(self, params, placement):
+        """A VipState, or None when nothing of this VIP exists on the node."""
+        raise NotImplementedError
+
+    def create(self, params, placement, owned):
+        """Build (or rebuild, replacing) everything for the VIP with these buckets owned."""
+        raise NotImplementedError
+
+    def add_bucket(self, params, bucket):
+        raise NotImplementedError
+
+    def remove_bucket(self, params, bucket):
+        raise NotImplementedError
+
+    def destroy(self, params, placement):
+        """Remove everything of the VIP; success when nothing is there."""
+        raise NotImplementedError
+
+
+# name -> module path, in auto-selection preference order.  CLUSTERIP comes
+# first when a later release registers it: where the kernel still has it,
+# it is the mechanism users of CLUSTERIP-era clusters expect.
+_REGISTRY = {
+    "nft": "clusterip.backends.nft",
+}
+
+
+def _load(name):
+    module = importlib.import_module(_REGISTRY[name])
+    return module.BACKEND
+
+
+def select(requested, total_buckets):
+    """The backend for ``backend=requested``, checked against this kernel.
+
+    ``auto`` picks by kernel capability: the first registered backend whose
+    check_available() passes.
+    """
+    if requested == "auto":
+        reasons = []
+        for name in _REGISTRY:
+            backend = _load(name)
+            try:
+                backend.check_available()
+            except NotInstalled as error:
+                reasons.append(str(error))
+                continue
+            return _check_limit(backend, total_buckets)
+        raise NotInstalled("no backend can run on this node: " + "; ".join(reasons))
+    if requested not in _REGISTRY:
+        raise NotInstalled("backend=%s is not available in this version of clusterip; "
+                           "use backend=nft" % requested)
+    backend = _load(requested)
+    backend.check_available()
+    return _check_limit(backend, total_buckets)
+
+
+def _check_limit(backend, total_buckets):
+    if total_buckets > backend.max_buckets:
+        raise NotConfigured("clone-max=%d exceeds the %s backend's limit of %d buckets"
+                            % (total_buckets, backend.name, backend.max_buckets))
+    return backend

@@ -1,0 +1,248 @@
+"""The nftables backend: CLUSTERIP's semantics on every kernel with nf_tables.
+
+Per VIP, two tables named ``clusterip_<a_b_c_d>``:
+
+* ``ip``: a prerouting chain at priority -150 (after conntrack, before the
+  routing decision) sends packets for the VIP on the NIC to chain ``vip``,
+  which counts them per bucket, lets ICMP errors for this node's own
+  connections through, drops every packet whose ``jhash`` bucket is not in
+  the set ``owned``, and marks the rest as addressed to this host (they
+  arrived with a multicast destination MAC, which TCP would discard).
+* ``arp``: the sender MAC of every ARP request and reply for the VIP becomes
+  the cluster MAC, so neighbours send the VIP's traffic to all nodes.
+
+Moving a bucket is one element added to or deleted from ``owned``: atomic,
+no rule reload.  The module splits into pure builders (text and JSON, unit
+tested) and the one class that talks to libnftables, in-process.
+"""
+
+from clusterip import address
+from clusterip.backends import Backend, VipState
+from clusterip.errors import GenericError, NotInstalled
+
+_HASH_FIELDS = {
+    "sourceip": "ip saddr",
+    "sourceip-sourceport": "ip saddr . th sport",
+    "sourceip-sourceport-destport": "ip saddr . th sport . th dport",
+}
+# The same fields as nft's JSON listing spells them.
+_HASH_FIELDS_JSON = {
+    "sourceip": [("ip", "saddr")],
+    "sourceip-sourceport": [("ip", "saddr"), ("th", "sport")],
+    "sourceip-sourceport-destport": [("ip", "saddr"), ("th", "sport"), ("th", "dport")],
+}
+_VIP_CHAIN_RULES = 4
+
+
+def table_name(vip):
+    return "clusterip_" + vip.replace(".", "_")
+
+
+def hash_expression(params):
+    """The bucket of a packet, 1..N, the same on every node for the same packet."""
+    return "jhash %s mod %d seed 0x%08x offset 1" % (
+        _HASH_FIELDS[params.hashmode], params.total_buckets, params.hash_init)
+
+
+def build_create_script(params, placement, owned):
+    """nft commands that (re)build both tables of the VIP in one transaction.
+
+    Text, not JSON: nft 1.0.6 cannot express a ``typeof`` set in JSON, and a
+    set declared with a plain type (mark, integer) does not match jhash.  The
+    leading add+delete makes the script replace an existing table (adding a
+    table that exists is a no-op, deleting one that is missing an error).
+    """
+    name = table_name(params.vip)
+    hashed = hash_expression(params)
+    elements = ", ".join(str(b) for b in sorted(owned))
+    counters = "\n".join("  counter bucket%d {}" % b for b in range(1, params.total_buckets + 1))
+    counter_map = ", ".join('%d : "bucket%d"' % (b, b) for b in range(1, params.total_buckets + 1))
+    owned_line = "; elements = { %s }" % elements if elements else ""
+    return f"""add table ip {name}
+delete table ip {name}
+add table arp {name}
+delete table arp {name}
+table ip {name} {{
+  set owned {{ typeof {hashed}{owned_line}; }}
+{counters}
+  chain prerouting {{
+    type filter hook prerouting priority -150; policy accept;
+    iifname "{placement.nic}" ip daddr {params.vip} jump vip
+  }}
+  chain vip {{
+    counter name {hashed} map {{ {counter_map} }}
+    meta l4proto icmp ct state related meta pkttype set host accept
+    {hashed} != @owned drop
+    meta pkttype set host
+  }}
+}}
+table arp {name} {{
+  chain output {{
+    type filter hook output priority 0; policy accept;
+    oifname "{placement.nic}" arp saddr ip {params.vip} arp saddr ether set {params.clustermac}
+  }}
+}}
+"""
+
+
+def build_destroy_script(vip):
+    name = table_name(vip)
+    return (f"add table ip {name}\ndelete table ip {name}\n"
+            f"add table arp {name}\ndelete table arp {name}\n")
+
+
+def element_command(verb, vip, bucket):
+    """JSON for adding ("add") or deleting ("delete") one bucket of the owned set."""
+    return {"nftables": [{verb: {"element": {
+        "family": "ip", "table": table_name(vip), "name": "owned", "elem": [bucket]}}}]}
+
+
+def _walk(node):
+    """Every dict inside a JSON listing, depth first."""
+    if isinstance(node, dict):
+        yield node
+        for value in node.values():
+            yield from _walk(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _walk(value)
+
+
+def _objects(listing, kind):
+    return [item[kind] for item in listing.get("nftables", []) if kind in item]
+
+
+def _rules(listing, chain):
+    return [rule["expr"] for rule in _objects(listing, "rule") if rule.get("chain") == chain]
+
+
+def _hash_config(expr):
+    for node in _walk(expr):
+        if "jhash" in node:
+            jhash = node["jhash"]
+            fields = [(p["payload"]["protocol"], p["payload"]["field"])
+                      for p in _walk(jhash.get("expr")) if "payload" in p]
+            return jhash.get("mod"), jhash.get("seed"), jhash.get("offset"), fields
+    return None
+
+
+def _matches(expr):
+    """The constants a rule compares against, e.g. {"eth0", "198.18.0.100"}."""
+    return {node["right"] for node in _walk(expr) if isinstance(node.get("right"), str)}
+
+
+def parse_state(ip_listing, arp_listing, params, placement, multicast_joined):
+    """VipState from the JSON listings of both tables (None for a missing table)."""
+    if ip_listing is None and arp_listing is None:
+        return None
+    missing = []
+    owned = frozenset()
+    if ip_listing is None:
+        missing.append("nft table ip %s" % table_name(params.vip))
+    else:
+        sets = [s for s in _objects(ip_listing, "set") if s.get("name") == "owned"]
+        if not sets:
+            missing.append("set owned")
+        else:
+            owned = frozenset(e for e in sets[0].get("elem", []) if isinstance(e, int))
+        wanted = (params.total_buckets, params.hash_init, 1,
+                  _HASH_FIELDS_JSON[params.hashmode])
+        vip_rules = _rules(ip_listing, "vip")
+        hashes = [_hash_config(expr) for expr in vip_rules]
+        if len(vip_rules) != _VIP_CHAIN_RULES or any(h != wanted for h in hashes if h):
+            missing.append("bucket filter for %d buckets, hashmode %s, hash_init %d"
+                           % (params.total_buckets, params.hashmode, params.hash_init))
+        steering = _rules(ip_listing, "prerouting")
+        if len(steering) != 1 or not {placement.nic, params.vip} <= _matches(steering[0]):
+            missing.append("prerouting rule for %s on %s" % (params.vip, placement.nic))
+    arp_rules = _rules(arp_listing, "output") if arp_listing is not None else []
+    if len(arp_rules) != 1 or not any(
+            node.get("value") == params.clustermac for node in _walk(arp_rules[0])
+            if "value" in node):
+        missing.append("ARP rewrite to %s" % params.clustermac)
+    if not multicast_joined:
+        missing.append("multicast membership of %s in %s" % (placement.nic, params.clustermac))
+    return VipState(owned=owned, missing=tuple(missing))
+
+
+class NftBackend(Backend):
+    name = "nft"
+    # The agent's ceiling (one named counter and one map entry per bucket).
+    max_buckets = 256
+
+    def __init__(self):
+        self._ctx = None
+
+    def _nft(self):
+        if self._ctx is None:
+            try:
+                import nftables  # the libnftables binding (ctypes), ~ms to load
+                ctx = nftables.Nftables()
+            except (ImportError, OSError) as error:
+                raise NotInstalled("libnftables or its Python binding is missing (%s); "
+                                   "install the nftables package" % error) from None
+            ctx.set_json_output(True)
+            ctx.set_handle_output(False)
+            self._ctx = ctx
+        return self._ctx
+
+    def _run(self, command, what):
+        if isinstance(command, str):
+            rc, output, error = self._nft().cmd(command)
+        else:
+            rc, output, error = self._nft().json_cmd(command)
+        if rc != 0:
+            raise GenericError("nft: cannot %s: %s" % (what, _first_error_line(error)))
+        return output
+
+    def _list_table(self, family, name):
+        """The table's JSON listing, or None when it does not exist."""
+        rc, output, error = self._nft().json_cmd(
+            {"nftables": [{"list": {"table": {"family": family, "name": name}}}]})
+        if rc != 0:
+            if "No such file or directory" in error:
+                return None
+            raise GenericError("nft: cannot list table %s %s: %s"
+                               % (family, name, _first_error_line(error)))
+        return output if isinstance(output, dict) else _json(output)
+
+    def check_available(self):
+        rc, _, error = self._nft().cmd("list tables")
+        if rc != 0:
+            raise NotInstalled("the kernel lacks nf_tables (%s)" % _first_error_line(error))
+
+    def state(self, params, placement):
+        name = table_name(params.vip)
+        return parse_state(self._list_table("ip", name), self._list_table("arp", name),
+                           params, placement,
+                           address.multicast_joined(placement.nic, params.clustermac))
+
+    def create(self, params, placement, owned):
+        self._run(build_create_script(params, placement, owned), "create the tables")
+        address.join_multicast(placement.nic, params.clustermac)
+
+    def add_bucket(self, params, bucket):
+        self._run(element_command("add", params.vip, bucket), "add bucket %d" % bucket)
+
+    def remove_bucket(self, params, bucket):
+        # nft 1.0.6 has no "destroy element": the caller only removes what it saw.
+        self._run(element_command("delete", params.vip, bucket), "remove bucket %d" % bucket)
+
+    def destroy(self, params, placement):
+        self._run(build_destroy_script(params.vip), "delete the tables")
+        if placement is not None:
+            address.leave_multicast(placement.nic, params.clustermac)
+
+
+def _first_error_line(text):
+    lines = [line for line in (text or "").splitlines() if line.strip()]
+    return lines[0] if lines else "unknown error"
+
+
+def _json(text):
+    import json
+
+    return json.loads(text) if text else {}
+
+
+BACKEND = NftBackend()

@@ -1,0 +1,112 @@
+"""The OCF meta-data document: the one place that names and documents the
+parameters.  Built with lxml; valid against resource-agents' ra-api-1.dtd
+(what ocf-tester checks) and its OCF 1.1 RelaxNG schema (unit tested)."""
+
+import collections
+
+from clusterip import __version__
+from clusterip.params import BACKENDS, DEFAULT_HASHMODE, HASHMODES
+
+Parameter = collections.namedtuple(
+    "Parameter", "name shortdesc longdesc type default required unique")
+
+PARAMETERS = (
+    Parameter("ip", "IPv4 cluster address", """\
+The IPv4 virtual address (VIP) that every node of the clone holds at once.
+Each node accepts only the packets whose hash falls into a bucket it owns.""",
+              "string", None, True, True),
+    Parameter("cidr_netmask", "Netmask length", """\
+Prefix length of the VIP, e.g. 24. Default: the prefix of the on-link route
+that covers ip on the chosen interface (as IPaddr2 finds it), else 32.""",
+              "integer", None, False, False),
+    Parameter("nic", "Network interface", """\
+The interface that receives the VIP's traffic. Default: the interface whose
+on-link route covers ip; the start fails with a reason when there is none.""",
+              "string", None, False, False),
+    Parameter("clustermac", "Cluster multicast MAC", """\
+The multicast MAC address that all nodes answer ARP with, so that the switch
+floods the VIP's frames to every node. It must be multicast (odd first octet),
+not broadcast and not an IEEE 802.1 reserved address. Default: derived from ip
+as 03:c1 followed by the four octets of ip (locally administered, the same on
+every node). Switches with IGMP snooping must flood it; avoid 01:00:5e:*.""",
+              "string", None, False, False),
+    Parameter("hashmode", "What the bucket hash covers", """\
+Which packet fields choose the bucket: %s. A client's packets keep going to
+one node only when every packet of a connection hashes alike: sourceip keeps
+all connections of one client on one node; the port modes spread one client's
+connections over the nodes.""" % " | ".join(HASHMODES),
+              "string", DEFAULT_HASHMODE, False, False),
+    Parameter("hash_init", "Hash seed", """\
+Seed of the bucket hash, 0..4294967295 (decimal or 0x hex). Must be the same on
+all nodes, which the default (derived from ip) guarantees.""",
+              "integer", None, False, False),
+    Parameter("backend", "Kernel mechanism", """\
+%s. auto chooses by kernel capability. nft uses nftables (every current
+kernel; CLUSTERIP was removed in Linux 6.3). All nodes of a cluster must use
+the same backend: they hash differently.""" % " | ".join(BACKENDS),
+              "string", "auto", False, False),
+)
+
+LONGDESC = """\
+clusterip makes one IPv4 address active-active across the nodes of a cluster,
+the way the iptables CLUSTERIP target did, with automatic failover. Every node
+holds the address and answers ARP for it with one shared multicast MAC, so the
+switch delivers each packet to every node; each node accepts only the packets
+whose hash falls into a bucket it owns.
+
+Run it as a globally-unique clone: clone instance i owns bucket i+1, and the
+number of buckets is clone-max. Configure
+  globally-unique=true (each instance is a different bucket),
+  clone-max = the number of buckets (e.g. the number of nodes, or a multiple
+    of it for finer balance),
+  clone-node-max = clone-max (so that one survivor can hold every bucket), and
+  resource-stickiness=0 on the clone, so that buckets move back and rebalance
+    when a node returns.
+When a node fails, Pacemaker starts its instances, and so its buckets, on the
+survivors. Moving a bucket resets that bucket's established connections.
+
+Without a clone it is a plain failover address held whole by one node, with
+the interface's own MAC, like IPaddr2."""
+
+ACTIONS = (
+    ("start", {"timeout": "20s"}),
+    ("stop", {"timeout": "20s"}),
+    ("monitor", {"timeout": "20s", "interval": "10s", "depth": "0"}),
+    ("meta-data", {"timeout": "5s"}),
+    ("validate-all", {"timeout": "20s"}),
+)
+
+DOCTYPE = '<!DOCTYPE resource-agent SYSTEM "ra-api-1.dtd">'
+
+
+def build():
+    """The meta-data as an lxml element tree."""
+    from lxml import etree
+
+    root = etree.Element("resource-agent", name="clusterip", version=__version__)
+    etree.SubElement(root, "version").text = "1.1"
+    etree.SubElement(root, "longdesc", lang="en").text = LONGDESC
+    etree.SubElement(root, "shortdesc", lang="en").text = \
+        "Active-active load-balanced cluster IP (CLUSTERIP, nftables)"
+    parameters = etree.SubElement(root, "parameters")
+    for p in PARAMETERS:
+        element = etree.SubElement(parameters, "parameter", name=p.name,
+                                   required="1" if p.required else "0",
+                                   unique="1" if p.unique else "0")
+        etree.SubElement(element, "longdesc", lang="en").text = p.longdesc
+        etree.SubElement(element, "shortdesc", lang="en").text = p.shortdesc
+        content = etree.SubElement(element, "content", type=p.type)
+        if p.default is not None:
+            content.set("default", p.default)
+    actions = etree.SubElement(root, "actions")
+    for name, attributes in ACTIONS:
+        etree.SubElement(actions, "action", name=name, **attributes)
+    return etree.ElementTree(root)
+
+
+def document():
+    """The meta-data text, with the DOCTYPE ocf-tester expects."""
+    from lxml import etree
+
+    return etree.tostring(build(), xml_declaration=True, encoding="UTF-8",
+                          pretty_print=True, doctype=DOCTYPE).decode()

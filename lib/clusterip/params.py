@@ -1,0 +1,183 @@
+"""OCF_RESKEY_* and the clone meta-attributes, parsed once into a frozen object.
+
+Everything the environment says is checked here, before any value can reach
+the kernel, a path or a log line: a malformed value raises
+:class:`~clusterip.errors.NotConfigured` (exit 6, the configuration is wrong
+everywhere).  Defaults that depend on the node (the NIC and netmask, found
+from the routing table) are resolved later, by :mod:`clusterip.address`.
+"""
+
+import dataclasses
+import ipaddress
+import re
+import zlib
+
+from clusterip.errors import NotConfigured
+
+HASHMODES = ("sourceip", "sourceip-sourceport", "sourceip-sourceport-destport")
+DEFAULT_HASHMODE = "sourceip-sourceport"  # as IPaddr2's clone mode
+BACKENDS = ("auto", "nft", "clusterip")
+# The agent's own ceiling; each backend may have a lower one (CLUSTERIP: 16).
+MAX_BUCKETS = 256
+
+# Linux interface names: at most IFNAMSIZ-1 bytes.  We accept a safe subset
+# (no '/', ':', whitespace or shell metacharacters) because the name ends up
+# in nft rules, /proc paths and log lines.
+_NIC_RE = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
+_MAC_RE = re.compile(r"^[0-9A-Fa-f]{2}([:-][0-9A-Fa-f]{2}){5}$")
+_UINT_RE = re.compile(r"^(0|[1-9][0-9]{0,9})$")
+_HEX_RE = re.compile(r"^0[xX][0-9A-Fa-f]{1,8}$")
+
+
+@dataclasses.dataclass(frozen=True)
+class Params:
+    ip: ipaddress.IPv4Address
+    cidr_netmask: "int | None"  # None: derive from the route that covers ip, else 32
+    nic: "str | None"  # None: the interface whose route covers ip
+    clustermac: str  # normalised "03:c1:..."; multicast, not broadcast
+    hashmode: str
+    hash_init: int
+    backend: str  # "auto", "nft" or "clusterip" (resolved later by kernel capability)
+    bucket: int  # the bucket this instance owns: clone instance i -> bucket i+1
+    total_buckets: int  # clone-max; 1 when not cloned
+    cloned: bool  # False: a plain failover IP held whole by one node
+
+    @property
+    def vip(self):
+        return str(self.ip)
+
+
+def default_clustermac(ip):
+    """A multicast MAC derived from the VIP, the same on every node.
+
+    First octet 0x03: multicast and locally administered, so it cannot clash
+    with a vendor's address nor with the 01:00:5e range that IGMP-snooping
+    switches filter; the last four octets are the VIP itself, so an
+    administrator recognises it in ``ip maddr`` or a packet capture.
+    """
+    return "03:c1:" + ":".join("%02x" % b for b in ip.packed)
+
+
+def default_hash_init(ip):
+    """A hash seed derived from the VIP, identical on every node."""
+    return zlib.crc32(b"clusterip:" + ip.packed)
+
+
+def _value(env, name):
+    """The parameter's value, or None when unset or empty (Pacemaker passes empties)."""
+    value = env.get("OCF_RESKEY_" + name)
+    if value is None:
+        return None
+    value = value.strip()
+    return value or None
+
+
+def _bounded_int(text, name, low, high):
+    if text is None or not _UINT_RE.match(text):
+        raise NotConfigured("%s=%r is not a whole number" % (name, text))
+    number = int(text)
+    if not low <= number <= high:
+        raise NotConfigured("%s=%d is out of range %d..%d" % (name, number, low, high))
+    return number
+
+
+def parse_ip(text):
+    if text is None:
+        raise NotConfigured("parameter ip is required")
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        raise NotConfigured("ip=%r is not an IPv4 address" % text) from None
+    if address.version != 4:
+        raise NotConfigured("ip=%s is IPv6; this agent serves IPv4 addresses" % text)
+    if address.is_unspecified or address.is_multicast or address.is_loopback \
+            or address.is_reserved or address == ipaddress.IPv4Address("255.255.255.255"):
+        raise NotConfigured("ip=%s cannot be a cluster address (unspecified, loopback, "
+                            "multicast, reserved or broadcast)" % text)
+    return address
+
+
+def parse_mac(text):
+    if not _MAC_RE.match(text):
+        raise NotConfigured("clustermac=%r is not a MAC address like 03:c1:0a:00:00:64" % text)
+    mac = text.replace("-", ":").lower()
+    octets = bytes(int(part, 16) for part in mac.split(":"))
+    if not octets[0] & 1:
+        raise NotConfigured("clustermac=%s is unicast: the first octet must be odd "
+                            "(a multicast MAC, so the switch floods it to every node)" % mac)
+    if octets == b"\xff" * 6:
+        raise NotConfigured("clustermac=%s is the broadcast address" % mac)
+    if octets[:5] == b"\x01\x80\xc2\x00\x00" and octets[5] < 0x10:
+        raise NotConfigured("clustermac=%s is an IEEE 802.1 reserved address that "
+                            "bridges never forward" % mac)
+    return mac
+
+
+def parse_hash_init(text):
+    if text is None:
+        return None
+    if _HEX_RE.match(text):
+        return int(text, 16)
+    return _bounded_int(text, "hash_init", 0, 0xFFFFFFFF)
+
+
+def _parse_bool(text, name):
+    if text is None:
+        return False
+    lowered = text.lower()
+    if lowered in ("true", "yes", "on", "1", "y"):
+        return True
+    if lowered in ("false", "no", "off", "0", "n"):
+        return False
+    raise NotConfigured("%s=%r is not a boolean" % (name, text))
+
+
+def parse_clone(env):
+    """(cloned, bucket, total_buckets) from Pacemaker's clone meta-attributes."""
+    instance = _value(env, "CRM_meta_clone")
+    if instance is None:
+        return False, 1, 1
+    total = _bounded_int(_value(env, "CRM_meta_clone_max"), "clone-max", 1, MAX_BUCKETS)
+    index = _bounded_int(instance, "clone instance", 0, MAX_BUCKETS - 1)
+    if index >= total:
+        raise NotConfigured("clone instance %d does not fit clone-max=%d" % (index, total))
+    unique = _parse_bool(_value(env, "CRM_meta_globally_unique"), "globally-unique")
+    if total > 1 and not unique:
+        raise NotConfigured("clone-max=%d needs globally-unique=true: each clone instance "
+                            "owns one bucket of the address" % total)
+    return True, index + 1, total
+
+
+def parse(env):
+    """Parse and check every parameter; raises NotConfigured with a reason."""
+    ip = parse_ip(_value(env, "ip"))
+
+    cidr_text = _value(env, "cidr_netmask")
+    cidr = None if cidr_text is None else _bounded_int(cidr_text, "cidr_netmask", 1, 32)
+    if cidr is not None and cidr < 31:
+        network = ipaddress.IPv4Network("%s/%d" % (ip, cidr), strict=False)
+        if ip in (network.network_address, network.broadcast_address):
+            raise NotConfigured("ip=%s is the network or broadcast address of /%d" % (ip, cidr))
+
+    nic = _value(env, "nic")
+    if nic is not None and (not _NIC_RE.match(nic) or nic in (".", "..")):
+        raise NotConfigured("nic=%r is not a valid interface name" % nic)
+
+    mac_text = _value(env, "clustermac")
+    mac = default_clustermac(ip) if mac_text is None else parse_mac(mac_text)
+
+    hashmode = _value(env, "hashmode") or DEFAULT_HASHMODE
+    if hashmode not in HASHMODES:
+        raise NotConfigured("hashmode=%r is not one of %s" % (hashmode, ", ".join(HASHMODES)))
+
+    seed = parse_hash_init(_value(env, "hash_init"))
+    backend = _value(env, "backend") or "auto"
+    if backend not in BACKENDS:
+        raise NotConfigured("backend=%r is not one of %s" % (backend, ", ".join(BACKENDS)))
+
+    cloned, bucket, total = parse_clone(env)
+    return Params(
+        ip=ip, cidr_netmask=cidr, nic=nic, clustermac=mac, hashmode=hashmode,
+        hash_init=default_hash_init(ip) if seed is None else seed,
+        backend=backend, bucket=bucket, total_buckets=total, cloned=cloned,
+    )
