@@ -11,8 +11,8 @@ import os
 import sys
 
 from clusterip import address, ocf
-from clusterip.errors import (AgentError, InvalidArgument, NotInstalled, NotPermitted,
-                              Unimplemented)
+from clusterip.errors import (AgentError, InvalidArgument, NotConfigured, NotInstalled,
+                              NotPermitted, Unimplemented)
 
 USAGE = "usage: clusterip {start|stop|monitor|meta-data|validate-all|usage}"
 STATE_ACTIONS = ("start", "stop", "monitor")
@@ -210,7 +210,16 @@ def run(action, env, logger):
         raise Unimplemented("action %r is not implemented" % action)
     from clusterip import params
 
-    instance = Instance(params.parse(env), env, logger)
+    try:
+        parsed = params.parse(env)
+    except NotConfigured as error:
+        if action != "stop":
+            raise
+        # Nothing can have been started with a configuration that never
+        # parsed, and a failed stop makes Pacemaker fence the node.
+        logger.warning("stop with an invalid configuration: %s; nothing to do" % error)
+        return ocf.SUCCESS
+    instance = Instance(parsed, env, logger)
     if action == "validate-all":
         return instance.validate()
     if os.geteuid() != 0:

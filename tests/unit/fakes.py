@@ -1,0 +1,74 @@
+"""In-memory stand-ins for the kernel: one node's addresses and one backend.
+
+Each behaviour faked here is exercised for real in the netns tier
+(tests/netns) and, for the CLUSTERIP backend, in the legacy tier.
+"""
+
+from clusterip.address import Placement
+from clusterip.backends import Backend, VipState
+from clusterip.errors import InvalidArgument
+
+
+class FakeNode:
+    """Replaces clusterip.address: a node with NICs, addresses and multicast state."""
+
+    def __init__(self, nics=("eth0",)):
+        self.nics = set(nics)
+        self.addresses = {}  # vip -> Placement
+        self.announced = []
+
+    def resolve(self, params):
+        nic = params.nic or "eth0"
+        if nic not in self.nics:
+            raise InvalidArgument("nic %s does not exist on this node" % nic)
+        return Placement(nic=nic, prefixlen=params.cidr_netmask or 24)
+
+    def address_present(self, vip, placement):
+        return self.addresses.get(vip) == placement and placement.nic in self.nics
+
+    def add_address(self, vip, placement):
+        self.addresses[vip] = placement
+
+    def remove_address(self, vip):
+        self.addresses.pop(vip, None)
+
+    def send_gratuitous_arp(self, nic, vip, mac=None):
+        self.announced.append((nic, vip, mac))
+
+
+class FakeBackend(Backend):
+    """One VIP's filter: owned buckets plus the named shared pieces."""
+
+    name = "fake"
+    max_buckets = 16
+    PIECES = ("table", "ARP rewrite", "multicast membership")
+
+    def __init__(self):
+        self.tables = {}  # vip -> {"owned": set, "pieces": set}
+        self.calls = []
+
+    def check_available(self):
+        pass
+
+    def state(self, params, placement):
+        table = self.tables.get(params.vip)
+        if table is None:
+            return None
+        missing = tuple(p for p in self.PIECES if p not in table["pieces"])
+        return VipState(owned=frozenset(table["owned"]), missing=missing)
+
+    def create(self, params, placement, owned):
+        self.calls.append(("create", sorted(owned)))
+        self.tables[params.vip] = {"owned": set(owned), "pieces": set(self.PIECES)}
+
+    def add_bucket(self, params, bucket):
+        self.calls.append(("add", bucket))
+        self.tables[params.vip]["owned"].add(bucket)
+
+    def remove_bucket(self, params, bucket):
+        self.calls.append(("remove", bucket))
+        self.tables[params.vip]["owned"].remove(bucket)
+
+    def destroy(self, params, placement):
+        self.calls.append(("destroy",))
+        self.tables.pop(params.vip, None)

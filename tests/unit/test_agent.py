@@ -1,0 +1,211 @@
+"""The agent's decisions (which exit code, which reason, what it changes),
+against in-memory fakes of the node and the backend."""
+
+import os
+
+import pytest
+
+from clusterip import agent, backends
+from unit.fakes import FakeBackend, FakeNode
+
+VIP = "192.0.2.10"
+
+
+@pytest.fixture
+def node(monkeypatch, tmp_path):
+    fake_node, fake_backend = FakeNode(), FakeBackend()
+    monkeypatch.setattr(agent, "address", fake_node)
+    monkeypatch.setattr(backends, "select", lambda requested, total: fake_backend)
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    fake_node.backend = fake_backend
+    fake_node.rsctmp = str(tmp_path)
+    return fake_node
+
+
+def env_for(node, instance=None, clone_max=3, **params):
+    env = {"OCF_RESKEY_ip": VIP, "HA_RSCTMP": node.rsctmp,
+           "OCF_RESOURCE_INSTANCE": "vip:%s" % instance}
+    if instance is not None:
+        env.update({"OCF_RESKEY_CRM_meta_clone": str(instance),
+                    "OCF_RESKEY_CRM_meta_clone_max": str(clone_max),
+                    "OCF_RESKEY_CRM_meta_globally_unique": "true"})
+    env.update({"OCF_RESKEY_" + k: v for k, v in params.items()})
+    return env
+
+
+def act(node, action, instance=None, capsys=None, **params):
+    code = agent.main(["clusterip", action], env_for(node, instance, **params))
+    return code
+
+
+def reason(capsys):
+    lines = [l for l in capsys.readouterr().err.splitlines() if l.startswith("ocf-exit-reason:")]
+    assert len(lines) == 1, lines
+    return lines[0][len("ocf-exit-reason:"):]
+
+
+def test_first_instance_creates_everything_later_ones_add_their_bucket(node):
+    assert act(node, "start", 0) == 0
+    assert act(node, "start", 2) == 0
+    assert node.backend.calls == [("create", [1]), ("add", 3)]
+    assert node.backend.tables[VIP]["owned"] == {1, 3}
+    assert VIP in node.addresses
+    # Only the first start announces the cluster MAC.
+    assert node.announced == [("eth0", VIP, "03:c1:c0:00:02:0a")]
+
+
+def test_start_and_stop_are_idempotent(node):
+    assert act(node, "start", 0) == 0
+    assert act(node, "start", 0) == 0
+    assert node.backend.calls == [("create", [1])]
+    assert act(node, "stop", 0) == 0
+    assert act(node, "stop", 0) == 0
+    assert act(node, "stop", 1) == 0
+    assert node.backend.tables == {} and node.addresses == {}
+
+
+def test_last_stop_removes_everything_earlier_ones_only_their_bucket(node):
+    for i in (0, 1):
+        act(node, "start", i)
+    assert act(node, "stop", 0) == 0
+    assert node.backend.tables[VIP]["owned"] == {2} and VIP in node.addresses
+    assert act(node, "stop", 1) == 0
+    assert node.backend.tables == {} and node.addresses == {}
+    assert node.backend.calls[-1] == ("destroy",)
+
+
+def test_probe_of_an_instance_that_never_ran_here_is_7_although_the_vip_is_here(node):
+    act(node, "start", 0)
+    act(node, "start", 1)
+    assert act(node, "monitor", 2) == 7
+    assert act(node, "monitor", 0) == 0 and act(node, "monitor", 1) == 0
+
+
+def test_monitor_names_the_missing_piece(node, capsys):
+    act(node, "start", 0)
+    act(node, "start", 1)
+    node.backend.tables[VIP]["pieces"].discard("ARP rewrite")
+    capsys.readouterr()
+    assert act(node, "monitor", 0) == 1
+    assert "ARP rewrite" in reason(capsys)
+
+
+def test_monitor_fails_for_a_started_instance_whose_bucket_vanished(node, capsys):
+    act(node, "start", 0)
+    act(node, "start", 1)
+    node.backend.tables[VIP]["owned"].discard(2)
+    capsys.readouterr()
+    assert act(node, "monitor", 1) == 1
+    assert "bucket 2" in reason(capsys)
+    assert act(node, "monitor", 0) == 0  # its own pieces are intact
+
+
+def test_monitor_fails_when_the_address_was_removed(node, capsys):
+    act(node, "start", 0)
+    node.addresses.clear()
+    capsys.readouterr()
+    assert act(node, "monitor", 0) == 1
+    assert "address %s/24 on eth0" % VIP in reason(capsys)
+
+
+def test_stopped_instance_is_not_running_after_table_removal(node):
+    act(node, "start", 0)
+    act(node, "stop", 0)
+    assert act(node, "monitor", 0) == 7
+
+
+def test_start_repairs_a_broken_filter_keeping_owned_buckets(node):
+    act(node, "start", 0)
+    act(node, "start", 1)
+    node.backend.tables[VIP]["pieces"].discard("table")
+    assert act(node, "start", 1) == 0
+    assert node.backend.calls[-1] == ("create", [1, 2])
+    assert act(node, "monitor", 0) == 0
+
+
+def test_nic_gone_monitor_fails_and_stop_succeeds(node, capsys):
+    act(node, "start", 0, nic="eth0")
+    node.nics.clear()
+    capsys.readouterr()
+    assert act(node, "monitor", 0, nic="eth0") == 1
+    assert "eth0 does not exist" in reason(capsys)
+    assert act(node, "stop", 0, nic="eth0") == 0
+    assert node.backend.tables == {}
+
+
+def test_plain_address_without_clone(node):
+    assert act(node, "monitor") == 7
+    assert act(node, "start") == 0
+    assert node.backend.calls == []  # a plain failover IP needs no filter
+    assert node.announced == [("eth0", VIP, None)]  # announced with the NIC's own MAC
+    assert act(node, "monitor") == 0
+    assert act(node, "stop") == 0
+    assert act(node, "monitor") == 7
+
+
+def test_missing_nic_on_this_node_is_2(node, capsys):
+    assert act(node, "start", 0, nic="eth9") == 2
+    assert "eth9 does not exist" in reason(capsys)
+    assert node.backend.calls == []
+
+
+@pytest.mark.parametrize("action", ["start", "monitor", "validate-all"])
+def test_invalid_configuration_is_6_with_a_reason_and_changes_nothing(node, capsys, action):
+    assert act(node, action, 0, hashmode="round-robin") == 6
+    assert "hashmode" in reason(capsys)
+    assert node.backend.calls == [] and node.addresses == {}
+
+
+def test_stop_with_an_invalid_configuration_succeeds_without_touching_anything(node):
+    # A failed stop gets the node fenced; nothing can run with a config that never parsed.
+    assert act(node, "stop", 0, hashmode="round-robin") == 0
+    assert node.backend.calls == []
+
+
+def test_unknown_action_is_3(node, capsys):
+    assert act(node, "promote", 0) == 3
+    assert "promote" in reason(capsys)
+
+
+@pytest.mark.parametrize("action", ["start", "stop", "monitor"])
+def test_state_actions_need_root(node, monkeypatch, capsys, action):
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    assert act(node, action, 0) == 4
+    assert "root" in reason(capsys)
+
+
+def test_validate_all_and_meta_data_work_without_root(node, monkeypatch, capsys):
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    assert act(node, "validate-all", 0) == 0
+    assert act(node, "meta-data") == 0
+    assert capsys.readouterr().out.startswith("<?xml")
+
+
+def test_clone_max_over_the_backends_limit_is_6(node, monkeypatch, capsys):
+    monkeypatch.undo()
+    monkeypatch.setattr(agent, "address", node)
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    monkeypatch.setattr(backends, "_REGISTRY", {"fake": "unit.test_agent"})
+    assert act(node, "start", 0, clone_max=17) == 6
+    assert "limit of 16" in reason(capsys)
+
+
+BACKEND = FakeBackend()  # what the registry entry in the test above loads
+
+
+def test_an_unexpected_exception_is_exit_1_with_a_reason_not_a_traceback(node, capsys):
+    def broken(*args):
+        raise ZeroDivisionError("boom")
+
+    node.backend.create = broken
+    assert act(node, "start", 0) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert "internal error in start: ZeroDivisionError: boom" in err
+
+
+def test_exit_reason_prefix_comes_from_the_environment(node, capsys):
+    env = env_for(node, 0, hashmode="x")
+    env["OCF_EXIT_REASON_PREFIX"] = "REASON>"
+    assert agent.main(["clusterip", "start"], env) == 6
+    assert any(l.startswith("REASON>hashmode") for l in capsys.readouterr().err.splitlines())

@@ -1,0 +1,70 @@
+"""The meta-data document: valid for ocf-tester (DTD) and for OCF 1.1 (RelaxNG)."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+from lxml import etree
+
+from clusterip import metadata
+
+SCHEMAS = "/usr/share/resource-agents"  # package resource-agents
+AGENT = os.path.join(os.path.dirname(__file__), "..", "..", "ocf", "clusterip")
+
+
+def schema_file(name):
+    path = os.path.join(SCHEMAS, name)
+    if not os.path.exists(path):
+        pytest.fail("%s is missing: install the resource-agents package" % path)
+    return path
+
+
+def parsed():
+    return etree.fromstring(metadata.document().encode())
+
+
+def test_document_carries_the_doctype_ocf_tester_expects():
+    assert '<!DOCTYPE resource-agent SYSTEM "ra-api-1.dtd">' in metadata.document()
+
+
+def test_valid_against_ra_api_1_dtd():
+    dtd = etree.DTD(schema_file("ra-api-1.dtd"))
+    assert dtd.validate(parsed()), dtd.error_log.filter_from_errors()
+
+
+def test_valid_against_the_ocf_1_1_relaxng_schema():
+    rng = etree.RelaxNG(etree.parse(schema_file("metadata.rng")))
+    assert rng.validate(parsed()), rng.error_log
+
+
+def test_every_parameter_the_parser_reads_is_documented():
+    names = {p.get("name") for p in parsed().iter("parameter")}
+    assert names == {"ip", "cidr_netmask", "nic", "clustermac", "hashmode", "hash_init",
+                     "backend"}
+    ip = parsed().find("parameters/parameter[@name='ip']")
+    assert (ip.get("required"), ip.get("unique")) == ("1", "1")
+
+
+def test_longdesc_explains_the_clone_settings():
+    text = parsed().findtext("longdesc")
+    for needle in ("globally-unique=true", "clone-max", "clone-node-max",
+                   "resource-stickiness=0", "bucket"):
+        assert needle in text
+
+
+def test_actions_listed():
+    names = [a.get("name") for a in parsed().iter("action")]
+    assert names == ["start", "stop", "monitor", "meta-data", "validate-all"]
+
+
+def test_meta_data_needs_neither_root_nor_kernel_libraries():
+    # A fresh interpreter with the nft/pyroute2/iptc modules made unimportable.
+    code = ("import sys; sys.modules.update(dict.fromkeys(['nftables', 'pyroute2', 'iptc']));"
+            "sys.argv = ['clusterip', 'meta-data'];"
+            "from clusterip.agent import main; sys.exit(main())")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            env={"PATH": "/usr/bin:/bin", "PYTHONPATH": sys.path[0]},
+                            check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("<?xml")

@@ -1,0 +1,101 @@
+"""Parameter parsing and validation: every rule, as a table."""
+
+import pytest
+
+from clusterip import params
+from clusterip.errors import NotConfigured
+
+BASE = {"OCF_RESKEY_ip": "192.0.2.10"}
+
+
+def parse(**overrides):
+    env = dict(BASE)
+    env.update({("OCF_RESKEY_" + k): v for k, v in overrides.items()})
+    return params.parse(env)
+
+
+def test_defaults_for_a_plain_address():
+    p = parse()
+    assert (p.vip, p.cidr_netmask, p.nic, p.hashmode, p.backend) == \
+        ("192.0.2.10", None, None, "sourceip-sourceport", "auto")
+    assert (p.cloned, p.bucket, p.total_buckets) == (False, 1, 1)
+    assert p.clustermac == "03:c1:c0:00:02:0a"
+    assert p.hash_init == params.default_hash_init(p.ip)
+
+
+def test_derived_defaults_are_the_same_on_every_node_and_differ_per_vip():
+    a, b = parse(), parse(ip="192.0.2.11")
+    assert a.clustermac != b.clustermac and a.hash_init != b.hash_init
+    assert parse().hash_init == a.hash_init
+
+
+@pytest.mark.parametrize("meta, expected", [
+    ({"CRM_meta_clone": "0", "CRM_meta_clone_max": "3", "CRM_meta_globally_unique": "true"},
+     (True, 1, 3)),
+    ({"CRM_meta_clone": "2", "CRM_meta_clone_max": "3", "CRM_meta_globally_unique": "true"},
+     (True, 3, 3)),
+    ({"CRM_meta_clone": "0", "CRM_meta_clone_max": "1"}, (True, 1, 1)),
+])
+def test_clone_instance_i_owns_bucket_i_plus_1(meta, expected):
+    p = parse(**meta)
+    assert (p.cloned, p.bucket, p.total_buckets) == expected
+
+
+@pytest.mark.parametrize("overrides, needle", [
+    ({"ip": ""}, "required"),
+    ({"ip": "2001:db8::1"}, "IPv6"),
+    ({"ip": "web.example.com"}, "not an IPv4"),
+    ({"ip": "127.0.0.1"}, "cannot be a cluster address"),
+    ({"ip": "224.0.0.5"}, "cannot be a cluster address"),
+    ({"ip": "0.0.0.0"}, "cannot be a cluster address"),
+    ({"ip": "255.255.255.255"}, "cannot be a cluster address"),
+    ({"ip": "192.0.2.0", "cidr_netmask": "24"}, "network or broadcast"),
+    ({"ip": "192.0.2.255", "cidr_netmask": "24"}, "network or broadcast"),
+    ({"cidr_netmask": "33"}, "out of range"),
+    ({"cidr_netmask": "255.255.255.0"}, "not a whole number"),
+    ({"nic": "eth0; reboot"}, "not a valid interface"),
+    ({"nic": "../../etc"}, "not a valid interface"),
+    ({"nic": "a" * 16}, "not a valid interface"),
+    ({"clustermac": "02:00:00:00:00:01"}, "unicast"),
+    ({"clustermac": "ff:ff:ff:ff:ff:ff"}, "broadcast"),
+    ({"clustermac": "01:80:c2:00:00:0e"}, "reserved"),
+    ({"clustermac": "01:00:5e:00:00"}, "not a MAC"),
+    ({"hashmode": "destport"}, "hashmode"),
+    ({"hash_init": "-1"}, "not a whole number"),
+    ({"hash_init": "4294967296"}, "out of range"),
+    ({"hash_init": "0x1ffffffff"}, "not a whole number"),
+    ({"backend": "iptables"}, "backend"),
+    ({"CRM_meta_clone": "0"}, "clone-max"),
+    ({"CRM_meta_clone": "0", "CRM_meta_clone_max": "0"}, "out of range"),
+    ({"CRM_meta_clone": "3", "CRM_meta_clone_max": "3",
+      "CRM_meta_globally_unique": "true"}, "does not fit"),
+    ({"CRM_meta_clone": "0", "CRM_meta_clone_max": "3"}, "globally-unique=true"),
+    ({"CRM_meta_clone": "0", "CRM_meta_clone_max": "3",
+      "CRM_meta_globally_unique": "false"}, "globally-unique=true"),
+    ({"CRM_meta_clone": "0", "CRM_meta_clone_max": "257",
+      "CRM_meta_globally_unique": "true"}, "out of range"),
+])
+def test_invalid_values_are_refused_with_a_reason(overrides, needle):
+    with pytest.raises(NotConfigured) as caught:
+        parse(**overrides)
+    assert needle in str(caught.value)
+    assert caught.value.exit_code == 6
+
+
+@pytest.mark.parametrize("text, mac", [
+    ("03:C1:00:00:00:01", "03:c1:00:00:00:01"),
+    ("01-00-5e-00-00-20", "01:00:5e:00:00:20"),
+])
+def test_cluster_mac_is_normalised(text, mac):
+    assert parse(clustermac=text).clustermac == mac
+
+
+@pytest.mark.parametrize("text, seed", [("0", 0), ("0xdeadbeef", 0xdeadbeef),
+                                        ("4294967295", 4294967295)])
+def test_hash_init_accepts_decimal_and_hex(text, seed):
+    assert parse(hash_init=text).hash_init == seed
+
+
+def test_whitespace_and_empty_values_mean_unset():
+    p = parse(ip=" 192.0.2.10 ", nic="", hashmode="")
+    assert (p.vip, p.nic, p.hashmode) == ("192.0.2.10", None, "sourceip-sourceport")
