@@ -68,3 +68,18 @@ def test_meta_data_needs_neither_root_nor_kernel_libraries():
                             check=False)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("<?xml")
+
+
+def test_the_executable_runs_under_any_interpreter_that_has_the_library():
+    result = subprocess.run([sys.executable, AGENT, "meta-data"], capture_output=True,
+                            text=True, env={"PYTHONPATH": sys.path[0]}, check=False)
+    assert result.returncode == 0, result.stderr
+    assert "<resource-agent name=\"clusterip\"" in result.stdout
+
+
+def test_the_executable_without_the_library_exits_5_with_a_reason():
+    # -I -S: no environment and no site-packages, so no clusterip to import.
+    result = subprocess.run([sys.executable, "-I", "-S", AGENT, "meta-data"],
+                            capture_output=True, text=True, cwd="/", env={}, check=False)
+    assert result.returncode == 5
+    assert result.stderr.startswith("ocf-exit-reason:the clusterip library is not installed")
