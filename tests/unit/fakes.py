@@ -47,6 +47,9 @@ class FakeBackend(Backend):
         self.tables = {}  # vip -> {"owned": set, "pieces": set}
         self.calls = []
 
+    def kernel_supports(self):
+        return True
+
     def check_available(self):
         pass
 

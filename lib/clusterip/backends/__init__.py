@@ -33,6 +33,10 @@ class Backend:
     name = "?"
     max_buckets = 0
 
+    def kernel_supports(self):
+        """Whether the running kernel has the mechanism (what backend=auto looks at)."""
+        raise NotImplementedError
+
     def check_available(self):
         """Raise NotInstalled when this kernel/user space cannot run the backend."""
         raise NotImplementedError
@@ -56,10 +60,11 @@ class Backend:
         raise NotImplementedError
 
 
-# name -> module path, in auto-selection preference order.  CLUSTERIP comes
-# first when a later release registers it: where the kernel still has it,
-# it is the mechanism users of CLUSTERIP-era clusters expect.
+# name -> module path, in auto-selection preference order: where the kernel
+# still has CLUSTERIP (<= 6.2) it is what CLUSTERIP-era clusters run, and a
+# cluster must not mix backends; nft everywhere else.
 _REGISTRY = {
+    "clusterip": "clusterip.backends.clusterip",
     "nft": "clusterip.backends.nft",
 }
 
@@ -72,24 +77,15 @@ def _load(name):
 def select(requested, total_buckets):
     """The backend for ``backend=requested``, checked against this kernel.
 
-    ``auto`` picks by kernel capability: the first registered backend whose
-    check_available() passes.
+    ``auto`` picks by kernel capability alone, never by which libraries
+    happen to be installed: nodes with the same kernel must pick the same
+    backend, so a missing library is an error (5), not a reason to fall back.
     """
     if requested == "auto":
-        reasons = []
-        for name in _REGISTRY:
-            backend = _load(name)
-            try:
-                backend.check_available()
-            except NotInstalled as error:
-                reasons.append(str(error))
-                continue
-            return _check_limit(backend, total_buckets)
-        raise NotInstalled("no backend can run on this node: " + "; ".join(reasons))
-    if requested not in _REGISTRY:
-        raise NotInstalled("backend=%s is not available in this version of clusterip; "
-                           "use backend=nft" % requested)
-    backend = _load(requested)
+        candidates = [_load(name) for name in _REGISTRY]
+        backend = next((b for b in candidates if b.kernel_supports()), candidates[-1])
+    else:
+        backend = _load(requested)
     backend.check_available()
     return _check_limit(backend, total_buckets)
 

@@ -206,6 +206,9 @@ class NftBackend(Backend):
                                % (family, name, _first_error_line(error)))
         return output if isinstance(output, dict) else _json(output)
 
+    def kernel_supports(self):
+        return True  # the fallback: nf_tables is in every kernel since 3.13
+
     def check_available(self):
         rc, _, error = self._nft().cmd("list tables")
         if rc != 0:

@@ -1,0 +1,240 @@
+"""The legacy backend: the kernel's own CLUSTERIP target (Linux <= 6.2).
+
+Per VIP one rule in the legacy ``filter``/``INPUT`` table,
+``-d VIP -i NIC -j CLUSTERIP --new --hashmode H --clustermac M
+--total-nodes N --local-node K --hash-init S``, managed with python-iptables.
+The kernel does the rest itself: it joins the NIC to the cluster MAC and
+rewrites ARP for the VIP.  Buckets ("local nodes") are switched through
+``/proc/net/ipt_CLUSTERIP/<VIP>``: write ``+N`` / ``-N``, read ``1,3``.
+
+python-iptables has no locking and its autocommit swallows commit errors:
+every change holds ``/run/xtables.lock`` (the lock iptables itself takes)
+around refresh -> modify -> commit, with ``autocommit=False`` and an explicit
+``commit()``.
+"""
+
+import ctypes.util
+import errno
+import glob
+import os
+
+from clusterip import address
+from clusterip.backends import Backend, VipState
+from clusterip.errors import GenericError, NotInstalled
+
+PROC_DIR = "/proc/net/ipt_CLUSTERIP"
+XTABLES_LOCK = "/run/xtables.lock"
+TARGET = "CLUSTERIP"
+# Where the dynamic linker keeps libraries on Debian/Ubuntu (multiarch) and
+# RHEL/SUSE; used to find libip4tc, libxtables and the xtables extensions.
+_LIB_DIRS = ("/usr/lib/x86_64-linux-gnu", "/lib/x86_64-linux-gnu",
+             "/usr/lib/aarch64-linux-gnu", "/usr/lib64", "/usr/lib", "/lib64", "/lib")
+
+
+def proc_path(vip):
+    return os.path.join(PROC_DIR, vip)
+
+
+def parse_owned(text):
+    """'1,3\\n' -> frozenset({1, 3}); '' (no local node) -> frozenset()."""
+    text = text.strip()
+    return frozenset(int(part) for part in text.split(",") if part) if text else frozenset()
+
+
+def rule_options(params):
+    """The CLUSTERIP target's options as iptables spells them (the config's identity)."""
+    return {
+        "hashmode": params.hashmode,
+        "clustermac": params.clustermac.upper(),
+        "total-nodes": str(params.total_buckets),
+        "hash-init": str(params.hash_init),
+    }
+
+
+def _kernel_has_clusterip():
+    """CLUSTERIP loaded, built in, or loadable as a module for the running kernel."""
+    if os.path.isdir(PROC_DIR):
+        return True
+    try:
+        with open("/proc/net/ip_tables_targets", encoding="ascii") as f:
+            if TARGET in f.read().split():
+                return True
+    except OSError:
+        pass
+    release = os.uname().release
+    for name in ("modules.dep", "modules.builtin"):
+        try:
+            with open("/lib/modules/%s/%s" % (release, name), encoding="utf-8") as f:
+                if "ipt_CLUSTERIP.ko" in f.read():
+                    return True
+        except OSError:
+            continue
+    return False
+
+
+def _fast_find_library(name):
+    """ctypes.util.find_library without ldconfig and gcc (which cost ~250 ms)."""
+    for directory in _LIB_DIRS:
+        found = sorted(glob.glob(os.path.join(directory, "lib%s.so*" % name)))
+        if found:
+            return found[0]
+    return None
+
+
+def _import_iptc():
+    """Import python-iptables fast: it resolves its libraries with
+    ctypes.util.find_library (ldconfig + gcc) and, without XTABLES_LIBDIR,
+    runs ldconfig again.  Give it the answers from the standard directories."""
+    if "XTABLES_LIBDIR" not in os.environ:
+        for directory in _LIB_DIRS:
+            if os.path.isdir(os.path.join(directory, "xtables")):
+                os.environ["XTABLES_LIBDIR"] = os.path.join(directory, "xtables")
+                break
+    original = ctypes.util.find_library
+    ctypes.util.find_library = lambda name: _fast_find_library(name) or original(name)
+    try:
+        import iptc
+    except Exception as error:  # python-iptables raises plain Exceptions/XTablesError
+        raise NotInstalled("python-iptables cannot load the iptables libraries (%s); "
+                           "install iptables" % error) from None
+    finally:
+        ctypes.util.find_library = original
+    return iptc
+
+
+class ClusteripBackend(Backend):
+    name = "clusterip"
+    max_buckets = 16  # the kernel's CLUSTERIP_MAX_NODES
+
+    def __init__(self):
+        self._iptc = None
+
+    def _lib(self):
+        if self._iptc is None:
+            self._iptc = _import_iptc()
+        return self._iptc
+
+    def kernel_supports(self):
+        return _kernel_has_clusterip()
+
+    def check_available(self):
+        if not _kernel_has_clusterip():
+            raise NotInstalled("this kernel has no CLUSTERIP target (removed in Linux 6.3); "
+                               "use backend=nft")
+        self._lib()
+
+    # --- rules ----------------------------------------------------------------
+
+    def _xtables_lock(self, timeout=10.0):
+        from clusterip import lock
+
+        return lock.held(XTABLES_LOCK, timeout)
+
+    def _table(self):
+        iptc = self._lib()
+        table = iptc.Table(iptc.Table.FILTER, autocommit=False)
+        table.refresh()
+        return table, iptc.Chain(table, "INPUT")
+
+    def _our_rules(self, chain, vip):
+        return [rule for rule in chain.rules
+                if rule.target.name == TARGET and rule.dst.split("/")[0] == vip]
+
+    def _commit(self, table, what):
+        try:
+            table.commit()
+        except Exception as error:  # iptc.IPTCError: libiptc's message
+            raise GenericError("iptables: cannot %s: %s" % (what, error)) from None
+
+    def _insert_rule(self, params, placement, local_node):
+        iptc = self._lib()
+        with self._xtables_lock():
+            table, chain = self._table()
+            rule = iptc.Rule()
+            rule.dst = "%s/255.255.255.255" % params.vip
+            rule.in_interface = placement.nic
+            target = rule.create_target(TARGET)
+            target.new = ""
+            for option, value in rule_options(params).items():
+                target.set_parameter(option.replace("-", "_"), value)
+            target.local_node = str(local_node)
+            chain.insert_rule(rule)
+            self._commit(table, "add the CLUSTERIP rule for %s" % params.vip)
+
+    def _delete_rules(self, params):
+        with self._xtables_lock():
+            table, chain = self._table()
+            rules = self._our_rules(chain, params.vip)
+            for rule in rules:
+                chain.delete_rule(rule)
+            if rules:
+                self._commit(table, "delete the CLUSTERIP rule for %s" % params.vip)
+
+    # --- buckets -----------------------------------------------------------------
+
+    def _write_proc(self, vip, command):
+        try:
+            with open(proc_path(vip), "w", encoding="ascii") as f:
+                f.write(command)
+        except OSError as error:
+            # Idempotence: the kernel answers ENOMEM for "+N" already owned and
+            # ENOENT for "-N" not owned.
+            if (command[0], error.errno) in (("+", errno.ENOMEM), ("-", errno.ENOENT)):
+                return
+            raise GenericError("cannot write %s to %s: %s"
+                               % (command, proc_path(vip), error.strerror)) from None
+
+    def _read_owned(self, vip):
+        try:
+            with open(proc_path(vip), encoding="ascii") as f:
+                return parse_owned(f.read())
+        except FileNotFoundError:
+            return None
+
+    # --- the Backend interface ---------------------------------------------------
+
+    def state(self, params, placement):
+        owned = self._read_owned(params.vip)
+        table, chain = self._table()
+        rules = self._our_rules(chain, params.vip)
+        if owned is None and not rules:
+            return None
+        missing = []
+        if not rules:
+            missing.append("CLUSTERIP rule for %s" % params.vip)
+        else:
+            wanted = rule_options(params)
+            found = {k: v[0] if v else "" for k, v in
+                     rules[0].target.get_all_parameters().items()}
+            differs = [k for k, v in wanted.items() if found.get(k, "").upper() != v.upper()]
+            if placement is not None and rules[0].in_interface != placement.nic:
+                differs.append("interface")
+            if len(rules) > 1 or differs:
+                missing.append("CLUSTERIP rule matching the configuration (%s)"
+                               % ", ".join(differs or ["duplicate rules"]))
+        if placement is not None and not address.multicast_joined(placement.nic,
+                                                                  params.clustermac):
+            missing.append("multicast membership of %s in %s"
+                           % (placement.nic, params.clustermac))
+        return VipState(owned=owned or frozenset(), missing=tuple(missing))
+
+    def create(self, params, placement, owned):
+        owned = sorted(owned)
+        # Two commits, not one: in a single commit the new rule would find the
+        # old configuration still alive and silently keep its options.
+        self._delete_rules(params)
+        self._insert_rule(params, placement, owned[0])
+        for bucket in owned[1:]:
+            self._write_proc(params.vip, "+%d" % bucket)
+
+    def add_bucket(self, params, bucket):
+        self._write_proc(params.vip, "+%d" % bucket)
+
+    def remove_bucket(self, params, bucket):
+        self._write_proc(params.vip, "-%d" % bucket)
+
+    def destroy(self, params, placement):
+        self._delete_rules(params)
+
+
+BACKEND = ClusteripBackend()
