@@ -10,7 +10,9 @@ from lxml import etree
 from clusterip import metadata
 
 SCHEMAS = "/usr/share/resource-agents"  # package resource-agents
-AGENT = os.path.join(os.path.dirname(__file__), "..", "..", "ocf", "clusterip")
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+AGENT = os.path.join(ROOT, "ocf", "clusterip")
+LIB = os.path.join(ROOT, "lib")
 
 
 def schema_file(name):
@@ -64,7 +66,7 @@ def test_meta_data_needs_neither_root_nor_kernel_libraries():
             "sys.argv = ['clusterip', 'meta-data'];"
             "from clusterip.agent import main; sys.exit(main())")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            env={"PATH": "/usr/bin:/bin", "PYTHONPATH": sys.path[0]},
+                            env={"PATH": "/usr/bin:/bin", "PYTHONPATH": LIB},
                             check=False)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("<?xml")
@@ -72,7 +74,7 @@ def test_meta_data_needs_neither_root_nor_kernel_libraries():
 
 def test_the_executable_runs_under_any_interpreter_that_has_the_library():
     result = subprocess.run([sys.executable, AGENT, "meta-data"], capture_output=True,
-                            text=True, env={"PYTHONPATH": sys.path[0]}, check=False)
+                            text=True, env={"PYTHONPATH": LIB}, check=False)
     assert result.returncode == 0, result.stderr
     assert "<resource-agent name=\"clusterip\"" in result.stdout
 

@@ -1,0 +1,430 @@
+"""A throw-away Ethernet segment built from network namespaces, and oracles to inspect it.
+
+This module is the independent side of the root-level tests: it imports
+nothing from the project and reads every piece of state with the system's own
+tools (``ip -j``, ``nft -j``, ``/proc``), so a bug in the agent's readers
+cannot hide a bug in its writers.
+
+Topology (all in 198.18.0.0/16, the RFC 2544 benchmark range, so nothing can
+collide with a real network)::
+
+    <prefix>sw      bridge br0 (multicast snooping off: frames to a multicast
+                    MAC are flooded to every port, as a switch floods the
+                    CLUSTERIP cluster MAC)
+      |-- pn0 ==== eth0 in <prefix>n0   198.18.0.11/16
+      |-- pn1 ==== eth0 in <prefix>n1   198.18.0.12/16
+      |-- ...
+      `-- pcl ==== eth0 in <prefix>cl   198.18.0.2/16 + 198.18.1.1 .. 198.18.1.K
+
+Safety: nothing is created in the root namespace.  Every veth pair is created
+*inside* the switch namespace with its peer placed straight into the target
+namespace, so no interface ever exists in the root namespace, not even for a
+moment.  Teardown kills the processes this lab spawned (by PID) and deletes
+its namespaces, also when the body of the ``with`` block failed.
+"""
+
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+
+SUBNET_PREFIXLEN = 16
+CLIENT_ADDRESS = "198.18.0.2"
+DEFAULT_AGENT = "/usr/lib/ocf/resource.d/custom/clusterip"
+# The clean environment Pacemaker's executor gives an agent (plus what we add).
+AGENT_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
+OCF_ROOT = "/usr/lib/ocf"
+HELPERS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "helpers")
+
+
+def node_address(index):
+    """The fixed (non-VIP) address of node ``index``: 198.18.0.11, .12, ..."""
+    return "198.18.0.%d" % (11 + index)
+
+
+def client_source(number):
+    """Extra client source ``number`` (1-based): 198.18.1.1 .. 198.18.1.254, 198.18.2.1 .."""
+    if number < 1:
+        raise ValueError("client source numbers start at 1")
+    return "198.18.%d.%d" % (1 + (number - 1) // 254, 1 + (number - 1) % 254)
+
+
+def agent_command():
+    """The agent as an argv list: $CLUSTERIP_AGENT (shell words) or the installed agent."""
+    return shlex.split(os.environ.get("CLUSTERIP_AGENT", DEFAULT_AGENT))
+
+
+def agent_problem():
+    """Why the agent cannot be run (a sentence), or None when it looks runnable.
+
+    Checked up front so a missing agent fails the tests with one clear message
+    instead of hundreds of confusing exit codes.
+    """
+    argv = agent_command()
+    if not argv:
+        return "CLUSTERIP_AGENT is set but empty"
+    if shutil.which(argv[0], path=AGENT_PATH if "/" not in argv[0] else None) is None:
+        return "agent command %r is not an executable file (set CLUSTERIP_AGENT or install " \
+               "the agent at %s)" % (argv[0], DEFAULT_AGENT)
+    for word in argv[1:]:
+        # Words like "/work/main/ocf/clusterip" must exist; "VAR=/x" (for env) need not.
+        if word.startswith("/") and not os.path.exists(word):
+            return "agent command word %r does not exist" % word
+    return None
+
+
+def not_root_problem():
+    if os.geteuid() != 0:
+        return "these tests create network namespaces and must run as root (euid is %d)" \
+               % os.geteuid()
+    return None
+
+
+def default_prefix(tmp_root="/tmp"):
+    """A name prefix unique to this process and unused by any namespace or directory.
+
+    A run killed before its teardown leaves its namespaces behind; a later
+    process with the same PID modulo 100000 then takes the next letter
+    instead of failing or, worse, deleting them.
+    """
+    existing = list_namespaces()
+    base = "cip%d" % (os.getpid() % 100000)
+    for suffix in ["-"] + ["%s-" % c for c in "abcdefghijklmnopqrstuvwxyz"]:
+        prefix = base + suffix
+        if not any(name.startswith(prefix) for name in existing) \
+                and not os.path.exists(os.path.join(tmp_root, prefix)):
+            return prefix
+    raise LabError("no free namespace prefix for %s*" % base)
+
+
+def list_namespaces():
+    result = subprocess.run(["ip", "-j", "netns", "list"], capture_output=True, text=True,
+                            timeout=30, check=True)
+    return [entry["name"] for entry in json.loads(result.stdout or "[]")]
+
+
+class LabError(Exception):
+    pass
+
+
+def _check(result, argv):
+    if result.returncode != 0:
+        raise LabError("command failed (rc=%d): %s\nstdout: %s\nstderr: %s" % (
+            result.returncode, shlex.join(argv), result.stdout.strip(), result.stderr.strip()))
+    return result
+
+
+class Lab:
+    """N node namespaces and a client on one bridged segment; use as a context manager.
+
+    Namespaces are addressed by short name ("n0", "n1", ..., "client", "switch")
+    or by full name.  ``timeout_scale`` stretches every timeout, for slow
+    kernels (user-mode Linux runs each system call much slower).
+    """
+
+    def __init__(self, nodes=3, sources=200, prefix=None, tmp_root="/tmp", timeout_scale=1.0):
+        self.prefix = prefix or default_prefix(tmp_root)
+        self.node_names = ["n%d" % i for i in range(nodes)]
+        self.sources = [client_source(k) for k in range(1, sources + 1)]
+        self.timeout_scale = timeout_scale
+        self.directory = os.path.join(tmp_root, self.prefix)
+        self._short = {"switch": self.prefix + "sw", "client": self.prefix + "cl"}
+        self._short.update({name: self.prefix + name for name in self.node_names})
+        self._created = []  # namespaces to delete, in creation order
+        self._processes = []  # (Popen, log path) of spawn()ed processes
+        self._responders = {}  # node -> log path
+        self._own_directory = False  # only ever delete what we created
+
+    # -- life cycle -----------------------------------------------------
+
+    def __enter__(self):
+        try:
+            self.setup()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+    def setup(self):
+        taken = [n for n in list_namespaces() if n.startswith(self.prefix)]
+        if taken:
+            raise LabError("namespaces with prefix %r already exist: %s" % (self.prefix, taken))
+        os.makedirs(self.directory)  # fails if it exists: it may be another run's
+        self._own_directory = True
+        # World-readable: ocf-tester runs "meta-data" as nobody, maybe via a wrapper here.
+        os.chmod(self.directory, 0o755)
+
+        switch = self._add_namespace("switch")
+        self._ip(switch, "link", "add", "br0", "type", "bridge", "mcast_snooping", "0")
+        self._ip(switch, "link", "set", "br0", "up")
+
+        for index, node in enumerate(self.node_names):
+            self._attach(node, "p" + node, [node_address(index)])
+            os.makedirs(self.rsctmp(node), mode=0o755)
+
+        client = self._attach("client", "pcl", [CLIENT_ADDRESS])
+        if self.sources:
+            # One "ip -batch" instead of hundreds of processes: ~20 ms instead of seconds.
+            batch = "".join("addr add %s/%d dev eth0\n" % (a, SUBNET_PREFIXLEN)
+                            for a in self.sources)
+            _check(subprocess.run(["ip", "-n", client, "-batch", "-"], input=batch,
+                                  capture_output=True, text=True, timeout=self._t(60)),
+                   ["ip", "-n", client, "-batch", "-"])
+
+    def _add_namespace(self, short):
+        name = self._short[short]
+        _check(subprocess.run(["ip", "netns", "add", name], capture_output=True, text=True,
+                              timeout=self._t(30)), ["ip", "netns", "add", name])
+        self._created.append(name)
+        self._ip(name, "link", "set", "lo", "up")
+        # No IPv6: its router solicitations, DAD and MLD reports are noise on the
+        # segment.  No forwarding: a new namespace inherits the root namespace's
+        # IPv4 settings, and a node that lost the VIP must drop, not route, its traffic.
+        self.run(name, "sysctl", "-q", "-w", "net.ipv6.conf.all.disable_ipv6=1",
+                 "net.ipv6.conf.default.disable_ipv6=1", "net.ipv4.ip_forward=0", check=False)
+        return name
+
+    def _attach(self, short, port, addresses):
+        """A namespace whose eth0 is plugged into the bridge as ``port``."""
+        name = self._add_namespace(short)
+        switch = self._short["switch"]
+        # Created inside the switch namespace, peer placed directly into `name`.
+        self._ip(switch, "link", "add", port, "type", "veth", "peer", "name", "eth0",
+                 "netns", name)
+        self._ip(switch, "link", "set", port, "master", "br0", "up")
+        for address in addresses:
+            self._ip(name, "addr", "add", "%s/%d" % (address, SUBNET_PREFIXLEN), "dev", "eth0")
+        self._ip(name, "link", "set", "eth0", "up")
+        return name
+
+    def _ip(self, ns, *args):
+        argv = ["ip", "-n", ns, *args]
+        return _check(subprocess.run(argv, capture_output=True, text=True,
+                                     timeout=self._t(30)), argv)
+
+    def close(self):
+        """Kill our processes (by PID), delete our namespaces and directory. Idempotent."""
+        for process, _ in self._processes:
+            if process.poll() is None:
+                process.terminate()
+        for process, _ in self._processes:
+            try:
+                process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=5)
+        self._processes = []
+        errors = []
+        for name in reversed(self._created):
+            result = subprocess.run(["ip", "netns", "del", name], capture_output=True, text=True,
+                                    timeout=30)
+            if result.returncode != 0:
+                errors.append("%s: %s" % (name, result.stderr.strip()))
+        self._created = []
+        if self._own_directory:
+            shutil.rmtree(self.directory, ignore_errors=True)
+            self._own_directory = False
+        if errors:
+            raise LabError("could not delete namespaces: %s" % "; ".join(errors))
+
+    # -- running things ---------------------------------------------------
+
+    def ns(self, name):
+        """The full namespace name for a short name ("n0", "client") or a full one."""
+        return self._short.get(name, name)
+
+    def _t(self, seconds):
+        return seconds * self.timeout_scale
+
+    def rsctmp(self, node):
+        """The node's private HA_RSCTMP (as /run/resource-agents is on a real node)."""
+        return os.path.join(self.directory, node, "rsctmp")
+
+    def run(self, ns, *argv, env=None, check=True, input=None, timeout=60):
+        """Run argv inside namespace ``ns``; a CompletedProcess with text stdout/stderr."""
+        full = ["ip", "netns", "exec", self.ns(ns), *argv]
+        result = subprocess.run(full, env=env, input=input, capture_output=True, text=True,
+                                timeout=self._t(timeout))
+        return _check(result, full) if check else result
+
+    def spawn(self, ns, *argv, env=None, log=None):
+        """Start argv in the background inside ``ns``; stdout+stderr go to ``log``.
+
+        The process is killed (by its PID) at teardown.  ``ip netns exec``
+        execs the command, so the PID is the command's own.
+        """
+        log = log or os.path.join(self.directory, "spawn-%d.log" % len(self._processes))
+        with open(log, "w") as out:
+            process = subprocess.Popen(["ip", "netns", "exec", self.ns(ns), *argv], env=env,
+                                       stdin=subprocess.DEVNULL, stdout=out,
+                                       stderr=subprocess.STDOUT, start_new_session=True)
+        self._processes.append((process, log))
+        return process
+
+    def agent_env(self, node, instance, params, meta=None):
+        """The environment of one agent call, as Pacemaker builds it (no inherited variables)."""
+        env = {"PATH": AGENT_PATH, "OCF_ROOT": OCF_ROOT, "HA_RSCTMP": self.rsctmp(node),
+               "OCF_RESOURCE_INSTANCE": instance}
+        env.update(("OCF_RESKEY_%s" % k, str(v)) for k, v in params.items())
+        env.update(("OCF_RESKEY_CRM_meta_%s" % k, str(v)) for k, v in (meta or {}).items())
+        return env
+
+    def agent(self, ns, action, params, meta=None, instance="vip", timeout=60):
+        """Run the agent's ``action`` in node ``ns``: (exit code, stdout, stderr)."""
+        env = self.agent_env(ns, instance, params, meta)
+        argv = ["env", "-i"] + ["%s=%s" % item for item in env.items()]
+        result = self.run(ns, *argv, *agent_command(), action, check=False, timeout=timeout)
+        return result.returncode, result.stdout, result.stderr
+
+    def agent_executable(self):
+        """One executable path for the agent, for tools that take a path (ocf-tester).
+
+        A multi-word $CLUSTERIP_AGENT gets a wrapper script in the lab's
+        directory (world-readable: ocf-tester also runs it as nobody).
+        """
+        argv = agent_command()
+        if len(argv) == 1:
+            return argv[0]
+        wrapper = os.path.join(self.directory, "agent")
+        with open(wrapper, "w") as handle:
+            handle.write("#!/bin/sh\nexec %s \"$@\"\n" % shlex.join(argv))
+        os.chmod(wrapper, 0o755)
+        return wrapper
+
+    # -- oracles (independent tools only) ------------------------------------
+
+    def addresses(self, ns, dev="eth0"):
+        """IPv4 addresses on ``dev`` as "a.b.c.d/len", from ``ip -j addr show``."""
+        out = self.run(ns, "ip", "-j", "-4", "addr", "show", "dev", dev).stdout
+        return sorted("%s/%d" % (info["local"], info["prefixlen"])
+                      for link in json.loads(out or "[]") for info in link.get("addr_info", [])
+                      if info.get("family") == "inet")
+
+    def nft_ruleset(self, ns):
+        """The whole ruleset as the list under "nftables" of ``nft -j list ruleset``.
+
+        Only JSON: nft 1.0.6 segfaults printing a ``typeof jhash`` set as text.
+        """
+        out = self.run(ns, "nft", "-j", "list", "ruleset").stdout
+        return json.loads(out or '{"nftables": []}')["nftables"]
+
+    def nft_tables(self, ns):
+        """[(family, name)] of every nft table in ``ns``."""
+        return sorted((item["table"]["family"], item["table"]["name"])
+                      for item in self.nft_ruleset(ns) if "table" in item)
+
+    def nft_set_elements(self, ns, family, table, set_name):
+        """The elements of an nft set (ints/strings), or None if the set does not exist."""
+        result = self.run(ns, "nft", "-j", "list", "set", family, table, set_name, check=False)
+        if result.returncode != 0:
+            return None
+        for item in json.loads(result.stdout)["nftables"]:
+            if "set" in item:
+                # An element with attributes (timeout, counter) is {"elem": {"val": x, ...}}.
+                return sorted((e["elem"]["val"] if isinstance(e, dict) and "elem" in e else e)
+                              for e in item["set"].get("elem", []))
+        return None
+
+    def multicast_macs(self, ns, dev="eth0"):
+        """Link-layer multicast addresses ``dev`` has joined, from /proc/net/dev_mcast.
+
+        Lines are "ifindex name refcount global_use hwaddr" with the address as
+        12 hex digits; returned as "aa:bb:cc:dd:ee:ff".
+        """
+        out = self.run(ns, "cat", "/proc/net/dev_mcast").stdout
+        macs = set()
+        for line in out.splitlines():
+            fields = line.split()
+            if len(fields) == 5 and fields[1] == dev:
+                macs.add(":".join(fields[4][i:i + 2] for i in range(0, 12, 2)).lower())
+        return macs
+
+    def neighbour_mac(self, ns, address, dev="eth0"):
+        """The link-layer address ``ns`` resolved for ``address`` (None if unresolved)."""
+        out = self.run(ns, "ip", "-j", "neigh", "show", address, "dev", dev).stdout
+        for entry in json.loads(out or "[]"):
+            if entry.get("lladdr"):
+                return entry["lladdr"].lower()
+        return None
+
+    def iptables_legacy_rules(self, ns, table="filter"):
+        """``iptables-legacy -S`` lines of ``table`` (the CLUSTERIP backend's rules)."""
+        return self.run(ns, "iptables-legacy", "-w", "-t", table, "-S").stdout.splitlines()
+
+    def clusterip_proc(self, ns, vip):
+        """Content of /proc/net/ipt_CLUSTERIP/<vip> (e.g. "1,3"), or None if absent."""
+        result = self.run(ns, "cat", "/proc/net/ipt_CLUSTERIP/" + vip, check=False)
+        return result.stdout.strip() if result.returncode == 0 else None
+
+    # -- traffic -------------------------------------------------------------
+
+    def start_responder(self, node, port, lifetime=600):
+        """Start the TCP responder in ``node`` (answers its name) and wait until it listens."""
+        log = os.path.join(self.directory, node, "responder-%d.log" % port)
+        process = self.spawn(node, sys.executable, "-I", os.path.join(HELPERS, "responder.py"),
+                             node, str(port), str(int(self._t(lifetime))), log=log)
+        deadline = time.monotonic() + self._t(15)
+        while time.monotonic() < deadline:
+            with open(log) as handle:
+                if "ready" in handle.read().split("\n"):
+                    self._responders[node] = log
+                    return process
+            if process.poll() is not None:
+                break
+            time.sleep(0.05)
+        with open(log) as handle:
+            raise LabError("responder in %s did not start: %s" % (node, handle.read()))
+
+    def accepted(self, node):
+        """[(src, sport)] the node's responder accepted so far, in order."""
+        with open(self._responders[node]) as handle:
+            return [split_pair(line.split()[1]) for line in handle
+                    if line.startswith("accepted ")]
+
+    def connect(self, vip, port, pairs, timeout=2.0, workers=32, retries=1):
+        """Connect to vip:port once from each (source, sport); {"src:sport": answer}.
+
+        An answer is the responder's node name or "ERROR:<reason>"; keys are
+        "src:sport" as the client prints them (see :func:`split_pair`).  A failed
+        connection is retried (``retries`` times) before it counts as an
+        error, because the very first packets may race neighbour resolution.
+        Returns (answers, first_errors): first_errors maps every pair that
+        needed a retry to its first error, so callers can report it.
+        """
+        answers = self._client(vip, port, pairs, timeout, workers)
+        first_errors = {k: v for k, v in answers.items() if v.startswith("ERROR:")}
+        for _ in range(retries):
+            failed = [pair for pair in pairs
+                      if answers["%s:%d" % tuple(pair)].startswith("ERROR:")]
+            if not failed:
+                break
+            answers.update(self._client(vip, port, failed, timeout, workers))
+        return answers, first_errors
+
+    def _client(self, vip, port, pairs, timeout, workers):
+        # Worst case every connection times out: rounds of `workers` in parallel.
+        deadline = 10 + timeout * (len(pairs) / max(1, workers) + 2)
+        argv = [sys.executable, "-I", os.path.join(HELPERS, "client.py"), vip, str(port),
+                "--timeout", str(self._t(timeout)), "--workers", str(workers),
+                "--deadline", str(self._t(deadline))]
+        # The client bounds itself; the outer limit (scaled by run) only catches a hang.
+        result = self.run("client", *argv, input=json.dumps([list(p) for p in pairs]),
+                          timeout=deadline + 30)
+        return json.loads(result.stdout)
+
+
+def split_pair(text):
+    """"198.18.1.7:21000" -> ("198.18.1.7", 21000)."""
+    source, port = text.rsplit(":", 1)
+    return source, int(port)
+
+
+def is_multicast_mac(mac):
+    return mac is not None and int(mac.split(":")[0], 16) & 1 == 1

@@ -1,0 +1,289 @@
+"""Data-plane scenarios, written once and run against every kernel backend.
+
+The netns tier runs :func:`run_dataplane` with backend "nft" on the host
+kernel; the legacy tier runs the very same code with backend "clusterip"
+inside a Linux 6.1 user-mode kernel (there as ``python3 scenarios.py
+dataplane clusterip <hashmode>``, which prints a JSON report and exits 1 on
+a failed check).  Only the readers of backend-specific kernel state differ
+(:data:`BACKEND_STATE`); everything is read with independent tools via
+:mod:`netlab`, never with the project's code.
+
+The scenario, per hash mode: three nodes, clone instance i started on node i
+(bucket i+1 of 3).  A client makes connections from hundreds of fixed
+(source address, source port) pairs; each must be answered by exactly one
+node and every node must answer some.  Then instance 2 moves from n2 to n1,
+as Pacemaker moves it when n2 fails, and the same pairs are replayed: those
+n2 answered go to n1, all others to the same node as before.  Monitor/probe
+exit codes are checked on the way, and at the end nothing may be left behind.
+"""
+
+import argparse
+import collections
+import json
+import sys
+import time
+
+from netlab import Lab, is_multicast_mac, split_pair
+
+VIP = "198.18.0.100"
+PREFIXLEN = 16
+PORT = 8080
+HASHMODES = ("sourceip", "sourceip-sourceport", "sourceip-sourceport-destport")
+SOURCE_PORTS = (21000, 21001)  # below the ephemeral range: no clash with the client's own
+NODES = 3
+OCF_SUCCESS, OCF_NOT_RUNNING = 0, 7
+# More than 10% of connections needing a retry means the lab, not luck, is broken.
+MAX_RETRIED_FRACTION = 0.10
+
+
+class NftState:
+    """What the nft backend leaves in a namespace: tables named clusterip*."""
+
+    def tables(self, lab, node):
+        return [(family, name) for family, name in lab.nft_tables(node)
+                if name.startswith("clusterip")]
+
+    def owned(self, lab, node):
+        """Buckets in the set "owned" of the ip-family clusterip table; None without one."""
+        for family, table in self.tables(lab, node):
+            if family == "ip":
+                elements = lab.nft_set_elements(node, family, table, "owned")
+                if elements is not None:
+                    return set(elements)
+        return None
+
+    def leftovers(self, lab, node):
+        return ["nft table %s %s" % table for table in self.tables(lab, node)]
+
+
+class ClusteripState:
+    """What the CLUSTERIP backend leaves: legacy iptables rules and the /proc bucket file."""
+
+    def owned(self, lab, node):
+        text = lab.clusterip_proc(node, VIP)
+        if text is None:
+            return None
+        return {int(bucket) for bucket in text.split(",") if bucket.strip()}
+
+    def leftovers(self, lab, node):
+        found = [rule for rule in lab.iptables_legacy_rules(node) if "CLUSTERIP" in rule]
+        if lab.clusterip_proc(node, VIP) is not None:
+            found.append("/proc/net/ipt_CLUSTERIP/" + VIP)
+        return found
+
+
+BACKEND_STATE = {"nft": NftState(), "clusterip": ClusteripState()}
+
+
+def agent_params(backend, hashmode):
+    return {"ip": VIP, "cidr_netmask": PREFIXLEN, "nic": "eth0", "hashmode": hashmode,
+            "backend": backend}
+
+
+def clone_meta(instance, interval=0, total=NODES):
+    """The meta-attributes Pacemaker hands clone instance ``instance`` of a unique clone."""
+    return {"clone": instance, "clone_max": total, "clone_node_max": total,
+            "globally_unique": "true", "timeout": 20000, "interval": interval}
+
+
+def vip_present(lab, node):
+    return "%s/%d" % (VIP, PREFIXLEN) in lab.addresses(node)
+
+
+def assert_clean(lab, node, backend, baseline_macs):
+    """Nothing of the VIP is left on ``node``: address, backend state, multicast MAC."""
+    assert not vip_present(lab, node), "%s still holds %s: %s" % (node, VIP, lab.addresses(node))
+    leftovers = BACKEND_STATE[backend].leftovers(lab, node)
+    assert not leftovers, "%s still has %s" % (node, leftovers)
+    macs = lab.multicast_macs(node)
+    assert macs == baseline_macs, "%s multicast MACs %s, before the test %s" % (
+        node, sorted(macs), sorted(baseline_macs))
+
+
+class Dataplane:
+    """One run of the scenario in a lab with (at least) three nodes."""
+
+    def __init__(self, lab, backend, hashmode, log=print):
+        self.lab = lab
+        self.backend = backend
+        self.state = BACKEND_STATE[backend]
+        self.params = agent_params(backend, hashmode)
+        self.hashmode = hashmode
+        self.log = log
+        self.baseline = {}  # node -> multicast MACs before the agent ran
+        self.cluster_mac = None
+        self.report = {"backend": backend, "hashmode": hashmode, "rounds": []}
+
+    # -- agent calls with expected exit codes ---------------------------------
+
+    def expect(self, node, action, instance, rc, interval=0):
+        got, out, err = self.lab.agent(node, action, self.params, clone_meta(instance, interval),
+                                       instance="vip:%d" % instance)
+        assert got == rc, "%s of instance %d on %s: exit %d, expected %d\nstdout: %s\n" \
+                          "stderr: %s" % (action, instance, node, got, rc, out, err)
+
+    def expect_monitor(self, node, instance, rc):
+        """A recurring monitor when the instance should run, else a probe (interval 0)."""
+        self.expect(node, "monitor", instance, rc, interval=10000 if rc == OCF_SUCCESS else 0)
+
+    # -- kernel state, read with independent tools ---------------------------------
+
+    def assert_serving(self, node, buckets):
+        """``node`` holds the VIP, owns exactly ``buckets`` and has joined the cluster MAC."""
+        assert vip_present(self.lab, node), "%s lacks %s/%d: %s" % (
+            node, VIP, PREFIXLEN, self.lab.addresses(node))
+        owned = self.state.owned(self.lab, node)
+        assert owned == set(buckets), "%s owns buckets %s, expected %s" % (node, owned, buckets)
+        joined = self.lab.multicast_macs(node) - self.baseline[node]
+        assert len(joined) == 1 and is_multicast_mac(next(iter(joined))), \
+            "%s should have joined one multicast MAC, joined %s" % (node, joined)
+        if self.cluster_mac is None:
+            self.cluster_mac = next(iter(joined))
+        assert joined == {self.cluster_mac}, "%s joined %s, other nodes %s" % (
+            node, joined, self.cluster_mac)
+
+    def assert_clean(self, node):
+        assert_clean(self.lab, node, self.backend, self.baseline[node])
+
+    # -- traffic -------------------------------------------------------------------
+
+    def pairs(self):
+        return [(source, port) for source in self.lab.sources for port in SOURCE_PORTS]
+
+    def traffic_round(self, label, pairs):
+        """Connect once per pair: {pair: node}; asserts one clean answer per pair."""
+        nodes = self.lab.node_names[:NODES]
+        marks = {node: len(self.lab.accepted(node)) for node in nodes}
+        started = time.monotonic()
+        answers, first_errors = self.lab.connect(VIP, PORT, pairs)
+        elapsed = time.monotonic() - started
+        result = {split_pair(key): value for key, value in answers.items()}
+
+        errors = {pair: answer for pair, answer in result.items() if answer not in nodes}
+        counts = collections.Counter(result.values())
+        self.report["rounds"].append({
+            "round": label, "connections": len(pairs), "seconds": round(elapsed, 2),
+            "per_node": dict(sorted(counts.items())), "retried": len(first_errors),
+            "first_errors": dict(list(first_errors.items())[:5]),
+            "errors": len(errors)})
+        self.log("%s/%s %s: %d connections in %.2f s, per node %s, retried %d, errors %d" % (
+            self.backend, self.hashmode, label, len(pairs), elapsed, dict(sorted(counts.items())),
+            len(first_errors), len(errors)))
+        assert not errors, "%s: %d of %d connections failed after a retry, e.g. %s" % (
+            label, len(errors), len(pairs), dict(list(errors.items())[:5]))
+        assert len(first_errors) <= MAX_RETRIED_FRACTION * len(pairs), \
+            "%s: %d connections needed a retry, e.g. %s" % (
+                label, len(first_errors), dict(list(first_errors.items())[:5]))
+
+        # Server side: the node that answered a pair is the only one that accepted it.
+        for node in nodes:
+            logged = set(self.lab.accepted(node)[marks[node]:])
+            expected = {pair for pair, answer in result.items() if answer == node}
+            assert logged == expected, \
+                "%s: %s accepted %d pairs it did not answer (e.g. %s) and missed %d (e.g. %s)" % (
+                    label, node, len(logged - expected), sorted(logged - expected)[:3],
+                    len(expected - logged), sorted(expected - logged)[:3])
+        if self.hashmode == "sourceip":
+            by_source = collections.defaultdict(set)
+            for (source, _), node in result.items():
+                by_source[source].add(node)
+            split = {source: got for source, got in by_source.items() if len(got) > 1}
+            assert not split, "sourceip mode split sources across nodes: %s" % (
+                dict(list(split.items())[:5]))
+        return result
+
+    # -- the scenario -----------------------------------------------------------------
+
+    def run(self):
+        lab = self.lab
+        n0, n1, n2 = lab.node_names[:NODES]
+        self.baseline = {node: lab.multicast_macs(node) for node in (n0, n1, n2)}
+        for node in (n0, n1, n2):
+            lab.start_responder(node, PORT)
+
+        # Probes on clean nodes, then one instance per node.
+        for index, node in enumerate((n0, n1, n2)):
+            self.expect_monitor(node, index, OCF_NOT_RUNNING)
+        for index, node in enumerate((n0, n1, n2)):
+            self.expect(node, "start", index, OCF_SUCCESS)
+        for index, node in enumerate((n0, n1, n2)):
+            self.assert_serving(node, {index + 1})
+            self.expect_monitor(node, index, OCF_SUCCESS)
+        # Instance 2 is not running on n0, although the VIP and its rules are there.
+        self.expect_monitor(n0, 2, OCF_NOT_RUNNING)
+
+        # Warm the client's neighbour entry for the VIP (the answer does not matter).
+        lab.run("client", "ping", "-c", "1", "-W", "1", VIP, check=False)
+        pairs = self.pairs()
+        before = self.traffic_round("spread", pairs)
+        assert set(before.values()) == {n0, n1, n2}, "not every node answered: %s" % (
+            collections.Counter(before.values()))
+        mac = lab.neighbour_mac("client", VIP)
+        assert mac == self.cluster_mac, "the client resolved %s to %s, not the cluster MAC %s" % (
+            VIP, mac, self.cluster_mac)
+
+        # Instance 2 moves from n2 to n1, as after a failure of n2.
+        self.expect(n2, "stop", 2, OCF_SUCCESS)
+        self.assert_clean(n2)  # n2's last instance: everything goes
+        self.expect(n2, "stop", 2, OCF_SUCCESS)  # stopping a stopped instance succeeds
+        self.expect_monitor(n2, 2, OCF_NOT_RUNNING)
+        self.expect(n1, "start", 2, OCF_SUCCESS)
+        self.expect(n1, "start", 2, OCF_SUCCESS)  # starting a started instance succeeds
+        self.assert_serving(n1, {2, 3})
+        self.assert_serving(n0, {1})
+        self.expect_monitor(n0, 0, OCF_SUCCESS)
+        self.expect_monitor(n1, 1, OCF_SUCCESS)
+        self.expect_monitor(n1, 2, OCF_SUCCESS)
+        self.expect_monitor(n0, 2, OCF_NOT_RUNNING)
+
+        after = self.traffic_round("after-move", pairs)
+        expected = {pair: (n1 if node == n2 else node) for pair, node in before.items()}
+        moved = {pair: (expected[pair], after[pair]) for pair in pairs
+                 if after[pair] != expected[pair]}
+        assert not moved, "%d pairs answered by an unexpected node (expected, got): %s" % (
+            len(moved), dict(list(moved.items())[:5]))
+
+        # Stop everything; the last instance on a node removes the shared pieces.
+        self.expect(n1, "stop", 1, OCF_SUCCESS)
+        self.assert_serving(n1, {3})  # instance 2 still runs on n1
+        self.expect_monitor(n1, 2, OCF_SUCCESS)
+        self.expect_monitor(n1, 1, OCF_NOT_RUNNING)
+        self.expect(n1, "stop", 2, OCF_SUCCESS)
+        self.expect(n0, "stop", 0, OCF_SUCCESS)
+        for node in (n0, n1, n2):
+            self.assert_clean(node)
+            for instance in range(NODES):
+                self.expect_monitor(node, instance, OCF_NOT_RUNNING)
+        return self.report
+
+
+def run_dataplane(backend, hashmode, log=print, **lab_options):
+    """Build a lab, run the scenario in it, tear the lab down; returns the report."""
+    started = time.monotonic()
+    with Lab(nodes=NODES, **lab_options) as lab:
+        report = Dataplane(lab, backend, hashmode, log=log).run()
+    report["seconds"] = round(time.monotonic() - started, 2)
+    return report
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("scenario", choices=["dataplane"])
+    parser.add_argument("backend", choices=sorted(BACKEND_STATE))
+    parser.add_argument("hashmode", choices=HASHMODES)
+    parser.add_argument("--prefix", help="namespace name prefix (default: per process)")
+    parser.add_argument("--timeout-scale", type=float, default=1.0,
+                        help="stretch every timeout (slow kernels such as user-mode Linux)")
+    args = parser.parse_args(argv)
+    try:
+        report = run_dataplane(args.backend, args.hashmode, log=lambda line: print(
+            line, file=sys.stderr), prefix=args.prefix, timeout_scale=args.timeout_scale)
+    except AssertionError as failure:
+        print(json.dumps({"ok": False, "failure": str(failure)}))
+        return 1
+    print(json.dumps(dict(report, ok=True)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
