@@ -3,13 +3,14 @@
 #   make install   library into a virtualenv ($(VENV)), agent into $(OCF_ROOT)
 #   make check     install everything the tests need, then run every tier
 #   make unit      the unit tier only (no root)
+#   make demo      a live three-node demo in network namespaces (root)
 
 PYTHON   ?= /usr/bin/python3
 VENV     ?= /opt/clusterip
 OCF_ROOT ?= /usr/lib/ocf
 AGENT    := $(DESTDIR)$(OCF_ROOT)/resource.d/custom/clusterip
 
-.PHONY: install uninstall check unit
+.PHONY: install uninstall check unit demo
 
 install:
 	$(PYTHON) -m venv $(VENV)
@@ -31,3 +32,7 @@ check:
 
 unit:
 	$(VENV)/bin/python3 -m pytest -q tests/unit
+
+demo:
+	tests/setup-host
+	$(VENV)/bin/python3 tests/demo.py
