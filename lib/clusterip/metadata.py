@@ -108,5 +108,7 @@ def document():
     """The meta-data text, with the DOCTYPE ocf-tester expects."""
     from lxml import etree
 
-    return etree.tostring(build(), xml_declaration=True, encoding="UTF-8",
-                          pretty_print=True, doctype=DOCTYPE).decode()
+    # No encoding in the XML declaration (as IPaddr2): crmsh parses the text
+    # as a Python str with lxml, which refuses a str that declares an encoding.
+    body = etree.tostring(build(), encoding="unicode", pretty_print=True)
+    return '<?xml version="1.0"?>\n%s\n%s' % (DOCTYPE, body)

@@ -85,3 +85,9 @@ def test_the_executable_without_the_library_exits_5_with_a_reason():
                             capture_output=True, text=True, cwd="/", env={}, check=False)
     assert result.returncode == 5
     assert result.stderr.startswith("ocf-exit-reason:the clusterip library is not installed")
+
+
+def test_crmsh_can_parse_it_as_a_python_string():
+    # crmsh hands the agent's output to lxml as str: a declared encoding breaks that.
+    root = etree.fromstring(metadata.document())
+    assert root.get("name") == "clusterip"
