@@ -20,6 +20,7 @@ exit codes are checked on the way, and at the end nothing may be left behind.
 import argparse
 import collections
 import json
+import os
 import sys
 import time
 
@@ -31,6 +32,10 @@ PORT = 8080
 HASHMODES = ("sourceip", "sourceip-sourceport", "sourceip-sourceport-destport")
 SOURCE_PORTS = (21000, 21001)  # below the ephemeral range: no clash with the client's own
 NODES = 3
+# The backend the shared tests exercise: "nft" on the host kernel (netns tier),
+# "clusterip" inside the 6.1 user-mode kernel (legacy tier), which is slower.
+BACKEND_UNDER_TEST = os.environ.get("CLUSTERIP_TEST_BACKEND", "nft")
+TIMEOUT_SCALE = float(os.environ.get("CLUSTERIP_TEST_TIMEOUT_SCALE", "1"))
 OCF_SUCCESS, OCF_NOT_RUNNING = 0, 7
 # More than 10% of connections needing a retry means the lab, not luck, is broken.
 MAX_RETRIED_FRACTION = 0.10

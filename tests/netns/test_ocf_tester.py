@@ -11,7 +11,8 @@ import pytest
 import scenarios
 from netlab import Lab
 
-OPTIONS = ["ip=%s" % scenarios.VIP, "cidr_netmask=%d" % scenarios.PREFIXLEN, "nic=eth0"]
+OPTIONS = ["ip=%s" % scenarios.VIP, "cidr_netmask=%d" % scenarios.PREFIXLEN, "nic=eth0",
+           "backend=%s" % scenarios.BACKEND_UNDER_TEST]
 VARIANTS = {
     "plain": ("vip", []),
     "cloned": ("vip:0", ["CRM_meta_clone=0", "CRM_meta_clone_max=2",
@@ -23,7 +24,7 @@ VARIANTS = {
 def test_ocf_tester(variant):
     name, extra = VARIANTS[variant]
     # One node is enough; no client sources needed.
-    with Lab(nodes=1, sources=0) as lab:
+    with Lab(nodes=1, sources=0, timeout_scale=scenarios.TIMEOUT_SCALE) as lab:
         baseline = lab.multicast_macs("n0")
         # The environment Pacemaker gives agents; ocf-tester adds the OCF_RESKEY_*.
         env = lab.agent_env("n0", name, {})
@@ -35,5 +36,4 @@ def test_ocf_tester(variant):
         print(output)
         assert result.returncode == 0, "ocf-tester failed (rc=%d):\n%s" % (
             result.returncode, output)
-        # backend=auto: the host kernel has no CLUSTERIP, so the agent must have used nft.
-        scenarios.assert_clean(lab, "n0", "nft", baseline)
+        scenarios.assert_clean(lab, "n0", scenarios.BACKEND_UNDER_TEST, baseline)
