@@ -75,9 +75,11 @@ def _kernel_has_clusterip():
 def _fast_find_library(name):
     """ctypes.util.find_library without ldconfig and gcc (which cost ~250 ms)."""
     for directory in _LIB_DIRS:
-        found = sorted(glob.glob(os.path.join(directory, "lib%s.so*" % name)))
+        # Only versioned names: an unversioned libfoo.so may be a linker script
+        # (libc.so is).  The shortest is the soname (libip4tc.so.2, not .2.0.0).
+        found = glob.glob(os.path.join(directory, "lib%s.so.*" % name))
         if found:
-            return found[0]
+            return min(found, key=len)
     return None
 
 
