@@ -17,6 +17,7 @@ import ctypes.util
 import errno
 import glob
 import os
+import sys
 
 from clusterip import address
 from clusterip.backends import Backend, VipState
@@ -73,20 +74,31 @@ def _kernel_has_clusterip():
 
 
 def _fast_find_library(name):
-    """ctypes.util.find_library without ldconfig and gcc (which cost ~250 ms)."""
+    """ctypes.util.find_library without ldconfig and gcc (which cost ~250 ms).
+
+    System libraries by versioned name only: an unversioned libfoo.so may be a
+    linker script (libc.so is); the shortest match is the soname
+    (libip4tc.so.2, not .2.0.0).  python-iptables' own C helper
+    (libxtwrapper) lives beside the iptc package, in site-packages.
+    """
     for directory in _LIB_DIRS:
-        # Only versioned names: an unversioned libfoo.so may be a linker script
-        # (libc.so is).  The shortest is the soname (libip4tc.so.2, not .2.0.0).
         found = glob.glob(os.path.join(directory, "lib%s.so.*" % name))
         if found:
             return min(found, key=len)
+    for directory in sys.path:
+        found = glob.glob(os.path.join(directory, "lib%s.*so" % name))
+        if found:
+            return found[0]
     return None
 
 
 def _import_iptc():
-    """Import python-iptables fast: it resolves its libraries with
-    ctypes.util.find_library (ldconfig + gcc) and, without XTABLES_LIBDIR,
-    runs ldconfig again.  Give it the answers from the standard directories."""
+    """Import python-iptables fast (measured: 180 ms -> 25 ms on the host,
+    1.8 s -> 0.25 s under user-mode Linux).  It resolves its libraries with
+    ctypes.util.find_library (ldconfig + gcc), runs ldconfig once more unless
+    XTABLES_LIBDIR is set, and imports distutils, which setuptools in a
+    virtualenv redirects to all of setuptools.  Give it the answers."""
+    os.environ.setdefault("SETUPTOOLS_USE_DISTUTILS", "stdlib")
     if "XTABLES_LIBDIR" not in os.environ:
         for directory in _LIB_DIRS:
             if os.path.isdir(os.path.join(directory, "xtables")):

@@ -1,0 +1,111 @@
+"""Checks of the CLUSTERIP backend that only make sense with the real target:
+run INSIDE the Linux 6.1 guest by test_legacy_tier.py (the file name keeps the
+host's pytest from collecting it).  Oracles: iptables-legacy -S and the
+/proc/net/ipt_CLUSTERIP file, read with independent tools."""
+
+import os
+import re
+import subprocess
+import sys
+import time
+
+import pytest
+
+TESTS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, TESTS)
+from netlab import Lab  # noqa: E402
+
+VIP = "198.18.0.100"
+LIB = os.path.join(os.path.dirname(TESTS), "lib")
+PARAMS = {"ip": VIP, "cidr_netmask": 16, "nic": "eth0", "hashmode": "sourceip",
+          "backend": "clusterip"}
+
+
+def meta(instance, total=3):
+    return {"clone": instance, "clone_max": total, "globally_unique": "true"}
+
+
+@pytest.fixture
+def lab():
+    with Lab(nodes=1, sources=0, timeout_scale=3) as lab:
+        yield lab
+
+
+def start(lab, instance, total=3, **params):
+    rc, _, err = lab.agent("n0", "start", dict(PARAMS, **params), meta(instance, total),
+                           "vip:%d" % instance)
+    assert rc == 0, err
+    return rc
+
+
+def rules(lab):
+    return [r for r in lab.iptables_legacy_rules("n0") if "CLUSTERIP" in r]
+
+
+def test_first_start_creates_one_rule_later_ones_write_the_proc_file(lab):
+    start(lab, 0)
+    assert lab.clusterip_proc("n0", VIP) == "1"
+    start(lab, 2)
+    assert lab.clusterip_proc("n0", VIP) == "1,3"
+    (rule,) = rules(lab)
+    assert re.search(r"-d %s/32 -i eth0 -j CLUSTERIP --new --hashmode sourceip "
+                     r"--clustermac 03:C1:C6:12:00:64 --total-nodes 3 --local-node 1" % VIP,
+                     rule), rule
+    # The instance that created the rule stops; the rule (local-node 1) stays
+    # for the remaining instance and the /proc file says who owns what.
+    rc, _, err = lab.agent("n0", "stop", PARAMS, meta(0), "vip:0")
+    assert rc == 0, err
+    assert lab.clusterip_proc("n0", VIP) == "3" and len(rules(lab)) == 1
+    assert lab.agent("n0", "monitor", PARAMS, meta(2), "vip:2")[0] == 0
+    assert lab.agent("n0", "monitor", PARAMS, meta(0), "vip:0")[0] == 7
+    rc, _, err = lab.agent("n0", "stop", PARAMS, meta(2), "vip:2")
+    assert rc == 0, err
+    assert rules(lab) == [] and lab.clusterip_proc("n0", VIP) is None
+    assert not any(a.startswith(VIP + "/") for a in lab.addresses("n0"))
+
+
+def test_kernel_errors_for_owned_and_missing_buckets_are_idempotent(lab):
+    start(lab, 0)
+    code = ("from clusterip import params; from clusterip.backends import clusterip as c;"
+            "p = params.parse({'OCF_RESKEY_ip': '%s', 'OCF_RESKEY_CRM_meta_clone': '0',"
+            "'OCF_RESKEY_CRM_meta_clone_max': '3', 'OCF_RESKEY_CRM_meta_globally_unique': '1'});"
+            "b = c.BACKEND; b.add_bucket(p, 1); b.add_bucket(p, 1);"  # ENOMEM: already owned
+            "b.remove_bucket(p, 2); b.remove_bucket(p, 2)" % VIP)  # ENOENT: not owned
+    result = lab.run("n0", sys.executable, "-c", code, env={"PYTHONPATH": LIB}, check=False)
+    assert result.returncode == 0, result.stderr
+    assert lab.clusterip_proc("n0", VIP) == "1"
+
+
+def test_a_changed_configuration_rebuilds_the_rule_keeping_the_owned_buckets(lab):
+    start(lab, 0)
+    start(lab, 1, hashmode="sourceip-sourceport")  # the rule must follow, in two commits
+    (rule,) = rules(lab)
+    assert "--hashmode sourceip-sourceport " in rule
+    assert lab.clusterip_proc("n0", VIP) == "1,2"
+
+
+def test_more_than_16_buckets_is_refused_with_6(lab):
+    rc, _, err = lab.agent("n0", "start", PARAMS, meta(0, 17), "vip:0")
+    assert rc == 6 and "limit of 16" in err
+    assert rules(lab) == []
+
+
+def test_auto_chooses_clusterip_on_a_kernel_that_has_it(lab):
+    params = dict(PARAMS)
+    del params["backend"]
+    rc, _, err = lab.agent("n0", "start", params, meta(0), "vip:0")
+    assert rc == 0, err
+    assert len(rules(lab)) == 1 and lab.nft_tables("n0") == []
+    assert lab.agent("n0", "stop", params, meta(0), "vip:0")[0] == 0
+
+
+def test_start_waits_for_the_xtables_lock_held_by_someone_else(lab):
+    holder = subprocess.Popen(["flock", "/run/xtables.lock", "sleep", "3"])
+    try:
+        time.sleep(0.5)
+        began = time.monotonic()
+        start(lab, 0)
+        assert time.monotonic() - began >= 2.0  # it waited instead of racing iptables
+    finally:
+        holder.wait(timeout=30)
+    assert len(rules(lab)) == 1

@@ -1,0 +1,603 @@
+#!/usr/bin/env python3
+"""Run one command inside a Linux 6.1 user-mode-linux (UML) guest.
+
+Why: the `clusterip` backend needs the iptables CLUSTERIP target, which Linux 6.3
+removed.  The test host runs a newer kernel, so the legacy test tier runs inside
+Debian 12's user-mode-linux package: Linux 6.1 built as an ordinary host program
+(`/usr/bin/linux.uml`, modules in `/usr/lib/uml/modules/<version>`, CLUSTERIP=m).
+No disk image is needed: the guest uses the host's own files.
+
+    rc = run(["/opt/clusterip/bin/python3", "-m", "pytest", "tests/x"],
+             cwd="/work/main", env={"PYTHONPATH": "lib"}, timeout=600,
+             writable=["/tmp/reports"])       # streams output, returns the exit code
+    result = capture(["uname", "-r"])        # -> Result(returncode, output, ...)
+    python3 tests/legacy/uml.py [--timeout S] [--mem SIZE] [--cwd DIR] \
+        [--env NAME=VALUE | --env NAME]... [--writable DIR]... [-v] -- CMD ARGS...
+
+How, and why each step is there
+-------------------------------
+Host side (this module):
+- `linux.uml` runs as a child in a new session, so the guest kernel and every
+  helper process it forks (UML runs each guest address space as a host process)
+  share one process group that we created; a timeout or Ctrl-C kills exactly
+  that group with SIGKILL, nothing else.  Killing only the main UML process is
+  not enough (measured): its I/O helpers survive, keep our pipe open and would
+  live on.  The CLI turns SIGTERM/SIGHUP into the same cleanup.  Should the
+  caller be SIGKILLed, the guest still ends by itself: init runs the command
+  under `timeout -s KILL <timeout>` and then powers off.
+- `mem=768M`: the guest's RAM.  UML backs it with a file it creates in $TMPDIR
+  and unlinks at once; `TMPDIR=/dev/shm` keeps that file in RAM (a disk-backed
+  file makes every guest page fault a disk write).  Only touched pages cost host
+  memory, and all of it is gone when the process dies.
+- `rootfstype=hostfs rootflags=/ ro`: the guest's root filesystem is the host's
+  `/`, read through hostfs (a UML filesystem that forwards to host system
+  calls), mounted read-only so the guest cannot change the host.
+- `init=<script>`: PID 1 is a generated sh script in a fresh private control
+  directory (created by mkdtemp, removed afterwards).
+- `con=null con0=null,fd:1 ssl=null`: console 0 writes to our pipe (UML's stdout)
+  and reads nothing; other consoles and serial lines are disabled (by default
+  UML would try to open xterms or ptys for them).  `quiet` keeps the kernel's
+  boot chatter off the console (it is still printed when the boot fails).
+- `uml_dir=<control dir>`: UML otherwise creates `~/.uml/<umid>/` (pid file and
+  management socket) in the host's home directory.
+- Core dumps are disabled for the child: a UML kernel panic calls abort().
+- The console is a tty inside the guest (ONLCR), so every LF arrives as CRLF;
+  that is undone.  Markers with a random token, printed by init, separate boot
+  noise from the command's output: only the bytes between them are passed on,
+  as they arrive (for CI logs); only a tail that could begin the end marker is
+  held back for a moment.  The command's output is otherwise byte-exact (also
+  without a final newline).  It sees a tty: TERM=dumb keeps colours out.
+- The exit code comes back through a file in the control directory, which the
+  guest mounts read-write with hostfs; the end marker also carries it, as a
+  second witness.  No exit code from either -> INFRA_RC and the boot log goes to
+  stderr.
+
+Guest side (the init script, PID 1):
+- mount /proc first (uname, modules and mounts need it), then load overlay.ko
+  by path with insmod: overlayfs is a module in this kernel and the host has no
+  /lib/modules/6.1.x, so modprobe cannot find it yet.
+- a tmpfs over /run is the staging area; an overlay with the read-only hostfs
+  root as lower layer and a tmpfs upper layer becomes the new root, so the
+  guest may write anywhere (/usr/lib/ocf, /opt, /etc ...) and the host sees
+  none of it; everything written vanishes with the guest.
+- fresh proc, sysfs, devtmpfs, devpts, /dev/shm, /run and /tmp in the new root:
+  through hostfs these paths would show the HOST's /proc, /dev and /run (host
+  device nodes, host netns files); they must be the guest's own.  So the
+  host's /tmp is NOT visible in the guest: pass files via other paths or a
+  `writable` directory.
+- the package's modules are bind-mounted at /lib/modules/<version> so modprobe
+  (and iptables, which runs modprobe itself) find them.
+- pivot_root, not chroot: the kernel loads modules on demand (veth, bridge,
+  ipt_CLUSTERIP) by running /sbin/modprobe as a usermode helper from the
+  *kernel's* root; after a mere chroot that root is still the bare host `/`
+  without /lib/modules/6.1.x and `ip link add ... type veth` fails
+  (measured).  pivot_root moves every task's root, kernel threads included.
+  The old root is then detached (umount -l).
+- each host directory named in `writable` is mounted read-write (hostfs) at the
+  same path, e.g. to bring test reports back; everything else is read-only.
+- `lo` up and a hostname, as a booted system would have.
+- a `booted` flag in the control directory: UML answers a reboot by exec'ing
+  itself with the same command line, which would run the command again and
+  again (measured); a second boot powers off at once instead.
+- the command runs in `cwd` with exactly the given environment (`env -i`, on
+  top of a small default PATH/HOME/LANG/TERM=dumb), stdin /dev/null,
+  stdout+stderr on the console.
+- afterwards: write the exit code, kill leftover processes, unmount the shared
+  directories (hostfs writes go straight to host files; unmounting is tidy),
+  then power off with `busybox poweroff -f` (a plain exit of PID 1 panics the
+  kernel), falling back to the sysrq trigger where busybox is absent.
+
+Measured here (Debian 12 userland, host kernel 6.18, 2 cores, UML 6.1.176):
+launch to command start 1.6-2.4 s, a trivial command in ~2 s all told; host
+memory ~60 MiB of guest RAM touched for a bare boot, ~80 MiB for the smoke test,
+~120 MiB for the unit tier, plus ~15 MiB of UML's own; the guest is ~5-10x
+slower per process (python3 -c pass ~0.1-0.25 s, `import iptc` 1.8 s untuned).
+"""
+
+import argparse
+import collections
+import io
+import math
+import os
+import re
+import resource
+import secrets
+import selectors
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+LINUX = "/usr/bin/linux.uml"
+MODULES_ROOT = "/usr/lib/uml/modules"
+MEMORY_DIR = "/dev/shm"
+DEFAULT_MEM = "768M"
+DEFAULT_TIMEOUT = 600.0
+# Grace period between the command's end and UML's own exit before we kill it.
+HALT_GRACE = 15.0
+
+TIMEOUT_RC = 124  # like timeout(1)
+INFRA_RC = 125    # the guest never reported an exit code (boot failed, crashed)
+
+# The guest's environment before the caller's additions.  No host variables leak
+# in: tests must not depend on whoever started them.
+BASE_ENV = {
+    "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    "HOME": "/root",
+    "LANG": "C.UTF-8",
+    "TERM": "dumb",  # the console is a tty: keep colour escapes out of logs
+}
+
+GUEST_CTL = "/run/uml-ctl"  # where the guest mounts the control directory
+
+Result = collections.namedtuple("Result", "returncode output boot_seconds seconds")
+Result.__doc__ = """returncode: the command's exit status, TIMEOUT_RC or INFRA_RC;
+output: its stdout+stderr (str, CRLF->LF); boot_seconds: launch of linux.uml
+until the command started; seconds: launch until the guest was gone."""
+
+
+class UMLError(Exception):
+    """The host cannot run a UML guest at all (missing package, not root...)."""
+
+
+def kernel_version():
+    """The single module directory shipped by the user-mode-linux package."""
+    try:
+        versions = sorted(os.listdir(MODULES_ROOT))
+    except OSError:
+        return None
+    return versions[-1] if versions else None
+
+
+def problems():
+    """Why a guest cannot run here, as a list of sentences (empty: it can)."""
+    found = []
+    hint = ("install it: apt-get install user-mode-linux (Debian 12), or "
+            "dpkg -i the vendored user-mode-linux_6.1*.deb")
+    if os.geteuid() != 0:
+        found.append("not root: the guest reads the whole host filesystem and "
+                     "runs the tests as root")
+    if not os.access(LINUX, os.X_OK):
+        found.append(f"{LINUX} missing: {hint}")
+    version = kernel_version()
+    if version is None:
+        found.append(f"no kernel modules under {MODULES_ROOT}: {hint}")
+    else:
+        mods = os.path.join(MODULES_ROOT, version, "kernel")
+        for mod in ("fs/overlayfs/overlay.ko", "net/ipv4/netfilter/ipt_CLUSTERIP.ko"):
+            if not os.path.exists(os.path.join(mods, mod)):
+                found.append(f"{mods}/{mod} missing")
+    if not os.access(MEMORY_DIR, os.W_OK):
+        found.append(f"{MEMORY_DIR} not writable (guest memory lives there)")
+    return found
+
+
+def _check_path(path, what):
+    if not os.path.isabs(path):
+        raise ValueError(f"{what} must be an absolute path: {path!r}")
+    if "," in path or "\n" in path:
+        # hostfs takes the host path as its whole mount option string.
+        raise ValueError(f"{what} must not contain ',' or newlines: {path!r}")
+
+
+def _guest_env(env):
+    merged = dict(BASE_ENV)
+    for name, value in (env or {}).items():
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+            raise ValueError(f"bad environment variable name {name!r}")
+        if value is None:
+            merged.pop(name, None)
+        else:
+            merged[name] = str(value)
+    return merged
+
+
+def _init_script(argv, cwd, env, writable, ctl, token, timeout):
+    q = shlex.quote
+    assignments = " ".join(q(f"{k}={v}") for k, v in env.items())
+    command = " ".join(q(a) for a in argv)
+    # "$R" (the new root) expands in the guest; the quoted host path follows it.
+    mount_writable = "\n".join(
+        f"mkdir -p \"$R\"{q(w)} && mount -t hostfs -o {q(w)} hostfs \"$R\"{q(w)} "
+        f"|| fail {q('cannot mount ' + w)}"
+        for w in writable)
+    unmount_writable = "\n".join(f"release {q(w)}" for w in reversed(writable))
+    return f"""#!/bin/sh
+# PID 1 of a user-mode-linux guest, written by tests/legacy/uml.py (see there).
+PATH=/usr/sbin:/usr/bin:/sbin:/bin
+export PATH
+
+halt() {{
+    sync
+    busybox poweroff -f 2>/dev/null
+    echo o > /proc/sysrq-trigger
+    sleep 30
+}}
+fail() {{
+    echo "uml-init: $*"
+    halt
+}}
+release() {{  # unmount, retrying while killed processes die
+    for i in 1 2 3 4 5 6 7 8 9 10; do
+        umount "$1" 2>/dev/null && return 0
+        sleep 0.2
+    done
+    umount -l "$1"
+}}
+
+mount -t proc proc /proc || fail "cannot mount /proc"
+# UML answers a reboot by exec'ing itself again: never run the command twice.
+[ -e {q(ctl)}/booted ] && fail "the guest rebooted; powering off instead"
+V=$(uname -r)
+M=/usr/lib/uml/modules/$V
+insmod "$M/kernel/fs/overlayfs/overlay.ko" || fail "cannot load overlay.ko from $M"
+
+mount -t tmpfs -o mode=0755 tmpfs /run || fail "cannot mount staging tmpfs"
+mkdir -p /run/ov/upper /run/ov/work /run/ov/root
+R=/run/ov/root
+mount -t overlay -o lowerdir=/,upperdir=/run/ov/upper,workdir=/run/ov/work overlay "$R" \\
+    || fail "cannot mount the overlay root"
+
+mount -t proc proc "$R/proc" &&
+mount -t sysfs sysfs "$R/sys" &&
+mount -t devtmpfs devtmpfs "$R/dev" &&
+mkdir -p "$R/dev/pts" "$R/dev/shm" &&
+mount -t devpts -o newinstance,ptmxmode=0666 devpts "$R/dev/pts" &&
+mount -t tmpfs -o mode=1777 tmpfs "$R/dev/shm" &&
+mount -t tmpfs -o mode=0755 tmpfs "$R/run" &&
+mount -t tmpfs -o mode=1777 tmpfs "$R/tmp" || fail "cannot mount the pseudo filesystems"
+
+mkdir -p "$R/lib/modules/$V" && mount --bind "$R$M" "$R/lib/modules/$V" \\
+    || fail "cannot bind the modules at /lib/modules/$V"
+
+mkdir -p "$R{GUEST_CTL}" && mount -t hostfs -o {q(ctl)} hostfs "$R{GUEST_CTL}" \\
+    || fail "cannot mount the control directory"
+: > "$R{GUEST_CTL}/booted"
+{mount_writable}
+
+cd "$R" && mkdir -p .uml-oldroot && pivot_root . .uml-oldroot || fail "pivot_root failed"
+cd /
+umount -l /.uml-oldroot && rmdir /.uml-oldroot
+
+echo uml > /proc/sys/kernel/hostname
+ip link set lo up || echo "uml-init: cannot set lo up"
+
+echo "@@uml-begin {token}"
+( cd {q(cwd)} &&
+  exec timeout -s KILL {math.ceil(timeout)} env -i {assignments} {command} ) </dev/null
+rc=$?
+echo "$rc" > {GUEST_CTL}/rc
+echo "@@uml-end {token} $rc"
+
+kill -9 -1 2>/dev/null  # dash: "kill -s KILL -1" is a syntax error
+{unmount_writable}
+release {GUEST_CTL}
+halt
+"""
+
+
+class _Splitter:
+    """Turns the console byte stream into boot log / command output / tail.
+
+    Command output is handed to `sink` as soon as it cannot be part of the end
+    marker any more; a trailing CR is held back until we know whether LF follows.
+    """
+
+    def __init__(self, token, sink):
+        self.begin = f"@@uml-begin {token}\n".encode()
+        self.end = f"@@uml-end {token} ".encode()
+        self.sink = sink
+        self.state = "boot"
+        self.boot_log = bytearray()
+        self.pending = b""
+        self.tail = bytearray()
+        self.begun_at = None
+        self.marker_rc = None
+
+    def feed(self, data):
+        data = self.pending + data
+        self.pending = b""
+        if data.endswith(b"\r"):
+            data, self.pending = data[:-1], b"\r"
+        data = data.replace(b"\r\n", b"\n")
+        if self.state == "boot":
+            self.boot_log += data
+            at = self.boot_log.find(self.begin)
+            if at < 0:
+                return
+            self.state = "command"
+            self.begun_at = time.monotonic()
+            data = bytes(self.boot_log[at + len(self.begin):])
+            del self.boot_log[at:]
+        if self.state == "command":
+            buf = data
+            at = buf.find(self.end)
+            if at >= 0:
+                self._emit(buf[:at])
+                self.state = "tail"
+                self.tail += buf[at + len(self.end):]
+                m = re.match(rb"(\d+)\n", bytes(self.tail))
+                self.marker_rc = int(m.group(1)) if m else None
+                return
+            # Hold back only a tail that could be the start of the end marker.
+            keep = _overlap(buf, self.end)
+            self._emit(buf[:len(buf) - keep])
+            self.pending = buf[len(buf) - keep:] + self.pending
+            return
+        self.tail += data
+        if self.marker_rc is None:
+            m = re.match(rb"(\d+)\n", bytes(self.tail))
+            self.marker_rc = int(m.group(1)) if m else None
+
+    def finish(self):
+        """At EOF: flush whatever was held back."""
+        rest, self.pending = self.pending, b""
+        if self.state == "command":
+            self._emit(rest)
+        elif self.state == "boot":
+            self.boot_log += rest
+
+    def _emit(self, data):
+        if data:
+            self.sink(data)
+
+
+def _overlap(data, marker):
+    """Length of the longest end of data that is a beginning of marker."""
+    for n in range(min(len(data), len(marker) - 1), 0, -1):
+        if data.endswith(marker[:n]):
+            return n
+    return 0
+
+
+def _exited(pid):
+    """Has the child exited?  Does not reap it, so its PID (and process group
+    ID) cannot be reused while we may still signal the group."""
+    try:
+        return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+    except ChildProcessError:
+        return True
+
+
+def _kill_group(proc):
+    """SIGKILL the process group we created for UML (it and its helpers)."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def _live_members(pgid):
+    """PIDs in process group pgid that are not yet zombies."""
+    live = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                state, _, pgrp = f.read().rsplit(")", 1)[1].split()[:3]
+        except (OSError, ValueError):
+            continue
+        if int(pgrp) == pgid and state not in "ZX":
+            live.append(int(pid))
+    return live
+
+
+def _wait_dead(pgid, seconds=5.0):
+    """After SIGKILL: wait (bounded) until UML's helpers are really gone.  They
+    are reparented to the host's init, which reaps them; zombies hold nothing."""
+    deadline = time.monotonic() + seconds
+    while _live_members(pgid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def _no_core():
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+
+
+def _guest(argv, cwd, env, timeout, mem, writable, sink):
+    if not argv:
+        raise ValueError("empty command")
+    found = problems()
+    if found:
+        raise UMLError("cannot run a user-mode-linux guest: " + "; ".join(found))
+    cwd = os.path.abspath(cwd or os.getcwd())
+    writable = [os.path.abspath(w) for w in (writable or ())]
+    for w in writable:
+        _check_path(w, "writable directory")
+        if not os.path.isdir(w):
+            raise ValueError(f"writable directory does not exist: {w}")
+    env = _guest_env(env)
+
+    ctl = tempfile.mkdtemp(prefix="clusterip-uml-")
+    try:
+        _check_path(ctl, "control directory")
+        token = secrets.token_hex(8)
+        init = os.path.join(ctl, "init")
+        with open(init, "w") as f:
+            f.write(_init_script(list(map(str, argv)), cwd, env, writable, ctl, token,
+                                 timeout))
+        os.chmod(init, 0o755)
+        cmdline = [LINUX, f"mem={mem}", "rootfstype=hostfs", "rootflags=/", "ro",
+                   f"init={init}", "quiet", "con=null", "con0=null,fd:1", "ssl=null",
+                   f"uml_dir={ctl}"]
+        splitter = _Splitter(token, sink)
+        started = time.monotonic()
+        deadline = started + timeout
+        timed_out = eof = False
+        proc = subprocess.Popen(
+            cmdline, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, cwd=ctl, start_new_session=True,
+            preexec_fn=_no_core,
+            env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "TMPDIR": MEMORY_DIR})
+        try:
+            fd = proc.stdout.fileno()
+            with selectors.DefaultSelector() as sel:
+                sel.register(fd, selectors.EVENT_READ)
+                while True:
+                    if splitter.state == "tail":
+                        deadline = min(deadline, time.monotonic() + HALT_GRACE)
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        timed_out = splitter.state != "tail"
+                        break
+                    if not sel.select(remaining):
+                        continue
+                    chunk = os.read(fd, 65536)
+                    if not chunk:
+                        eof = True
+                        break
+                    splitter.feed(chunk)
+            splitter.finish()
+            if eof:
+                # UML is exiting; give it a moment to do so by itself.
+                for _ in range(50):
+                    if _exited(proc.pid):
+                        break
+                    time.sleep(0.1)
+        finally:
+            _kill_group(proc)  # stragglers, or everything on timeout/Ctrl-C
+            proc.wait()
+            _wait_dead(proc.pid)
+            proc.stdout.close()
+        ended = time.monotonic()
+        boot_seconds = (splitter.begun_at - started) if splitter.begun_at else None
+
+        rc = None
+        try:
+            with open(os.path.join(ctl, "rc")) as f:
+                rc = int(f.read().strip())
+        except (OSError, ValueError):
+            rc = splitter.marker_rc
+        if timed_out:
+            sys.stderr.write(f"uml: timed out after {timeout:.0f} s; killed the guest\n")
+            if splitter.state == "boot":
+                _dump_boot_log(splitter)
+            rc = TIMEOUT_RC
+        elif rc is None:
+            if splitter.state == "boot":
+                sys.stderr.write(f"uml: the guest did not boot (linux.uml exit "
+                                 f"status {proc.returncode})\n")
+                _dump_boot_log(splitter)
+            else:
+                sys.stderr.write("uml: the guest stopped before the command ended "
+                                 "(crash, reboot or halt: see the output above)\n")
+            rc = INFRA_RC
+        return rc, boot_seconds, ended - started
+    finally:
+        shutil.rmtree(ctl, ignore_errors=True)
+
+
+def _dump_boot_log(splitter):
+    log = bytes(splitter.boot_log + splitter.tail).decode("utf-8", "replace")
+    sys.stderr.write("uml: --- guest console ---\n" + log[-20000:] + "\numl: ---\n")
+    sys.stderr.flush()
+
+
+def _stream_sink(stream):
+    """A function writing console bytes to stream (binary or text) at once."""
+    if stream is None:
+        stream = sys.stdout
+    if isinstance(stream, (io.RawIOBase, io.BufferedIOBase)):
+        binary, text = stream, None
+    elif getattr(stream, "buffer", None) is not None:
+        binary, text = stream.buffer, stream   # keep text already written first
+    else:
+        binary, text = None, stream
+
+    def sink(data):
+        if binary is None:
+            text.write(data.decode("utf-8", "replace"))
+            text.flush()
+            return
+        if text is not None:
+            text.flush()
+        binary.write(data)
+        binary.flush()
+    return sink
+
+
+def run(argv, cwd=None, env=None, timeout=DEFAULT_TIMEOUT, *, mem=DEFAULT_MEM,
+        writable=(), stream=None):
+    """Run argv in a fresh 6.1 guest; stream its output to `stream`
+    (default sys.stdout) as it comes; return its exit code.
+
+    cwd: directory inside the guest (default: ours; host paths are the same
+    there).  env: variables added to BASE_ENV (None deletes one).  writable:
+    host directories the guest may write to (mounted at the same paths).
+    Returns TIMEOUT_RC after killing the guest on timeout, INFRA_RC when the
+    guest never reported; raises UMLError when no guest can run here.
+    """
+    rc, _, _ = _guest(argv, cwd, env, timeout, mem, writable, _stream_sink(stream))
+    return rc
+
+
+def capture(argv, cwd=None, env=None, timeout=DEFAULT_TIMEOUT, *, mem=DEFAULT_MEM,
+            writable=(), echo=False, stream=None):
+    """Like run(), but also collect the output; returns a Result.
+    With echo=True the output is streamed as well."""
+    chunks = []
+    tee = _stream_sink(stream) if echo else None
+
+    def sink(data):
+        chunks.append(data)
+        if tee:
+            tee(data)
+    rc, boot, total = _guest(argv, cwd, env, timeout, mem, writable, sink)
+    return Result(rc, b"".join(chunks).decode("utf-8", "replace"), boot, total)
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def main(args=None):
+    parser = argparse.ArgumentParser(
+        description="Run a command inside a Linux 6.1 user-mode-linux guest.",
+        usage="%(prog)s [options] -- CMD [ARGS...]")
+    parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT,
+                        help="seconds before the guest is killed (default %(default)s)")
+    parser.add_argument("--mem", default=DEFAULT_MEM, help="guest RAM (default %(default)s)")
+    parser.add_argument("--cwd", help="working directory in the guest (default: current)")
+    parser.add_argument("--env", action="append", default=[], metavar="NAME[=VALUE]",
+                        help="set a variable in the guest; NAME alone copies ours")
+    parser.add_argument("--writable", action="append", default=[], metavar="DIR",
+                        help="host directory the guest may write to")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="report timings on stderr")
+    parser.add_argument("command", nargs=argparse.REMAINDER)
+    opts = parser.parse_args(args)
+    command = opts.command[1:] if opts.command[:1] == ["--"] else opts.command
+    if not command:
+        parser.error("no command given")
+    env = {}
+    for item in opts.env:
+        name, sep, value = item.partition("=")
+        if not sep:
+            if name not in os.environ:
+                parser.error(f"--env {name}: not set here")
+            value = os.environ[name]
+        env[name] = value
+    # SIGTERM/SIGHUP (CI cancelling a job) must still kill the guest: let them
+    # unwind like Ctrl-C, through _guest's cleanup.
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _interrupt)
+    try:
+        rc, boot, total = _guest(command, opts.cwd, env, opts.timeout, opts.mem,
+                                 opts.writable, _stream_sink(sys.stdout))
+    except (UMLError, ValueError) as e:
+        print(f"uml: {e}", file=sys.stderr)
+        return INFRA_RC
+    except KeyboardInterrupt:
+        print("uml: interrupted; killed the guest", file=sys.stderr)
+        return 130
+    if opts.verbose:
+        boot_text = f"{boot:.2f} s" if boot is not None else "n/a"
+        print(f"uml: exit {rc}; boot-to-command {boot_text}, total {total:.2f} s",
+              file=sys.stderr)
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())
