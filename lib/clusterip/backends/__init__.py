@@ -59,6 +59,26 @@ class Backend:
         """Remove everything of the VIP; success when nothing is there."""
         raise NotImplementedError
 
+    def inventory(self):
+        """Every VIP this backend serves on the node, for ``clusterip status``:
+        [{"vip", "backend", "nic", "clustermac", "hashmode", "hash_init",
+        "buckets", "owned": [..], "counters": {bucket: {"packets", "bytes"}}}]."""
+        raise NotImplementedError
+
+
+def inventory():
+    """inventory() of every backend that can run here (a node runs one, normally)."""
+    found = []
+    for name in _REGISTRY:
+        backend = _load(name)
+        if backend.kernel_supports():
+            try:
+                backend.check_available()
+            except NotInstalled:
+                continue
+            found.extend(backend.inventory())
+    return found
+
 
 # name -> module path, in auto-selection preference order: where the kernel
 # still has CLUSTERIP (<= 6.2) it is what CLUSTERIP-era clusters run, and a

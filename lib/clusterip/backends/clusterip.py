@@ -250,5 +250,29 @@ class ClusteripBackend(Backend):
     def destroy(self, params, placement):
         self._delete_rules(params)
 
+    def inventory(self):
+        try:
+            vips = sorted(os.listdir(PROC_DIR))
+        except FileNotFoundError:
+            return []
+        _, chain = self._table()
+        found = []
+        for vip in vips:
+            report = {"backend": self.name, "vip": vip, "nic": None, "clustermac": None,
+                      "hashmode": None, "hash_init": None, "buckets": None,
+                      "owned": sorted(self._read_owned(vip) or ()),
+                      "counters": {}}  # CLUSTERIP keeps no per-bucket counters
+            for rule in self._our_rules(chain, vip)[:1]:
+                options = {k: v[0] if v else "" for k, v in
+                           rule.target.get_all_parameters().items()}
+                packets, octets = rule.get_counters()
+                report.update(nic=rule.in_interface, clustermac=options.get("clustermac", "").lower(),
+                              hashmode=options.get("hashmode"),
+                              hash_init=int(options.get("hash-init", "0")),
+                              buckets=int(options.get("total-nodes", "0")),
+                              total={"packets": packets, "bytes": octets})
+            found.append(report)
+        return found
+
 
 BACKEND = ClusteripBackend()

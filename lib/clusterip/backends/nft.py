@@ -165,6 +165,40 @@ def parse_state(ip_listing, arp_listing, params, placement, multicast_joined):
     return VipState(owned=owned, missing=tuple(missing))
 
 
+def describe(ip_listing, arp_listing):
+    """What one VIP's tables say, for ``clusterip status`` (see Backend.inventory)."""
+    import ipaddress
+
+    report = {"backend": "nft", "vip": None, "nic": None, "clustermac": None,
+              "hashmode": None, "hash_init": None, "buckets": None, "owned": [],
+              "counters": {}}
+    steering = _rules(ip_listing, "prerouting")
+    for value in _matches(steering[0]) if steering else ():
+        try:
+            report["vip"] = str(ipaddress.IPv4Address(value))
+        except ValueError:
+            report["nic"] = value
+    for expr in _rules(ip_listing, "vip"):
+        config = _hash_config(expr)
+        if config:
+            mod, seed, _, fields = config
+            modes = [m for m, f in _HASH_FIELDS_JSON.items() if f == fields]
+            report.update(buckets=mod, hash_init=seed, hashmode=modes[0] if modes else None)
+    sets = [s for s in _objects(ip_listing, "set") if s.get("name") == "owned"]
+    if sets:
+        report["owned"] = sorted(e for e in sets[0].get("elem", []) if isinstance(e, int))
+    for counter in _objects(ip_listing, "counter"):
+        name = counter.get("name", "")
+        if name.startswith("bucket") and name[6:].isdigit():
+            report["counters"][int(name[6:])] = {"packets": counter.get("packets", 0),
+                                                 "bytes": counter.get("bytes", 0)}
+    for expr in _rules(arp_listing or {}, "output"):
+        for node in _walk(expr):
+            if "mangle" in node:
+                report["clustermac"] = node["mangle"].get("value")
+    return report
+
+
 class NftBackend(Backend):
     name = "nft"
     # The agent's ceiling (one named counter and one map entry per bucket).
@@ -230,6 +264,15 @@ class NftBackend(Backend):
     def remove_bucket(self, params, bucket):
         # nft 1.0.6 has no "destroy element": the caller only removes what it saw.
         self._run(element_command("delete", params.vip, bucket), "remove bucket %d" % bucket)
+
+    def inventory(self):
+        rc, output, error = self._nft().json_cmd({"nftables": [{"list": {"tables": None}}]})
+        if rc != 0:
+            raise GenericError("nft: cannot list tables: %s" % _first_error_line(error))
+        names = sorted(t["name"] for t in _objects(output or {}, "table")
+                       if t.get("family") == "ip" and t.get("name", "").startswith("clusterip_"))
+        return [describe(self._list_table("ip", name), self._list_table("arp", name))
+                for name in names]
 
     def destroy(self, params, placement):
         self._run(build_destroy_script(params.vip), "delete the tables")

@@ -1,0 +1,29 @@
+"""``clusterip status`` on a node, checked against nft's own JSON listing."""
+
+import json
+import os
+
+import scenarios
+from netlab import Lab
+
+STATUS = os.environ.get("VENV", "/opt/clusterip") + "/bin/clusterip"
+
+
+def test_status_reports_what_the_kernel_holds():
+    with Lab(nodes=1, sources=0) as lab:
+        params = scenarios.agent_params("nft", "sourceip")
+        for instance in (0, 2):
+            rc, _, err = lab.agent("n0", "start", params, scenarios.clone_meta(instance),
+                                   "vip:%d" % instance)
+            assert rc == 0, err
+        report = json.loads(lab.run("n0", STATUS, "status", "--json").stdout)["node"]
+        table = "clusterip_198_18_0_100"
+        assert [(v["vip"], v["backend"], v["nic"], v["hashmode"], v["buckets"], v["owned"])
+                for v in report] == [(scenarios.VIP, "nft", "eth0", "sourceip", 3,
+                                      lab.nft_set_elements("n0", "ip", table, "owned"))]
+        assert report[0]["clustermac"] in lab.multicast_macs("n0")
+        text = lab.run("n0", STATUS, "status").stdout
+        assert text.startswith(scenarios.VIP + "  backend nft  nic eth0")
+        for instance in (0, 2):
+            lab.agent("n0", "stop", params, scenarios.clone_meta(instance), "vip:%d" % instance)
+        assert "no cluster IP" in lab.run("n0", STATUS, "status").stdout
