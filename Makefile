@@ -8,6 +8,7 @@
 PYTHON   ?= /usr/bin/python3
 VENV     ?= /opt/clusterip
 OCF_ROOT ?= /usr/lib/ocf
+SBINDIR  ?= /usr/local/sbin
 AGENT    := $(DESTDIR)$(OCF_ROOT)/resource.d/custom/clusterip
 
 .PHONY: install uninstall check unit demo
@@ -24,10 +25,12 @@ install:
 	sed '1s|.*|#!$(VENV)/bin/python3 -I|' ocf/clusterip > $(AGENT).tmp
 	chmod 0755 $(AGENT).tmp
 	mv $(AGENT).tmp $(AGENT)
+	install -d $(DESTDIR)$(SBINDIR)
+	ln -sf $(VENV)/bin/clusterip $(DESTDIR)$(SBINDIR)/clusterip
 	@echo "installed: $(AGENT) (library in $(VENV))"
 
 uninstall:
-	rm -f $(AGENT)
+	rm -f $(AGENT) $(DESTDIR)$(SBINDIR)/clusterip
 	rm -rf $(VENV)
 
 check:
