@@ -11,6 +11,7 @@ import os
 import sys
 
 from clusterip import address, ocf
+from clusterip.testhooks import step
 from clusterip.errors import (AgentError, InvalidArgument, NotConfigured, NotInstalled,
                               NotPermitted, Unimplemented)
 
@@ -32,6 +33,8 @@ class Instance:
         self.lock_path = base + ".lock"
         self.marker_path = "%s.bucket%d.started" % (base, params.bucket)
         self.timeout = _action_timeout(env)
+        # Set by Pacemaker only: outside a cluster there are no peers to compare with.
+        self.node_name = env.get("OCF_RESKEY_CRM_meta_on_node") or None
         self._backend = None
 
     @property
@@ -95,9 +98,13 @@ class Instance:
     def start(self):
         p = self.params
         backend = self.backend if p.cloned else None  # fail early (5/6) before touching anything
+        if backend is not None and self.node_name:
+            self._check_peers(backend)
         with self.lock():
+            step("start:locked")
             placement = address.resolve(p)
             self.mark()  # first: a start killed half-way is "failed", not "never ran"
+            step("start:marked")
             if backend is None:
                 address.add_address(p.vip, placement)
                 self._announce(placement, None)
@@ -114,7 +121,9 @@ class Instance:
                     backend.create(p, placement, owned)
                 elif p.bucket not in state.owned:
                     backend.add_bucket(p, p.bucket)
+                step("start:filter")
                 address.add_address(p.vip, placement)
+                step("start:address")
                 if state is None:
                     self._announce(placement, p.clustermac)
             running, missing = self.problems()
@@ -122,6 +131,19 @@ class Instance:
             raise _Failed("start did not complete: missing %s" % ", ".join(missing))
         self.log.info("started: %s" % self._describe(placement))
         return ocf.SUCCESS
+
+    def _check_peers(self, backend):
+        from clusterip import peers
+
+        vip = self.params.vip
+        others = peers.conflicts(peers.published(vip, self.log), self.node_name, backend.name)
+        if others:
+            raise InvalidArgument(
+                "this node would serve %s with backend %s but %s: nodes that hash "
+                "differently drop or duplicate traffic; give all nodes the same kernel "
+                "capability or set backend= explicitly" % (vip, backend.name, ", ".join(
+                    "%s uses %s" % item for item in sorted(others.items()))))
+        peers.publish(vip, backend.name, self.log)
 
     def _name(self):
         p = self.params
@@ -143,6 +165,7 @@ class Instance:
     def stop(self):
         p = self.params
         with self.lock():
+            step("stop:locked")
             try:
                 placement = address.resolve(p)
             except InvalidArgument:
@@ -168,10 +191,18 @@ class Instance:
         owned = state.owned if state else frozenset()
         if p.bucket in owned:
             backend.remove_bucket(p, p.bucket)
+            step("stop:bucket-removed")
         if not owned - {p.bucket}:
-            # The last instance on this node: remove every shared piece.
+            # The last instance on this node: remove every shared piece, the
+            # address first so that the node never holds it unfiltered.
             address.remove_address(p.vip)
+            step("stop:address-removed")
             backend.destroy(p, placement)
+            step("stop:destroyed")
+            if self.node_name:
+                from clusterip import peers
+
+                peers.withdraw(p.vip, self.log)
 
     # --- validate-all -------------------------------------------------------
 

@@ -209,3 +209,28 @@ def test_exit_reason_prefix_comes_from_the_environment(node, capsys):
     env["OCF_EXIT_REASON_PREFIX"] = "REASON>"
     assert agent.main(["clusterip", "start"], env) == 6
     assert any(l.startswith("REASON>hashmode") for l in capsys.readouterr().err.splitlines())
+
+
+def test_start_refuses_a_backend_other_nodes_do_not_use(node, monkeypatch, capsys):
+    from clusterip import peers
+
+    published = []
+    monkeypatch.setattr(peers, "published", lambda vip, log: {"n1": "clusterip", "n2": "fake"})
+    monkeypatch.setattr(peers, "publish", lambda vip, backend, log: published.append(backend))
+    env = env_for(node, 0)
+    env["OCF_RESKEY_CRM_meta_on_node"] = "n0"
+    assert agent.main(["clusterip", "start"], env) == 2
+    assert "n1 uses clusterip" in reason(capsys)
+    assert node.backend.calls == [] and published == []
+
+
+def test_start_publishes_its_backend_under_pacemaker(node, monkeypatch):
+    from clusterip import peers
+
+    published = []
+    monkeypatch.setattr(peers, "published", lambda vip, log: {"n1": "fake"})
+    monkeypatch.setattr(peers, "publish", lambda vip, backend, log: published.append(backend))
+    env = env_for(node, 0)
+    env["OCF_RESKEY_CRM_meta_on_node"] = "n0"
+    assert agent.main(["clusterip", "start"], env) == 0
+    assert published == ["fake"]

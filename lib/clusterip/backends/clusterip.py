@@ -22,6 +22,7 @@ import sys
 from clusterip import address
 from clusterip.backends import Backend, VipState
 from clusterip.errors import GenericError, NotInstalled
+from clusterip.testhooks import step
 
 PROC_DIR = "/proc/net/ipt_CLUSTERIP"
 XTABLES_LOCK = "/run/xtables.lock"
@@ -237,7 +238,9 @@ class ClusteripBackend(Backend):
         # Two commits, not one: in a single commit the new rule would find the
         # old configuration still alive and silently keep its options.
         self._delete_rules(params)
+        step("clusterip:rules-deleted")
         self._insert_rule(params, placement, owned[0])
+        step("clusterip:rule-inserted")
         for bucket in owned[1:]:
             self._write_proc(params.vip, "+%d" % bucket)
 

@@ -19,6 +19,7 @@ tested) and the one class that talks to libnftables, in-process.
 from clusterip import address
 from clusterip.backends import Backend, VipState
 from clusterip.errors import GenericError, NotInstalled
+from clusterip.testhooks import step
 
 _HASH_FIELDS = {
     "sourceip": "ip saddr",
@@ -256,6 +257,7 @@ class NftBackend(Backend):
 
     def create(self, params, placement, owned):
         self._run(build_create_script(params, placement, owned), "create the tables")
+        step("nft:tables-created")
         address.join_multicast(placement.nic, params.clustermac)
 
     def add_bucket(self, params, bucket):
@@ -276,6 +278,7 @@ class NftBackend(Backend):
 
     def destroy(self, params, placement):
         self._run(build_destroy_script(params.vip), "delete the tables")
+        step("nft:tables-deleted")
         if placement is not None:
             address.leave_multicast(placement.nic, params.clustermac)
 

@@ -1,0 +1,61 @@
+"""What the other nodes of the cluster use: refuse to mix backends.
+
+The nft and CLUSTERIP backends put the same packet into different buckets
+(CLUSTERIP hashes the byte-swapped address, nft the raw bytes), so a cluster
+whose nodes chose differently would drop some connections and answer others
+twice.  Each node publishes the backend it serves a VIP with as a transient
+Pacemaker node attribute, ``clusterip-backend-<VIP>``; a start compares with
+what the other nodes published and refuses (exit 2: this node's choice does
+not fit the cluster) on a mismatch.
+
+Only under Pacemaker (it passes ``OCF_RESKEY_CRM_meta_on_node``); a failure
+to reach the attribute daemon is logged, not fatal: it must not turn a
+working node into a failed one.
+"""
+
+import re
+import subprocess
+
+ATTRD_UPDATER = "/usr/sbin/attrd_updater"
+_ENTRY = re.compile(r'name="[^"]*"\s+host="(?P<host>[^"]*)"\s+value="(?P<value>[^"]*)"')
+
+
+def attribute(vip):
+    return "clusterip-backend-%s" % vip
+
+
+def parse_query(text):
+    """attrd_updater -A -Q output -> {node: value}."""
+    return {m.group("host"): m.group("value") for m in _ENTRY.finditer(text)}
+
+
+def conflicts(published, this_node, backend):
+    """{node: backend} of the other nodes that serve the VIP with another backend."""
+    return {node: value for node, value in published.items()
+            if node != this_node and value and value != backend}
+
+
+def _attrd(args, log):
+    try:
+        result = subprocess.run([ATTRD_UPDATER, *args], capture_output=True, text=True,
+                                timeout=10, check=False)
+    except (OSError, subprocess.TimeoutExpired) as error:
+        log.warning("cannot run %s: %s" % (ATTRD_UPDATER, error))
+        return None
+    if result.returncode != 0:
+        log.warning("%s %s: %s" % (ATTRD_UPDATER, " ".join(args), result.stderr.strip()))
+        return None
+    return result.stdout
+
+
+def published(vip, log):
+    text = _attrd(["--name", attribute(vip), "--query", "--all"], log)
+    return parse_query(text) if text is not None else {}
+
+
+def publish(vip, backend, log):
+    _attrd(["--name", attribute(vip), "--update", backend], log)
+
+
+def withdraw(vip, log):
+    _attrd(["--name", attribute(vip), "--delete"], log)

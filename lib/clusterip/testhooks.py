@@ -1,0 +1,30 @@
+"""A test-only pause at named steps of start and stop.
+
+The reliability tests SIGKILL the agent at every step to prove that a crash
+never leaves a node half-configured: with ``CLUSTERIP_TEST_PAUSE_AT=<step>``
+the agent writes its PID to ``CLUSTERIP_TEST_PAUSE_FILE`` when it reaches that
+step and sleeps there (``CLUSTERIP_TEST_PAUSE_SECONDS``, default 30) to be
+killed.  Inert otherwise: one environment lookup per step, and Pacemaker
+never sets these variables.
+"""
+
+import os
+import time
+
+# Every step, in the order an action passes them (also the tests' list).
+STEPS = (
+    "start:locked", "start:marked", "clusterip:rules-deleted", "clusterip:rule-inserted",
+    "nft:tables-created", "start:filter", "start:address",
+    "stop:locked", "stop:bucket-removed", "stop:address-removed", "nft:tables-deleted",
+    "stop:destroyed",
+)
+
+
+def step(name):
+    if os.environ.get("CLUSTERIP_TEST_PAUSE_AT") != name:
+        return
+    path = os.environ.get("CLUSTERIP_TEST_PAUSE_FILE")
+    if path:
+        with open(path, "w", encoding="ascii") as f:
+            f.write("%d\n" % os.getpid())
+    time.sleep(float(os.environ.get("CLUSTERIP_TEST_PAUSE_SECONDS", "30")))
