@@ -14,6 +14,7 @@ import ipaddress
 import socket
 import struct
 
+from clusterip import rtnl
 from clusterip.errors import GenericError, InvalidArgument
 
 RT_SCOPE_LINK = 253
@@ -43,73 +44,72 @@ def _iproute():
     return IPRoute()
 
 
-def _ifindex(ipr, nic):
-    found = ipr.link_lookup(ifname=nic)
-    return found[0] if found else None
+def _ifindex(nic):
+    try:
+        return socket.if_nametoindex(nic)
+    except OSError:
+        return None
 
 
-def _vip_addresses(ipr, vip):
+def nic_exists(nic):
+    return _ifindex(nic) is not None
+
+
+def _vip_addresses(vip):
     """[(ifindex, prefixlen)] for every interface holding the VIP."""
-    return [(msg["index"], msg["prefixlen"])
-            for msg in ipr.get_addr(family=socket.AF_INET)
-            if msg.get_attr("IFA_LOCAL") == vip or msg.get_attr("IFA_ADDRESS") == vip]
+    return [(index, prefixlen) for index, prefixlen, address, _ in rtnl.ipv4_addresses()
+            if address == vip]
 
 
-def _covering_route(ipr, ip, nic_index=None):
+def _covering_route(ip, nic_index=None):
     """(ifindex, prefixlen) of the most specific on-link route covering ip (IPaddr2's findif)."""
     best = None
-    for route in ipr.get_routes(family=socket.AF_INET, table=RT_TABLE_MAIN):
-        if route["scope"] != RT_SCOPE_LINK or route["dst_len"] == 0:
+    for destination, prefixlen, scope, oif in rtnl.ipv4_routes():
+        if scope != RT_SCOPE_LINK or prefixlen == 0:
             continue
-        oif = route.get_attr("RTA_OIF")
         if nic_index is not None and oif != nic_index:
             continue
-        network = ipaddress.IPv4Network("%s/%d" % (route.get_attr("RTA_DST"), route["dst_len"]),
-                                        strict=False)
-        if ip in network and (best is None or route["dst_len"] > best[1]):
-            best = (oif, route["dst_len"])
+        network = ipaddress.IPv4Network("%s/%d" % (destination, prefixlen), strict=False)
+        if ip in network and (best is None or prefixlen > best[1]):
+            best = (oif, prefixlen)
     return best
 
 
 def resolve(params):
-    """Choose the NIC and prefix length for this node; InvalidArgument (2) if impossible."""
-    with _iproute() as ipr:
-        nic = params.nic
-        if nic is None:
-            # Already configured (a later instance, monitor, stop): keep that interface,
-            # because the VIP's own local route now shadows the covering route.
-            present = _vip_addresses(ipr, params.vip)
-            index = present[0][0] if present else None
-            if index is None:
-                route = _covering_route(ipr, params.ip)
-                if route is None:
-                    raise InvalidArgument("no interface has a route covering %s; set nic"
-                                          % params.vip)
-                index = route[0]
-            nic = ipr.get_links(index)[0].get_attr("IFLA_IFNAME")
-        index = _ifindex(ipr, nic)
+    """Choose the NIC and prefix length for this node; InvalidArgument (2) if impossible.
+
+    Reads only (rtnetlink in the standard library): monitor calls it too.
+    """
+    nic = params.nic
+    if nic is None:
+        # Already configured (a later instance, monitor, stop): keep that interface,
+        # because the VIP's own local route now shadows the covering route.
+        present = _vip_addresses(params.vip)
+        index = present[0][0] if present else None
         if index is None:
-            raise InvalidArgument("nic %s does not exist on this node" % nic)
-        prefix = params.cidr_netmask
-        if prefix is None:
-            route = _covering_route(ipr, params.ip, index)
-            prefix = route[1] if route else 32
-        return Placement(nic=nic, prefixlen=prefix)
-
-
-def nic_exists(nic):
-    try:
-        socket.if_nametoindex(nic)
-        return True
-    except OSError:
-        return False
+            route = _covering_route(params.ip)
+            if route is None:
+                raise InvalidArgument("no interface has a route covering %s; set nic"
+                                      % params.vip)
+            index = route[0]
+        try:
+            nic = socket.if_indextoname(index)
+        except OSError:
+            raise InvalidArgument("the interface holding %s disappeared" % params.vip) from None
+    index = _ifindex(nic)
+    if index is None:
+        raise InvalidArgument("nic %s does not exist on this node" % nic)
+    prefix = params.cidr_netmask
+    if prefix is None:
+        route = _covering_route(params.ip, index)
+        prefix = route[1] if route else 32
+    return Placement(nic=nic, prefixlen=prefix)
 
 
 def address_present(vip, placement):
     """True when the VIP is configured on the chosen NIC with the chosen prefix."""
-    with _iproute() as ipr:
-        index = _ifindex(ipr, placement.nic)
-        return index is not None and (index, placement.prefixlen) in _vip_addresses(ipr, vip)
+    index = _ifindex(placement.nic)
+    return index is not None and (index, placement.prefixlen) in _vip_addresses(vip)
 
 
 def add_address(vip, placement):
@@ -121,10 +121,10 @@ def add_address(vip, placement):
         extra["broadcast"] = str(network.broadcast_address)
     if placement.label():
         extra["label"] = placement.label()
+    index = _ifindex(placement.nic)
+    if index is None:
+        raise InvalidArgument("nic %s does not exist on this node" % placement.nic)
     with _iproute() as ipr:
-        index = _ifindex(ipr, placement.nic)
-        if index is None:
-            raise InvalidArgument("nic %s does not exist on this node" % placement.nic)
         try:
             ipr.addr("add", index=index, address=vip, prefixlen=placement.prefixlen, **extra)
         except NetlinkError as error:
@@ -137,8 +137,11 @@ def remove_address(vip):
     """Remove the VIP from every interface that holds it (the NIC may have changed)."""
     from pyroute2.netlink.exceptions import NetlinkError
 
+    present = _vip_addresses(vip)
+    if not present:
+        return  # nothing to remove: no pyroute2 import on this path
     with _iproute() as ipr:
-        for index, prefixlen in _vip_addresses(ipr, vip):
+        for index, prefixlen in present:
             try:
                 ipr.addr("del", index=index, address=vip, prefixlen=prefixlen)
             except NetlinkError as error:
