@@ -8,7 +8,7 @@ idempotent in the pyroute2 sense: adding what exists or deleting what is gone
 is success.
 """
 
-import dataclasses
+import collections
 import fcntl
 import ipaddress
 import socket
@@ -25,12 +25,10 @@ ETH_P_ARP = 0x0806
 _EEXIST, _ENODEV, _EADDRNOTAVAIL = 17, 19, 99
 
 
-@dataclasses.dataclass(frozen=True)
-class Placement:
+class Placement(collections.namedtuple("Placement", "nic prefixlen")):
     """Where the VIP lives on this node: resolved from parameters and routes."""
 
-    nic: str
-    prefixlen: int
+    __slots__ = ()
 
     def label(self):
         # ip-addr labels must start with the device name and fit IFNAMSIZ.

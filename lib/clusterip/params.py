@@ -7,7 +7,7 @@ everywhere).  Defaults that depend on the node (the NIC and netmask, found
 from the routing table) are resolved later, by :mod:`clusterip.address`.
 """
 
-import dataclasses
+import collections
 import ipaddress
 import re
 import zlib
@@ -29,18 +29,26 @@ _UINT_RE = re.compile(r"^(0|[1-9][0-9]{0,9})$")
 _HEX_RE = re.compile(r"^0[xX][0-9A-Fa-f]{1,8}$")
 
 
-@dataclasses.dataclass(frozen=True)
-class Params:
-    ip: ipaddress.IPv4Address
-    cidr_netmask: "int | None"  # None: derive from the route that covers ip, else 32
-    nic: "str | None"  # None: the interface whose route covers ip
-    clustermac: str  # normalised "03:c1:..."; multicast, not broadcast
-    hashmode: str
-    hash_init: int
-    backend: str  # "auto", "nft" or "clusterip" (resolved later by kernel capability)
-    bucket: int  # the bucket this instance owns: clone instance i -> bucket i+1
-    total_buckets: int  # clone-max; 1 when not cloned
-    cloned: bool  # False: a plain failover IP held whole by one node
+# A namedtuple, not a dataclass: the monitor runs every few seconds per clone
+# instance and ``import dataclasses`` alone costs ~10 ms (it imports inspect).
+_PARAMS_FIELDS = (
+    "ip",  # ipaddress.IPv4Address
+    "cidr_netmask",  # int, or None: derive from the route that covers ip, else 32
+    "nic",  # str, or None: the interface whose route covers ip
+    "clustermac",  # normalised "03:c1:..."; multicast, not broadcast
+    "hashmode",
+    "hash_init",
+    "backend",  # "auto", "nft" or "clusterip" (resolved later by kernel capability)
+    "bucket",  # the bucket this instance owns: clone instance i -> bucket i+1
+    "total_buckets",  # clone-max; 1 when not cloned
+    "cloned",  # False: a plain failover IP held whole by one node
+)
+
+
+class Params(collections.namedtuple("Params", _PARAMS_FIELDS)):
+    """The validated, immutable parameters of one agent call."""
+
+    __slots__ = ()
 
     @property
     def vip(self):

@@ -8,14 +8,13 @@ written against this interface only, so a new kernel mechanism is a new
 module here and one line in ``_REGISTRY``.
 """
 
-import dataclasses
+import collections
 import importlib
 
 from clusterip.errors import NotConfigured, NotInstalled
 
 
-@dataclasses.dataclass(frozen=True)
-class VipState:
+class VipState(collections.namedtuple("VipState", "owned missing")):
     """What a backend finds on this node for one VIP.
 
     ``owned`` is the set of buckets this node accepts; ``missing`` names the
@@ -23,8 +22,10 @@ class VipState:
     configuration), in words an administrator understands.
     """
 
-    owned: frozenset
-    missing: tuple = ()
+    __slots__ = ()
+
+    def __new__(cls, owned, missing=()):
+        return super().__new__(cls, owned, missing)
 
 
 class Backend:

@@ -13,7 +13,6 @@ around refresh -> modify -> commit, with ``autocommit=False`` and an explicit
 ``commit()``.
 """
 
-import ctypes.util
 import errno
 import glob
 import os
@@ -99,6 +98,8 @@ def _import_iptc():
     ctypes.util.find_library (ldconfig + gcc), runs ldconfig once more unless
     XTABLES_LIBDIR is set, and imports distutils, which setuptools in a
     virtualenv redirects to all of setuptools.  Give it the answers."""
+    import ctypes.util  # here, not at the top: it imports subprocess and shutil
+
     os.environ.setdefault("SETUPTOOLS_USE_DISTUTILS", "stdlib")
     if "XTABLES_LIBDIR" not in os.environ:
         for directory in _LIB_DIRS:
