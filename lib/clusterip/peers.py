@@ -43,6 +43,8 @@ def _attrd(args, log):
         log.warning("cannot run %s: %s" % (ATTRD_UPDATER, error))
         return None
     if result.returncode != 0:
+        if "does not exist" in result.stderr:
+            return ""  # nobody published yet: the normal first start in a cluster
         log.warning("%s %s: %s" % (ATTRD_UPDATER, " ".join(args), result.stderr.strip()))
         return None
     return result.stdout

@@ -1,0 +1,911 @@
+"""A real three-node Pacemaker 2.1 + Corosync 3 cluster on one machine, in namespaces.
+
+The cluster tier's harness.  It builds on :class:`netlab.Lab` (the switch
+namespace with bridge br0, node namespaces n0..n2 with eth0 at
+198.18.0.11-13/16, a client namespace with hundreds of source addresses,
+TCP responders, independent oracles) and turns every node namespace into a
+cluster node:
+
+* **One "init" per node**, started as ``ip netns exec <ns> unshare --mount
+  --uts --propagation private sh node-init.sh ...`` (see node-init.sh for
+  the details).  Network namespace: the node's own eth0, addresses, nft
+  tables and -- because libqb's IPC uses abstract unix sockets, which are per
+  network namespace -- its own Corosync/Pacemaker IPC.  Mount namespace:
+  private /run, /dev/shm (tmpfs, gone with the node like on a real host) and
+  private copies of /etc/corosync, /var/lib/{corosync,pacemaker,heartbeat},
+  /var/log and /root (bind mounts of directories under the lab directory,
+  kept across a crash like a disk, readable by the harness afterwards).
+  Without them the nodes would share one CIB and one /run, and would write
+  into the host's /etc/corosync and /var/lib/pacemaker.  UTS namespace: the
+  hostname is the node name.  The agent's ``HA_RSCTMP`` default
+  (/run/resource-agents) thereby is per node, as on real hosts.
+* **A clean environment** (``env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin``)
+  for corosync, pacemakerd and every command run in a node: Pacemaker passes
+  its own environment to the agents it runs, so the caller's (a virtualenv,
+  PYTHONPATH, LANG, ...) would leak into every agent call and hide bugs that
+  real nodes show.
+* **A seeded CIB** with ``dc-deadtime=5s`` (``dc_deadtime=None`` keeps
+  Pacemaker's 20 s): nodes that start together each wait dc-deadtime for a
+  DC before electing one, so a fresh cluster is up in ~8 s instead of ~22 s.
+  It plays no part in failover (a DC's death triggers an election at once).
+  ``stonith-enabled=false`` is then set with crm: no fencing device exists here.
+* :meth:`Cluster.node_exec` runs a command inside a node (``nsenter -t
+  <init pid> -m -u -n``): the node's mounts, hostname and network, so
+  ``crm``, ``crm_mon``, ``crm_resource``, ``cibadmin`` talk to that node's
+  daemons and see its files.
+* :meth:`Cluster.kill_node` is a crash: SIGKILL of every process of the node
+  *and* its switch port taken down.  Killed processes leave kernel state
+  behind (the VIP, the nft tables, the owned buckets, the multicast
+  membership); in a namespace that state keeps answering its bucket, so the
+  survivor that takes the bucket over and the "dead" node would both answer
+  and break each other's connections.  A dead host answers nothing: its link
+  goes down.  (The same holds in production for a node whose cluster stack
+  died but whose kernel lives -- which is why real clusters need fencing.)
+* :meth:`Cluster.revive_node` is a reboot: the kernel state a reboot resets
+  is removed (nft tables, VIP, multicast memberships, neighbour cache; the
+  old /run tmpfs with HA_RSCTMP died with the old mount namespace), the link
+  comes up, the init starts corosync and pacemakerd again, and the harness
+  waits until the node is online.
+* Resources come from crm files loaded **verbatim** with ``crm configure
+  load update <file>``: one file is one transaction, so a primitive and its
+  clone are created together (a primitive created alone would be started
+  unclonedly first).
+* Teardown kills every process of every node namespace by PID (``ip netns
+  pids``; SIGTERM, then SIGKILL), then lets the Lab delete the namespaces
+  and directory.  It runs on failures and on Ctrl-C (and SIGTERM, turned
+  into KeyboardInterrupt while a cluster exists); if the test process dies
+  without teardown, each node's init notices its owner is gone and kills its
+  node's processes (the namespaces then remain to be deleted by hand:
+  ``ip netns list | grep ^cip``).
+
+Safety: nothing here touches the root network namespace or the host's
+/etc/corosync, /var/lib/pacemaker, /var/log; no daemon runs outside a node's
+namespaces; only processes in namespaces this harness created are killed.
+"""
+
+import grp
+import json
+import os
+import pwd
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import xml.etree.ElementTree as ET
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+TESTS = os.path.dirname(HERE)
+REPO = os.path.dirname(TESTS)
+if TESTS not in sys.path:
+    sys.path.insert(0, TESTS)
+
+import netlab  # noqa: E402  (shared with the netns tier)
+
+CRM_EXAMPLES = os.path.join(REPO, "crm-examples")
+NODE_INIT = os.path.join(HERE, "node-init.sh")
+CLEAN_PATH = netlab.AGENT_PATH
+CLEAN_ENV = {"PATH": CLEAN_PATH}
+VIP = "198.18.0.100"
+TABLE_PREFIX = "clusterip"
+CLUSTER_TOOLS = ("corosync", "corosync-cfgtool", "pacemakerd", "crm", "crm_mon",
+                 "crm_resource", "cibadmin", "nsenter", "unshare", "nft", "ip")
+DUMMY_AGENT = "/usr/lib/ocf/resource.d/pacemaker/Dummy"
+
+
+# A fresh CIB with one cluster property; no .sig file: Pacemaker accepts a
+# hand-written cib.xml without a digest.
+SEED_CIB = """<cib crm_feature_set="3.16.1" validate-with="pacemaker-3.9" epoch="1" num_updates="0"
+     admin_epoch="0">
+  <configuration>
+    <crm_config>
+      <cluster_property_set id="cib-bootstrap-options">
+        <nvpair id="cib-bootstrap-options-dc-deadtime" name="dc-deadtime" value="%s"/>
+      </cluster_property_set>
+    </crm_config>
+    <nodes/>
+    <resources/>
+    <constraints/>
+  </configuration>
+  <status/>
+</cib>
+"""
+
+
+# pacemaker-execd: "web-ip:0 start (call 28, PID 29224) exited with status 0 (execution time 415ms)"
+_FINISHED = re.compile(r"info: (?P<rsc>[\w.-]+):\d+ (?P<op>start|stop|monitor) \(call \d+, "
+                       r"PID \d+\) exited with status \d+ \(execution time (?P<ms>\d+)ms")
+
+
+class ClusterError(Exception):
+    pass
+
+
+def cluster_problem():
+    """Why a cluster cannot be built here (a sentence), or None."""
+    missing = [tool for tool in CLUSTER_TOOLS if shutil.which(tool, path=CLEAN_PATH) is None]
+    if missing:
+        return "missing cluster tools %s (apt-get install pacemaker corosync crmsh " \
+               "util-linux nftables iproute2)" % ", ".join(missing)
+    # Pacemaker runs ocf:custom:clusterip from its OCF directory, whatever
+    # $CLUSTERIP_AGENT says for the other tiers: the installed agent is tested.
+    if not os.access(netlab.DEFAULT_AGENT, os.X_OK):
+        return "the agent is not installed at %s (run `make install`)" % netlab.DEFAULT_AGENT
+    if not os.path.exists(DUMMY_AGENT):
+        return "%s is missing (package pacemaker)" % DUMMY_AGENT
+    try:
+        pwd.getpwnam("hacluster")
+    except KeyError:
+        return "user hacluster is missing (package pacemaker)"
+    try:
+        grp.getgrnam("haclient")
+    except KeyError:
+        return "group haclient is missing (package pacemaker)"
+    return None
+
+
+def corosync_conf(nodes, token=None, cluster_name="cipc-test"):
+    """corosync.conf for ``nodes`` (names n0..): knet over each node's eth0 address.
+
+    ``token`` None keeps Corosync's default timings (token 3000 ms plus
+    650 ms per node beyond two, consensus 1.2 x token); an int sets
+    ``totem.token`` in ms.  No crypto: no authkey to distribute, and the
+    segment exists only inside this test.
+    """
+    token_line = "    token: %d\n" % token if token else ""
+    node_blocks = "".join(
+        "    node {\n        ring0_addr: %s\n        name: %s\n        nodeid: %d\n    }\n"
+        % (netlab.node_address(index), name, index + 1) for index, name in enumerate(nodes))
+    return ("totem {\n    version: 2\n    cluster_name: %s\n    transport: knet\n"
+            "    crypto_cipher: none\n    crypto_hash: none\n%s}\n"
+            "nodelist {\n%s}\n"
+            "quorum {\n    provider: corosync_votequorum\n}\n"
+            "logging {\n    to_logfile: yes\n    logfile: /var/log/cluster/corosync.log\n"
+            "    to_stderr: no\n    to_syslog: no\n    timestamp: hires\n}\n"
+            % (cluster_name, token_line, node_blocks))
+
+
+def netns_pids(ns):
+    """PIDs of every process in network namespace ``ns`` (``ip netns pids``)."""
+    result = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True,
+                            timeout=30)
+    if result.returncode != 0:
+        return set()
+    return {int(word) for word in result.stdout.split() if word.isdigit()} - {os.getpid()}
+
+
+def _signal_all(pids, sig):
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+
+
+def kill_netns_processes(ns, term_grace=0.0, timeout=15.0):
+    """End every process of ``ns`` by PID: SIGTERM and ``term_grace`` s, then SIGKILL.
+
+    Loops (bounded) because a process may fork while we kill: it ends when
+    the namespace holds no process.  Returns the PIDs seen.
+    """
+    seen = set()
+    if term_grace > 0:
+        pids = netns_pids(ns)
+        seen |= pids
+        _signal_all(pids, signal.SIGTERM)
+        deadline = time.monotonic() + term_grace
+        while pids and time.monotonic() < deadline:
+            time.sleep(0.1)
+            pids = netns_pids(ns)
+    deadline = time.monotonic() + timeout
+    while True:
+        pids = netns_pids(ns)
+        if not pids:
+            return seen
+        seen |= pids
+        if time.monotonic() > deadline:
+            raise ClusterError("processes %s in %s survive SIGKILL" % (sorted(pids), ns))
+        _signal_all(pids, signal.SIGKILL)
+        time.sleep(0.05)
+
+
+def wait_until(predicate, timeout, what, interval=0.2):
+    """Poll ``predicate`` until it returns something true (returned) or raise after timeout."""
+    deadline = time.monotonic() + timeout
+    last_error = None
+    while True:
+        try:
+            value = predicate()
+            if value:
+                return value
+        except (ClusterError, netlab.LabError, subprocess.TimeoutExpired) as error:
+            last_error = error
+        if time.monotonic() > deadline:
+            raise ClusterError("timed out after %.0f s waiting for %s%s" % (
+                timeout, what, " (last error: %s)" % last_error if last_error else ""))
+        time.sleep(interval)
+
+
+class Status:
+    """One ``crm_mon -1 --output-as=xml`` snapshot, parsed."""
+
+    def __init__(self, xml_text):
+        root = ET.fromstring(xml_text)
+        self.xml = xml_text
+        dc = root.find("./summary/current_dc")
+        self.dc = dc.get("name") if dc is not None and dc.get("present") == "true" else None
+        self.quorum = dc is not None and dc.get("with_quorum") == "true"
+        self.online = {n.get("name"): n.get("online") == "true" and n.get("pending") != "true"
+                       and n.get("unclean") != "true" for n in root.iter("node")
+                       if n.get("type") == "member" and n.get("id") is not None}
+        # resource id -> [nodes it is *started* on] (role Started, not failed, not pending)
+        self.resources = {}
+        self.failed = {}
+        for resource in root.iter("resource"):
+            rid = resource.get("id")
+            if rid is None or resource.get("resource_agent") is None:
+                continue
+            nodes = [n.get("name") for n in resource.findall("node")]
+            started = resource.get("role") == "Started" and resource.get("active") == "true" \
+                and resource.get("failed") != "true" and not resource.get("pending")
+            self.resources[rid] = nodes if started else []
+            if resource.get("failed") == "true":
+                self.failed[rid] = nodes
+        # (node, resource) -> fail count, from the node history
+        self.failcounts = {}
+        for node in root.iter("node"):
+            for history in node.findall("resource_history"):
+                count = history.get("fail-count")
+                if count is not None:
+                    count = 1000000 if count == "INFINITY" else int(count)
+                    self.failcounts[(node.get("name"), history.get("id"))] = count
+        self.failures = [dict(f.attrib) for f in root.iter("failure")]
+        # (primitive, task, interval ms, exec ms) of the operations in the node history
+        self.operations = []
+        for history in root.iter("resource_history"):
+            primitive = history.get("id", "").partition(":")[0]
+            for op in history.findall("operation_history"):
+                try:
+                    self.operations.append((primitive, op.get("task"),
+                                            int(op.get("interval", "0ms").rstrip("ms") or 0),
+                                            int(op.get("exec-time", "0ms").rstrip("ms") or 0)))
+                except ValueError:
+                    pass
+
+    def instances(self, primitive):
+        """{instance number: node or None} of a globally-unique clone's instances."""
+        found = {}
+        for rid, nodes in self.resources.items():
+            name, _, number = rid.partition(":")
+            if name == primitive and number.isdigit():
+                found[int(number)] = nodes[0] if len(nodes) == 1 else None
+        return found
+
+    def buckets(self, primitive):
+        """{bucket: node or None}: clone instance i owns bucket i+1."""
+        return {number + 1: node for number, node in self.instances(primitive).items()}
+
+
+class Cluster:
+    """A Pacemaker + Corosync cluster on a :class:`netlab.Lab`; use as a context manager.
+
+    ``token`` None: Corosync's default timings; an int: ``totem.token`` in ms.
+    ``log`` receives progress lines (default: print to stderr with a clock).
+    """
+
+    def __init__(self, nodes=3, token=None, sources=200, prefix=None, log=None,
+                 up_timeout=120.0, lifetime=3600, dc_deadtime="5s"):
+        self.lab = netlab.Lab(nodes=nodes, sources=sources, prefix=prefix)
+        self.token = token
+        self.dc_deadtime = dc_deadtime
+        self.nodes = list(self.lab.node_names)
+        self.up_timeout = up_timeout
+        self.lifetime = lifetime
+        self.init = {}  # node -> Popen of its init
+        self.dead = set()
+        self.baseline_macs = {}  # node -> link multicast addresses before any agent ran
+        self.responder_port = None
+        self.timings = {}
+        self._log = log or (lambda line: print(line, file=sys.stderr, flush=True))
+        self._started = time.monotonic()
+        self._old_sigterm = None
+        self._closed = False
+        self._boots = {}  # node -> how often its init was started
+
+    def log(self, message):
+        self._log("[cluster %6.1fs] %s" % (time.monotonic() - self._started, message))
+
+    # -- life cycle ---------------------------------------------------------------
+
+    def __enter__(self):
+        self._install_sigterm()
+        try:
+            self.start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+    def _install_sigterm(self):
+        # CI stops a job with SIGTERM: make it unwind like Ctrl-C so teardown runs.
+        if threading.current_thread() is threading.main_thread():
+            def interrupt(signum, frame):
+                raise KeyboardInterrupt("SIGTERM")
+            self._old_sigterm = signal.signal(signal.SIGTERM, interrupt)
+
+    def start(self):
+        started = time.monotonic()
+        self.lab.__enter__()
+        for node in self.nodes:
+            self.baseline_macs[node] = self.lab.multicast_macs(node)
+            self._prepare_node(node)
+        for node in self.nodes:
+            self._start_init(node)
+        self.wait_up(self.up_timeout)
+        self.timings["up"] = round(time.monotonic() - started, 2)
+        # No fencing devices exist here: without this Pacemaker refuses to start
+        # anything.  (Production clusters need fencing; see README "Fencing".)
+        self.crm(self.nodes[0], "configure", "property", "stonith-enabled=false")
+        self.timings["configured"] = round(time.monotonic() - started, 2)
+        self.timings.update(self.totem_runtime())
+        self.log("cluster up in %.1f s (token %s), configured after %.1f s" % (
+            self.timings["up"], self.token or "default", self.timings["configured"]))
+
+    def close(self):
+        """Kill every node's processes (by PID), delete namespaces and directory. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._old_sigterm is not None:
+            # A second SIGTERM must not cut the teardown short.
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        errors = []
+        # SIGTERM to all nodes at once, one grace period, then SIGKILL what is left.
+        namespaces = [self.lab.ns(node) for node in self.nodes]
+        try:
+            existing = set(netlab.list_namespaces())
+        except Exception:  # noqa: BLE001  (teardown must go on)
+            existing = set(namespaces)
+        namespaces = [ns for ns in namespaces if ns in existing]
+        for ns in namespaces:
+            _signal_all(netns_pids(ns), signal.SIGTERM)
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline and any(netns_pids(ns) for ns in namespaces):
+            time.sleep(0.1)
+        for ns in namespaces:
+            try:
+                kill_netns_processes(ns)
+            except Exception as error:  # noqa: BLE001
+                errors.append(str(error))
+        for process in self.init.values():
+            try:
+                process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                errors.append("init %d did not exit" % process.pid)
+        try:
+            self.keep_logs()
+        except Exception as error:  # noqa: BLE001
+            errors.append("keeping logs: %s" % error)
+        try:
+            self.lab.close()
+        except Exception as error:  # noqa: BLE001
+            errors.append(str(error))
+        if self._old_sigterm is not None:
+            signal.signal(signal.SIGTERM, self._old_sigterm)
+            self._old_sigterm = None
+        if errors:
+            raise ClusterError("teardown problems: %s" % "; ".join(errors))
+
+    def keep_logs(self):
+        """Copy every node's /var/log and init logs to $CLUSTERIP_CLUSTER_LOGS/<cluster>/<node>.
+
+        For CI artifacts: Pacemaker's log holds the agent's stderr (exit
+        reasons, warnings) and every scheduler decision.
+        """
+        target = os.environ.get("CLUSTERIP_CLUSTER_LOGS")
+        if not target or not os.path.isdir(self.lab.directory):
+            return
+        # One process may build several clusters with the same prefix, one after another.
+        target = os.path.join(target, "%s-token-%s-%s" % (
+            self.lab.prefix.rstrip("-"), self.token or "default", time.strftime("%H%M%S")))
+        for node in self.nodes:
+            source = self.node_dir(node)
+            if not os.path.isdir(source):
+                continue
+            destination = os.path.join(target, node)
+            os.makedirs(destination, exist_ok=True)
+            shutil.copytree(os.path.join(source, "var-log"), os.path.join(destination, "var-log"),
+                            dirs_exist_ok=True)
+            for name in os.listdir(source):
+                if name.endswith(".log"):
+                    shutil.copy(os.path.join(source, name), destination)
+        self.log("node logs kept in %s" % target)
+
+    # -- nodes ----------------------------------------------------------------------
+
+    def node_dir(self, node):
+        return os.path.join(self.lab.directory, node)
+
+    def _prepare_node(self, node):
+        """The node's private directories (bind-mounted by node-init.sh) and corosync.conf."""
+        base = self.node_dir(node)
+        hacluster = pwd.getpwnam("hacluster").pw_uid
+        haclient = grp.getgrnam("haclient").gr_gid
+        # (path, mode, owned by hacluster:haclient) -- as the packages create them
+        layout = [
+            ("etc-corosync", 0o755, False), ("etc-corosync/uidgid.d", 0o755, False),
+            ("var-lib-corosync", 0o755, False),
+            ("var-lib-pacemaker", 0o755, False),
+            ("var-lib-pacemaker/cib", 0o750, True), ("var-lib-pacemaker/pengine", 0o750, True),
+            ("var-lib-pacemaker/blackbox", 0o750, True), ("var-lib-pacemaker/cores", 0o750, True),
+            ("var-lib-heartbeat", 0o755, False), ("var-lib-heartbeat/cores", 0o755, False),
+            ("var-lib-heartbeat/lrm", 0o755, False),
+            ("var-log", 0o755, False), ("var-log/pacemaker", 0o770, True),
+            ("var-log/pacemaker/bundles", 0o770, True), ("var-log/corosync", 0o755, False),
+            ("var-log/cluster", 0o755, False), ("var-log/crmsh", 0o775, True),
+            ("home", 0o700, False),
+        ]
+        for path, mode, ha in layout:
+            full = os.path.join(base, path)
+            os.makedirs(full, exist_ok=True)
+            os.chmod(full, mode)
+            if ha:
+                os.chown(full, hacluster, haclient)
+        with open(os.path.join(base, "etc-corosync", "corosync.conf"), "w") as handle:
+            handle.write(corosync_conf(self.nodes, self.token))
+        # Pacemaker's daemons run as hacluster and use Corosync's IPC.
+        with open(os.path.join(base, "etc-corosync", "uidgid.d", "pacemaker"), "w") as handle:
+            handle.write("uidgid {\n    uid: hacluster\n    gid: haclient\n}\n")
+        if self.dc_deadtime:
+            # Nodes that start together each wait dc-deadtime (default 20 s) for
+            # a DC to appear before they hold an election; a seeded CIB shortens
+            # that start-up wait.  It plays no part in failover: when a DC dies
+            # its peers see the membership change and elect a new one at once.
+            cib = os.path.join(base, "var-lib-pacemaker", "cib", "cib.xml")
+            with open(cib, "w") as handle:
+                handle.write(SEED_CIB % self.dc_deadtime)
+            os.chmod(cib, 0o600)
+            os.chown(cib, hacluster, haclient)
+
+    def _start_init(self, node):
+        self._boots[node] = self._boots.get(node, 0) + 1
+        log = os.path.join(self.node_dir(node), "init.log" if self._boots[node] == 1
+                           else "init-%d.log" % self._boots[node])
+        process = self.lab.spawn(
+            node, "unshare", "--mount", "--uts", "--propagation", "private",
+            "/bin/sh", NODE_INIT, node, self.node_dir(node), str(os.getpid()),
+            str(self.lifetime), env=dict(CLEAN_ENV), log=log)
+        self.init[node] = process
+        deadline = time.monotonic() + 45
+        while time.monotonic() < deadline:
+            with open(log) as handle:
+                text = handle.read()
+            if "\nstarted " in "\n" + text:
+                self.dead.discard(node)
+                return process
+            if process.poll() is not None or "did not come up" in text:
+                break
+            time.sleep(0.05)
+        raise ClusterError("node %s did not start (init exit %s): %s\ncorosync log: %s" % (
+            node, process.poll(), text, self.tail(node, "var-log/cluster/corosync.log")))
+
+    def node_exec(self, node, argv, check=True, timeout=60, input=None, env=None):
+        """Run argv inside ``node`` (its mount, UTS and network namespaces), clean env."""
+        if node in self.dead or node not in self.init:
+            raise ClusterError("node %s is not running" % node)
+        environment = {"PATH": CLEAN_PATH, "HOME": "/root", "LC_ALL": "C.UTF-8"}
+        environment.update(env or {})
+        full = ["nsenter", "-t", str(self.init[node].pid), "-m", "-u", "-n",
+                "env", "-i"] + ["%s=%s" % item for item in environment.items()] + list(argv)
+        result = subprocess.run(full, input=input, capture_output=True, text=True,
+                                timeout=timeout, env=dict(CLEAN_ENV))
+        if check and result.returncode != 0:
+            raise ClusterError("in %s: %s: exit %d\nstdout: %s\nstderr: %s" % (
+                node, " ".join(argv), result.returncode, result.stdout.strip()[-2000:],
+                result.stderr.strip()[-2000:]))
+        return result
+
+    def crm(self, node, *args, timeout=90):
+        return self.node_exec(node, ["crm", *args], timeout=timeout)
+
+    def totem_runtime(self, node=None):
+        """Corosync's effective timeouts: {"token_ms": ..., "consensus_ms": ...} (corosync-cmapctl).
+
+        With 3 nodes the real token is token + 650 ms (token_coefficient), consensus 1.2 x that.
+        """
+        found = {}
+        for key in ("token", "consensus"):
+            result = self.node_exec(node or self.live_nodes()[0],
+                                    ["corosync-cmapctl", "-g", "runtime.config.totem." + key],
+                                    check=False, timeout=30)
+            value = result.stdout.strip().rsplit("=", 1)[-1].strip()
+            if result.returncode == 0 and value.isdigit():
+                found[key + "_ms"] = int(value)
+        return found
+
+    def live_nodes(self):
+        return [node for node in self.nodes if node not in self.dead]
+
+    def status(self, node=None):
+        """crm_mon's view from ``node`` (default: the first live node)."""
+        node = node or self.live_nodes()[0]
+        result = self.node_exec(node, ["crm_mon", "-1", "--output-as=xml"], timeout=30)
+        return Status(result.stdout)
+
+    def wait_up(self, timeout, nodes=None):
+        """Until every node in ``nodes`` (default all live) is online, a DC elected, quorum."""
+        nodes = nodes or self.live_nodes()
+
+        def up():
+            status = self.status()
+            return status if status.dc and status.quorum and all(
+                status.online.get(node) for node in nodes) else None
+        return wait_until(up, timeout, "nodes %s online with a DC" % ", ".join(nodes), 0.5)
+
+    def wait_offline(self, node, timeout=60):
+        """Until the live nodes' Pacemaker reports ``node`` offline."""
+        return wait_until(lambda: not self.status().online.get(node), timeout,
+                          "%s to be reported offline" % node, 0.1)
+
+    def wait_settled(self, timeout=120):
+        """``crm_resource --wait``: until the cluster has no actions left to run."""
+        self.node_exec(self.live_nodes()[0], ["crm_resource", "--wait",
+                                              "--timeout=%ds" % int(timeout)],
+                       timeout=timeout + 30)
+
+    def locate(self, resource, node=None):
+        """Nodes ``crm_resource --locate`` reports ``resource`` running on (a second reader)."""
+        result = self.node_exec(node or self.live_nodes()[0],
+                                ["crm_resource", "--locate", "-r", resource, "--output-as=xml"],
+                                timeout=30)
+        return sorted(n.text for n in ET.fromstring(result.stdout).iter("node") if n.text)
+
+    def load_crm(self, path, node=None):
+        """``crm configure load update <path>``: the file verbatim, one transaction."""
+        self.crm(node or self.live_nodes()[0], "configure", "load", "update", path)
+
+    # -- crash and reboot ----------------------------------------------------------------
+
+    def set_link(self, node, up):
+        self.lab.run("switch", "ip", "link", "set", "p" + node, "up" if up else "down")
+
+    def kill_node(self, node):
+        """A crash: link down, SIGKILL of every process of the node. Returns the kill time."""
+        if node in self.dead:
+            raise ClusterError("%s is already dead" % node)
+        at = time.monotonic()
+        self.set_link(node, False)
+        kill_netns_processes(self.lab.ns(node))
+        self.dead.add(node)
+        process = self.init.get(node)
+        if process is not None:
+            process.wait(timeout=10)
+        self.log("killed %s (link down, %d ms)" % (node, (time.monotonic() - at) * 1000))
+        return at
+
+    def reset_kernel_state(self, node):
+        """What a reboot resets and a killed namespace keeps: the agent's kernel state.
+
+        The node's processes are dead, so its old /run tmpfs -- HA_RSCTMP with
+        the agent's markers and locks -- died with its mount namespace; what
+        lives on in the network namespace is removed here: clusterip nft
+        tables, addresses other than the node's own, joined multicast MACs,
+        the neighbour cache.
+        """
+        lab = self.lab
+        for family, table in lab.nft_tables(node):
+            if table.startswith(TABLE_PREFIX):
+                lab.run(node, "nft", "delete", "table", family, table)
+        own = "%s/%d" % (netlab.node_address(self.nodes.index(node)), netlab.SUBNET_PREFIXLEN)
+        for address in lab.addresses(node):
+            if address != own:
+                lab.run(node, "ip", "addr", "del", address, "dev", "eth0")
+        for _ in range(20):
+            extra = lab.multicast_macs(node) - self.baseline_macs[node]
+            if not extra:
+                break
+            for mac in extra:
+                lab.run(node, "ip", "maddr", "del", mac, "dev", "eth0", check=False)
+        else:
+            raise ClusterError("%s keeps multicast MACs %s" % (node, extra))
+        lab.run(node, "ip", "neigh", "flush", "dev", "eth0", check=False)
+
+    def revive_node(self, node, timeout=None):
+        """A reboot: reset kernel state, link up, corosync + pacemakerd, until online."""
+        if node not in self.dead:
+            raise ClusterError("%s is not dead" % node)
+        # A node rebooting faster than Corosync notices its absence is another
+        # scenario (it rejoins without ever having left): wait until it left.
+        self.wait_offline(node)
+        at = time.monotonic()
+        self.reset_kernel_state(node)
+        self.set_link(node, True)
+        self._start_init(node)
+        # The reboot's fresh /run: no marker of an instance "started here" survives.
+        left = self.node_exec(node, ["ls", "-A", "/run/resource-agents"]).stdout.split()
+        if left:
+            raise ClusterError("%s rebooted with %s in /run/resource-agents" % (node, left))
+        self.wait_up(timeout or self.up_timeout)
+        if self.responder_port is not None:
+            self.lab.start_responder(node, self.responder_port, lifetime=self.lifetime)
+        self.log("revived %s: online after %.1f s" % (node, time.monotonic() - at))
+        return at
+
+    # -- data plane and kernel oracles ---------------------------------------------------
+
+    def start_responders(self, port):
+        """A TCP responder in every live node; restarted by :meth:`revive_node`."""
+        self.responder_port = port
+        for node in self.live_nodes():
+            self.lab.start_responder(node, port, lifetime=self.lifetime)
+
+    def owned(self, node):
+        """The buckets in the set "owned" of the node's ip clusterip table (``nft -j``).
+
+        None when the node has no such table.
+        """
+        for family, table in self.lab.nft_tables(node):
+            if family == "ip" and table.startswith(TABLE_PREFIX):
+                elements = self.lab.nft_set_elements(node, family, table, "owned")
+                if elements is not None:
+                    return set(elements)
+        return None
+
+    def kernel_buckets(self, nodes=None):
+        """{bucket: [nodes owning it]} over ``nodes`` (default: the live ones)."""
+        found = {}
+        for node in nodes or self.live_nodes():
+            for bucket in self.owned(node) or ():
+                found.setdefault(bucket, []).append(node)
+        return found
+
+    def leftovers(self, node):
+        """Everything of the VIP left on ``node``: address, nft tables, multicast MACs."""
+        lab = self.lab
+        found = ["address %s" % a for a in lab.addresses(node) if a.startswith(VIP + "/")]
+        found += ["nft table %s %s" % t for t in lab.nft_tables(node)
+                  if t[1].startswith(TABLE_PREFIX)]
+        found += ["multicast MAC %s" % m
+                  for m in sorted(lab.multicast_macs(node) - self.baseline_macs[node])]
+        return found
+
+    # -- logs --------------------------------------------------------------------------
+
+    def operation_times(self):
+        """{"<primitive> <op>": [ms, ...]}: start/stop times from every node's
+        pacemaker.log (pacemaker-execd logs each), monitor times of the last
+        monitor of each instance from crm_mon's node history.
+        """
+        times = {}
+        for node in self.nodes:
+            try:
+                with open(self.pacemaker_log(node), errors="replace") as handle:
+                    for line in handle:
+                        match = _FINISHED.search(line)
+                        if match:
+                            times.setdefault("%s %s" % (match.group("rsc"), match.group("op")),
+                                             []).append(int(match.group("ms")))
+            except OSError:
+                pass
+        try:
+            for primitive, task, interval, ms in self.status().operations:
+                if task == "monitor":
+                    key = "%s %s" % (primitive, "probe" if interval == 0 else "monitor")
+                    times.setdefault(key, []).append(ms)
+        except (ClusterError, IndexError, subprocess.TimeoutExpired):
+            pass
+        return times
+
+    def tail(self, node, relative, lines=40):
+        path = os.path.join(self.node_dir(node), relative)
+        try:
+            with open(path, errors="replace") as handle:
+                return "".join(handle.readlines()[-lines:])
+        except OSError as error:
+            return "(%s)" % error
+
+    def pacemaker_log(self, node):
+        return os.path.join(self.node_dir(node), "var-log", "pacemaker", "pacemaker.log")
+
+    def agent_lines(self, node, words=("clusterip", "ocf-exit-reason", "web-ip")):
+        """Lines of the node's pacemaker.log about the agent (its stderr lands there)."""
+        try:
+            with open(self.pacemaker_log(node), errors="replace") as handle:
+                return [line.rstrip("\n") for line in handle
+                        if any(word in line for word in words)]
+        except OSError:
+            return []
+
+
+class OwnershipSampler(threading.Thread):
+    """Samples the kernel's owned sets of the live nodes every ``interval`` seconds.
+
+    A sample reads the nodes one after another, so a bucket moving from the
+    node read first to the node read later (stop there, start here, both
+    within the few ms between the reads) looks owned twice.  A candidate is
+    therefore confirmed by reading the earlier node again: if it still owns
+    the bucket, it owned it before and after the later node's read -- both
+    owned it at once (a violation); otherwise it is counted as read skew.
+    """
+
+    def __init__(self, cluster, interval=0.1):
+        super().__init__(daemon=True)
+        self.cluster = cluster
+        self.interval = interval
+        self.samples = 0
+        self.skew = 0
+        self.violations = []  # (seconds since start, bucket, [nodes])
+        self.errors = []
+        self._stop_event = threading.Event()
+        self._started_at = None
+
+    def run(self):
+        self._started_at = time.monotonic()
+        while not self._stop_event.is_set():
+            began = time.monotonic()
+            try:
+                self._sample()
+            except Exception as error:  # noqa: BLE001  (a node died under our feet)
+                self.errors.append("%.1fs: %s" % (began - self._started_at,
+                                                  str(error).splitlines()[0]))
+            self._stop_event.wait(max(0.0, self.interval - (time.monotonic() - began)))
+
+    def _sample(self):
+        reads = []
+        for node in self.cluster.live_nodes():
+            if node in self.cluster.dead:  # killed while we read the others
+                continue
+            reads.append((node, self.cluster.owned(node) or set()))
+        self.samples += 1
+        owners = {}
+        for order, (node, owned) in enumerate(reads):
+            for bucket in owned:
+                owners.setdefault(bucket, []).append((order, node))
+        for bucket, holders in owners.items():
+            if len(holders) < 2:
+                continue
+            first = holders[0][1]
+            if first in self.cluster.dead:
+                continue
+            again = self.cluster.owned(first) or set()
+            if bucket in again and first not in self.cluster.dead:
+                self.violations.append((round(time.monotonic() - self._started_at, 2), bucket,
+                                        [node for _, node in holders]))
+            else:
+                self.skew += 1
+
+    def stop(self):
+        self._stop_event.set()
+        self.join(timeout=10)
+
+
+def median(values):
+    ordered = sorted(values)
+    if not ordered:
+        return None
+    middle = len(ordered) // 2
+    if len(ordered) % 2:
+        return ordered[middle]
+    return (ordered[middle - 1] + ordered[middle]) / 2
+
+
+class Report:
+    """What the cluster tier measured: cluster start-up, failover times, scenario durations.
+
+    Printed as a table at the end of the pytest run (conftest.py) and written
+    as JSON to $CLUSTERIP_FAILOVER_REPORT after every update, so a run that
+    dies half-way still leaves what it measured.
+    """
+
+    MEASURES = (
+        ("victim_offline", "Pacemaker reports the crashed node offline"),
+        ("clusterip_traffic", "clusterip: every connection of the bucket answered again"),
+        ("clusterip_pacemaker", "clusterip: Pacemaker reports the instance started"),
+        ("dummy_pacemaker", "Dummy: Pacemaker reports the instance started"),
+    )
+
+    def __init__(self):
+        self.clusters = []  # {"setting", "up_seconds", "configured_seconds"}
+        self.failover = {}  # setting -> {"kills": [...], measure -> [seconds]}
+        self.scenarios = {}  # nodeid -> {"seconds", "outcome"}
+        self.notes = []
+        self.operations = {}  # setting -> {"<primitive> <op>": [ms]}
+
+    def empty(self):
+        return not (self.clusters or self.failover or self.scenarios)
+
+    def add_cluster(self, setting, timings):
+        self.clusters.append({"setting": setting, "up_seconds": timings.get("up"),
+                              "configured_seconds": timings.get("configured"),
+                              "token_ms": timings.get("token_ms"),
+                              "consensus_ms": timings.get("consensus_ms")})
+        self.save()
+
+    def add_kill(self, setting, kill):
+        entry = self.failover.setdefault(setting, {"kills": []})
+        entry["kills"].append(kill)
+        for measure, _ in self.MEASURES:
+            if kill.get(measure) is not None:
+                entry.setdefault(measure, []).append(kill[measure])
+        self.save()
+
+    def add_operations(self, setting, times):
+        merged = self.operations.setdefault(setting, {})
+        for key, values in times.items():
+            merged.setdefault(key, []).extend(values)
+        self.save()
+
+    def add_scenario(self, nodeid, seconds, outcome):
+        self.scenarios[nodeid] = {"seconds": round(seconds, 1), "outcome": outcome}
+        self.save()
+
+    def as_dict(self):
+        failover = {}
+        for setting, entry in self.failover.items():
+            failover[setting] = {"kills": entry["kills"]}
+            for measure, _ in self.MEASURES:
+                samples = entry.get(measure, [])
+                failover[setting][measure] = {"median": median(samples), "samples": samples}
+        return {"clusters": self.clusters, "failover": failover, "scenarios": self.scenarios,
+                "operations_ms": self.operations, "notes": self.notes}
+
+    def save(self):
+        path = os.environ.get("CLUSTERIP_FAILOVER_REPORT")
+        if path:
+            with open(path + ".tmp", "w") as handle:
+                json.dump(self.as_dict(), handle, indent=2, sort_keys=True)
+            os.replace(path + ".tmp", path)
+
+    def table(self):
+        lines = []
+        if self.clusters:
+            lines.append("cluster start-up (3 nodes, until all online with a DC / configured):")
+            for c in self.clusters:
+                lines.append("  %-14s %6.1f s / %6.1f s   (Corosync runtime token %s ms, "
+                             "consensus %s ms)" % (c["setting"], c["up_seconds"] or 0,
+                                                   c["configured_seconds"] or 0,
+                                                   c.get("token_ms"), c.get("consensus_ms")))
+        if self.failover:
+            lines.append("failover after a node crash (SIGKILL + link down), seconds from the "
+                         "kill:")
+            lines.append("  %-14s %-58s %7s  %s" % ("setting", "measure", "median", "samples"))
+            for setting, entry in self.failover.items():
+                for measure, text in self.MEASURES:
+                    samples = entry.get(measure, [])
+                    lines.append("  %-14s %-58s %7s  %s" % (
+                        setting, text, "%.2f" % median(samples) if samples else "-",
+                        " ".join("%.2f" % s for s in samples)))
+                dcs = [k.get("killed_dc") for k in entry["kills"]]
+                lines.append("  %-14s %-58s %7s  %s" % (
+                    setting, "(killed node was the DC)", "", " ".join(
+                        "yes" if d else "no" for d in dcs)))
+                rebalance = [k.get("rebalance_seconds") for k in entry["kills"]
+                             if k.get("rebalance_seconds") is not None]
+                lines.append("  %-14s %-58s %7s  %s" % (
+                    setting, "revive: node online -> one bucket per node again",
+                    "%.2f" % median(rebalance) if rebalance else "-",
+                    " ".join("%.2f" % s for s in rebalance)))
+        if self.operations:
+            lines.append("agent operation times as Pacemaker measured them (ms):")
+            lines.append("  %-14s %-20s %5s %7s %7s" % ("setting", "operation", "n", "median",
+                                                        "max"))
+            for setting, times in self.operations.items():
+                for key, values in sorted(times.items()):
+                    lines.append("  %-14s %-20s %5d %7d %7d" % (setting, key, len(values),
+                                                                median(values), max(values)))
+        if self.scenarios:
+            lines.append("scenario durations:")
+            for nodeid, entry in self.scenarios.items():
+                lines.append("  %-60s %7.1f s  %s" % (nodeid.split("::")[-1], entry["seconds"],
+                                                      entry["outcome"]))
+        lines.extend("note: %s" % note for note in self.notes)
+        return "\n".join(lines)
+
+
+REPORT = Report()
