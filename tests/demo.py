@@ -1,131 +1,124 @@
-"""A live demo of clusterip on this one machine: three nodes in network
-namespaces on one bridge, one VIP, three buckets, a client with 200 source
-addresses, a node failure, the takeover and the rebalance.
+"""A live demo of clusterip on this one machine: a real three-node Pacemaker
++ Corosync cluster in namespaces, one VIP cloned into three buckets from
+crm-examples/three-nodes.crm, a client with 200 source addresses, a node
+failure, the automatic takeover and its time, the node's return and the
+rebalance.
 
 Run as root: ``make demo`` (which installs what it needs first).  It tears
 everything down by itself, also on Ctrl-C.
-
-This version drives the agent the way Pacemaker does (start instance i on
-node i; on failure, start the dead node's instance on a survivor), but by
-itself: the real Pacemaker + Corosync cluster comes with issue #4.
 """
 
+import os
 import random
 import sys
 import time
 
-sys.path.insert(0, __file__.rsplit("/", 1)[0])
-from netlab import Lab  # noqa: E402  (the tests' namespace lab)
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(HERE, "cluster"))
+from cluster import Cluster, wait_until  # noqa: E402  (the cluster tier's harness)
 
-VIP, PORT, BUCKETS = "198.18.0.100", 8080, 3
-PARAMS = {"ip": VIP, "cidr_netmask": 16, "nic": "eth0", "hashmode": "sourceip-sourceport"}
+REPO = os.path.dirname(HERE)
+EXAMPLE = os.path.join(REPO, "crm-examples", "three-nodes.crm")
+VIP, PORT, BUCKETS, PRIMITIVE = "198.18.0.100", 8080, 3, "web-ip"
 ROUND_SIZE = 200
+TOKEN_MS = 1000  # corosync totem token: failure detection in ~1.7 s instead of ~3.7 s
 
 
-def meta(instance):
-    return {"clone": instance, "clone_max": BUCKETS, "clone_node_max": BUCKETS,
-            "globally_unique": "true"}
+def say(text):
+    print(text, flush=True)
 
 
-def agent(lab, node, action, instance):
-    started = time.monotonic()
-    rc, _, err = lab.agent(node, action, PARAMS, meta(instance), "web-ip:%d" % instance)
-    elapsed = time.monotonic() - started
-    print("   %-7s instance %d (bucket %d) on %s -> exit %d  [%.0f ms]"
-          % (action, instance, instance + 1, node, rc, elapsed * 1000))
-    if rc != 0:
-        raise SystemExit("agent failed: %s" % err.strip())
-    return elapsed
-
-
-def owners(lab, up):
-    """bucket -> node, read from each reachable node's nft set "owned"."""
-    found = {}
-    for node in up:
-        for bucket in lab.nft_set_elements(node, "ip", "clusterip_198_18_0_100", "owned") or []:
-            found.setdefault(bucket, []).append(node)
-    return found
-
-
-def traffic_round(lab, number, label, up):
+def traffic_round(cluster, number, label):
     """One bounded round: ROUND_SIZE connections from random (source, port) pairs."""
+    lab = cluster.lab
     pairs = [(random.choice(lab.sources), random.randrange(30000, 40000))
              for _ in range(ROUND_SIZE)]
-    answers, _ = lab.connect(VIP, PORT, pairs, timeout=0.5, workers=64, retries=0)
-    served = {node: 0 for node in lab.node_names}
+    answers, _ = lab.connect(VIP, PORT, pairs, timeout=0.3, workers=64, retries=0)
+    served = {node: 0 for node in cluster.nodes}
     errors = 0
     for answer in answers.values():
         if answer in served:
             served[answer] += 1
         else:
             errors += 1
-    table = owners(lab, up)
-    buckets = "  ".join("%d:%s" % (b, "+".join(table.get(b, ["-"])))
-                        for b in range(1, BUCKETS + 1))
-    print("%4d  %-22s %5d %5d %5d %7d   %s" % (
-        number, label, served["n0"], served["n1"], served["n2"], errors, buckets))
-    time.sleep(0.5)  # a pace a person can follow
-    return errors
+    placed = cluster.status().buckets(PRIMITIVE)
+    buckets = "  ".join("%d:%s" % (b, placed.get(b) or "-") for b in range(1, BUCKETS + 1))
+    say("%4d  %-24s %5d %5d %5d %7d   %s" % (number, label, served["n0"], served["n1"],
+                                             served["n2"], errors, buckets))
+    time.sleep(0.3)  # a pace a person can follow
+    return errors, placed
 
 
 def header():
-    print("\nround phase                     n0    n1    n2  failed   bucket:owner")
+    say("\nround  phase                      n0    n1    n2  failed   bucket:node (Pacemaker)")
+
+
+def one_per_node(cluster):
+    placed = cluster.status().buckets(PRIMITIVE)
+    nodes = [placed.get(b) for b in range(1, BUCKETS + 1)]
+    return None not in nodes and len(set(nodes)) == BUCKETS
 
 
 def main():
     random.seed(1)
-    with Lab(nodes=3, sources=200) as lab:
-        print("== three nodes (n0, n1, n2) on one bridge; VIP %s; %d buckets" % (VIP, BUCKETS))
-        up = list(lab.node_names)
-        for i, node in enumerate(lab.node_names):
-            agent(lab, node, "start", i)
-            lab.start_responder(node, PORT)
+    began = time.monotonic()
+    say("== building a three-node Pacemaker + Corosync cluster in namespaces (token %d ms)"
+        % TOKEN_MS)
+    with Cluster(token=TOKEN_MS, log=lambda line: None) as cluster:
+        say("== cluster up in %.1f s; loading %s" % (cluster.timings["up"],
+                                                     os.path.relpath(EXAMPLE, REPO)))
+        cluster.load_crm(EXAMPLE)
+        wait_until(lambda: one_per_node(cluster), 60, "one bucket per node")
+        cluster.start_responders(PORT)
         header()
         number = 0
         for _ in range(4):
             number += 1
-            traffic_round(lab, number, "all nodes up", up)
+            traffic_round(cluster, number, "all nodes up")
 
-        print("\n== n2 fails: its link goes down (a dead host)")
-        failed_at = time.monotonic()
-        lab.run("switch", "ip", "link", "set", "pn2", "down")
-        up.remove("n2")
-        number += 1
-        traffic_round(lab, number, "n2 down, bucket 3 lost", up)
-        print("== the cluster starts n2's instance (bucket 3) on the survivor n1")
-        agent(lab, "n1", "start", 2)
+        say("\n== n2 crashes: every process SIGKILLed and its link down (a dead host)")
+        killed = cluster.kill_node("n2")
         while True:
             number += 1
-            if traffic_round(lab, number, "bucket 3 on n1", up) == 0:
+            errors, placed = traffic_round(cluster, number, "n2 dead")
+            if errors == 0 and "n2" not in placed.values():
                 break
-            if time.monotonic() - failed_at > 60:
-                raise SystemExit("bucket 3 was not answered again within 60 s")
-        print("== every connection answered again %.2f s after n2 failed"
-              % (time.monotonic() - failed_at))
+            if time.monotonic() - killed > 90:
+                raise SystemExit("bucket 3 was not taken over within 90 s")
+        say("== Pacemaker moved n2's bucket to a survivor: every connection answered "
+            "again %.1f s after the crash" % (time.monotonic() - killed))
 
-        print("\n== n2 comes back (rebooted: none of its old state survives)")
-        agent(lab, "n2", "stop", 2)  # what the reboot wiped
-        lab.run("switch", "ip", "link", "set", "pn2", "up")
-        up.append("n2")
-        print("== rebalance (resource-stickiness=0): bucket 3 moves back to n2")
-        agent(lab, "n1", "stop", 2)
-        agent(lab, "n2", "start", 2)
-        for _ in range(3):
+        say("\n== n2 reboots and rejoins the cluster")
+        cluster.revive_node("n2")
+        back = time.monotonic()
+        while True:
             number += 1
-            traffic_round(lab, number, "rebalanced", up)
+            errors, _ = traffic_round(cluster, number, "n2 back, rebalancing")
+            if errors == 0 and one_per_node(cluster):
+                break
+            if time.monotonic() - back > 90:
+                raise SystemExit("the buckets did not rebalance within 90 s")
+        say("== rebalanced (resource-stickiness=0): one bucket per node again, %.1f s after "
+            "n2 was back online" % (time.monotonic() - back))
+        for _ in range(2):
+            number += 1
+            traffic_round(cluster, number, "rebalanced")
 
-        print("\n== stopping everything")
-        for i, node in enumerate(lab.node_names):
-            agent(lab, node, "stop", i)
-        left = [node for node in lab.node_names if lab.nft_tables(node)
-                or any(a.startswith(VIP + "/") for a in lab.addresses(node))]
-        print("== nothing left behind on any node" if not left else "LEFT: %s" % left)
-    print("== namespaces removed; done")
+        say("\n== stopping the clone")
+        cluster.crm("n0", "resource", "stop", "web-ip-clone")
+        wait_until(lambda: not any(cluster.status().buckets(PRIMITIVE).values()), 60,
+                   "every instance stopped")
+        left = {node: cluster.leftovers(node) for node in cluster.nodes}
+        say("== nothing left behind on any node" if not any(left.values())
+            else "LEFT BEHIND: %s" % left)
+        say("== tearing the cluster down")
+    say("== done in %.0f s" % (time.monotonic() - began))
 
 
 if __name__ == "__main__":
     try:
         main()
     except KeyboardInterrupt:
-        print("\ninterrupted: namespaces and processes cleaned up", file=sys.stderr)
+        print("\ninterrupted: cluster, namespaces and processes cleaned up", file=sys.stderr)
         sys.exit(130)
