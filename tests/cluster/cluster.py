@@ -161,10 +161,12 @@ def corosync_conf(nodes, token=None, cluster_name="cipc-test"):
     return ("totem {\n    version: 2\n    cluster_name: %s\n    transport: knet\n"
             "    crypto_cipher: none\n    crypto_hash: none\n%s}\n"
             "nodelist {\n%s}\n"
-            "quorum {\n    provider: corosync_votequorum\n}\n"
+            "quorum {\n    provider: corosync_votequorum\n%s}\n"
             "logging {\n    to_logfile: yes\n    logfile: /var/log/cluster/corosync.log\n"
             "    to_stderr: no\n    to_syslog: no\n    timestamp: hires\n}\n"
-            % (cluster_name, token_line, node_blocks))
+            % (cluster_name, token_line, node_blocks,
+               # Two nodes: the survivor keeps quorum (what two-node clusters configure).
+               "    two_node: 1\n" if len(nodes) == 2 else ""))
 
 
 def netns_pids(ns):
