@@ -4,6 +4,7 @@
 #   make check     install everything the tests need, then run every tier
 #   make unit      the unit tier only (no root)
 #   make demo      a live three-node demo in network namespaces (root)
+#   make benchmark clusterip against IPaddr2, side by side (root)
 
 PYTHON   ?= /usr/bin/python3
 VENV     ?= /opt/clusterip
@@ -11,7 +12,7 @@ OCF_ROOT ?= /usr/lib/ocf
 SBINDIR  ?= /usr/local/sbin
 AGENT    := $(DESTDIR)$(OCF_ROOT)/resource.d/custom/clusterip
 
-.PHONY: install uninstall check unit demo
+.PHONY: install uninstall check unit demo benchmark
 
 install:
 	$(PYTHON) -m venv $(VENV)
@@ -42,3 +43,7 @@ unit:
 demo:
 	tests/setup-host
 	$(VENV)/bin/python3 tests/demo.py
+
+benchmark:
+	tests/setup-host
+	$(VENV)/bin/python3 tests/bench/benchmark.py
