@@ -13,6 +13,7 @@ to reach the attribute daemon is logged, not fatal: it must not turn a
 working node into a failed one.
 """
 
+import os
 import re
 import subprocess
 
@@ -36,9 +37,13 @@ def conflicts(published, this_node, backend):
 
 
 def _attrd(args, log):
+    # attrd_updater reads OCF_RESKEY_CRM_meta_on_node (which Pacemaker hands the
+    # agent) as the node to act on, and then answers --query --all with that
+    # node only: call it without the variable, naming nodes with --node instead.
+    env = {k: v for k, v in os.environ.items() if k != "OCF_RESKEY_CRM_meta_on_node"}
     try:
         result = subprocess.run([ATTRD_UPDATER, *args], capture_output=True, text=True,
-                                timeout=10, check=False)
+                                timeout=10, check=False, env=env)
     except (OSError, subprocess.TimeoutExpired) as error:
         log.warning("cannot run %s: %s" % (ATTRD_UPDATER, error))
         return None
@@ -55,9 +60,9 @@ def published(vip, log):
     return parse_query(text) if text is not None else {}
 
 
-def publish(vip, backend, log):
-    _attrd(["--name", attribute(vip), "--update", backend], log)
+def publish(vip, node, backend, log):
+    _attrd(["--name", attribute(vip), "--node=" + node, "--update", backend], log)
 
 
-def withdraw(vip, log):
-    _attrd(["--name", attribute(vip), "--delete"], log)
+def withdraw(vip, node, log):
+    _attrd(["--name", attribute(vip), "--node=" + node, "--delete"], log)
