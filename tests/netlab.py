@@ -268,17 +268,21 @@ class Lab:
         self._processes.append((process, log))
         return process
 
-    def agent_env(self, node, instance, params, meta=None):
-        """The environment of one agent call, as Pacemaker builds it (no inherited variables)."""
+    def agent_env(self, node, instance, params, meta=None, extra_env=None):
+        """The environment of one agent call, as Pacemaker builds it (no inherited variables).
+
+        ``extra_env`` adds variables Pacemaker would not set (test hooks, PYTHONPATH).
+        """
         env = {"PATH": AGENT_PATH, "OCF_ROOT": OCF_ROOT, "HA_RSCTMP": self.rsctmp(node),
                "OCF_RESOURCE_INSTANCE": instance}
         env.update(("OCF_RESKEY_%s" % k, str(v)) for k, v in params.items())
         env.update(("OCF_RESKEY_CRM_meta_%s" % k, str(v)) for k, v in (meta or {}).items())
+        env.update(extra_env or {})
         return env
 
-    def agent(self, ns, action, params, meta=None, instance="vip", timeout=60):
+    def agent(self, ns, action, params, meta=None, instance="vip", timeout=60, extra_env=None):
         """Run the agent's ``action`` in node ``ns``: (exit code, stdout, stderr)."""
-        env = self.agent_env(ns, instance, params, meta)
+        env = self.agent_env(ns, instance, params, meta, extra_env)
         argv = ["env", "-i"] + ["%s=%s" % item for item in env.items()]
         result = self.run(ns, *argv, *agent_command(), action, check=False, timeout=timeout)
         return result.returncode, result.stdout, result.stderr

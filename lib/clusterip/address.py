@@ -15,7 +15,8 @@ import socket
 import struct
 
 from clusterip import rtnl
-from clusterip.errors import GenericError, InvalidArgument
+from clusterip.errors import GenericError, InvalidArgument, NotInstalled
+from clusterip.params import valid_nic_name
 
 RT_SCOPE_LINK = 253
 RT_TABLE_MAIN = 254
@@ -36,10 +37,20 @@ class Placement(collections.namedtuple("Placement", "nic prefixlen")):
         return label if len(label) <= 15 else None
 
 
-def _iproute():
-    from pyroute2 import IPRoute  # heavy import: only on paths that change addresses
+def load():
+    """(IPRoute, NetlinkError) from pyroute2, for the paths that change addresses.
 
-    return IPRoute()
+    ~0.1 s to import, most of a start's time: start does it before taking the
+    per-VIP lock, so that the lock is held for the work only.  A missing
+    pyroute2 is NotInstalled (5), not an internal error.
+    """
+    try:
+        from pyroute2 import IPRoute
+        from pyroute2.netlink.exceptions import NetlinkError
+    except ImportError as error:
+        raise NotInstalled("pyroute2 cannot be imported (%s); install the agent's "
+                           "dependencies" % error) from None
+    return IPRoute, NetlinkError
 
 
 def _ifindex(nic):
@@ -94,6 +105,12 @@ def resolve(params):
             nic = socket.if_indextoname(index)
         except OSError:
             raise InvalidArgument("the interface holding %s disappeared" % params.vip) from None
+        # Kernel names may hold '"', ';', '$' ...: never splice such a name into
+        # the packet filter's rules (in an nft string a '"' ends the quote).
+        if not valid_nic_name(nic):
+            raise InvalidArgument("the interface with a route covering %s is named %r, which "
+                                  "the packet filter cannot hold safely; rename it"
+                                  % (params.vip, nic))
     index = _ifindex(nic)
     if index is None:
         raise InvalidArgument("nic %s does not exist on this node" % nic)
@@ -111,8 +128,7 @@ def address_present(vip, placement):
 
 
 def add_address(vip, placement):
-    from pyroute2.netlink.exceptions import NetlinkError
-
+    IPRoute, NetlinkError = load()
     network = ipaddress.IPv4Network("%s/%d" % (vip, placement.prefixlen), strict=False)
     extra = {}
     if placement.prefixlen < 31:
@@ -122,7 +138,7 @@ def add_address(vip, placement):
     index = _ifindex(placement.nic)
     if index is None:
         raise InvalidArgument("nic %s does not exist on this node" % placement.nic)
-    with _iproute() as ipr:
+    with IPRoute() as ipr:
         try:
             ipr.addr("add", index=index, address=vip, prefixlen=placement.prefixlen, **extra)
         except NetlinkError as error:
@@ -133,12 +149,11 @@ def add_address(vip, placement):
 
 def remove_address(vip):
     """Remove the VIP from every interface that holds it (the NIC may have changed)."""
-    from pyroute2.netlink.exceptions import NetlinkError
-
     present = _vip_addresses(vip)
     if not present:
         return  # nothing to remove: no pyroute2 import on this path
-    with _iproute() as ipr:
+    IPRoute, NetlinkError = load()
+    with IPRoute() as ipr:
         for index, prefixlen in present:
             try:
                 ipr.addr("del", index=index, address=vip, prefixlen=prefixlen)

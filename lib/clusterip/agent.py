@@ -9,6 +9,7 @@ monitor tell a broken instance (1) from one that never ran here (7).
 
 import os
 import sys
+import time
 
 from clusterip import address, ocf
 from clusterip.testhooks import step
@@ -27,12 +28,16 @@ class Instance:
     def __init__(self, params, env, logger):
         self.params = params
         self.log = logger
-        rsctmp = env.get("HA_RSCTMP") or DEFAULT_RSCTMP
-        os.makedirs(rsctmp, mode=0o755, exist_ok=True)
-        base = os.path.join(rsctmp, "clusterip-%s" % params.vip)
+        # Created by lock(), not here: validate-all and a non-root caller (exit 4)
+        # must not need to write anything.
+        self.rsctmp = env.get("HA_RSCTMP") or DEFAULT_RSCTMP
+        base = os.path.join(self.rsctmp, "clusterip-%s" % params.vip)
         self.lock_path = base + ".lock"
         self.marker_path = "%s.bucket%d.started" % (base, params.bucket)
         self.timeout = _action_timeout(env)
+        # Every lock of this action (the per-VIP one, the backend's) is given up
+        # by then, leaving part of Pacemaker's timeout for the work after the wait.
+        self.lock_deadline = time.monotonic() + max(1.0, self.timeout * 0.75)
         # Set by Pacemaker only: outside a cluster there are no peers to compare with.
         self.node_name = env.get("OCF_RESKEY_CRM_meta_on_node") or None
         self._backend = None
@@ -43,13 +48,14 @@ class Instance:
             from clusterip import backends
 
             self._backend = backends.select(self.params.backend, self.params.total_buckets)
+            self._backend.lock_deadline = self.lock_deadline
         return self._backend
 
     def lock(self):
         from clusterip import lock
 
-        # Leave part of Pacemaker's timeout for the work after the wait.
-        return lock.held(self.lock_path, max(1.0, self.timeout * 0.75))
+        os.makedirs(self.rsctmp, mode=0o755, exist_ok=True)
+        return lock.held(self.lock_path, max(0.0, self.lock_deadline - time.monotonic()))
 
     def marked(self):
         return os.path.exists(self.marker_path)
@@ -79,7 +85,7 @@ class Instance:
             return not missing, missing
         state = self.backend.state(p, placement)
         if state is None:
-            return False, ["nft tables of %s" % p.vip] + missing
+            return False, ["%s of %s" % (self.backend.filter_description, p.vip)] + missing
         running = p.bucket in state.owned
         if not running:
             missing.insert(0, "bucket %d" % p.bucket)
@@ -100,6 +106,7 @@ class Instance:
         backend = self.backend if p.cloned else None  # fail early (5/6) before touching anything
         if backend is not None and self.node_name:
             self._check_peers(backend)
+        address.load()  # the slow import outside the lock: instances start concurrently
         with self.lock():
             step("start:locked")
             placement = address.resolve(p)
@@ -143,7 +150,7 @@ class Instance:
                 "differently drop or duplicate traffic; give all nodes the same kernel "
                 "capability or set backend= explicitly" % (vip, backend.name, ", ".join(
                     "%s uses %s" % item for item in sorted(others.items()))))
-        peers.publish(vip, backend.name, self.log)
+        peers.publish(vip, self.node_name, backend.name, self.log)
 
     def _name(self):
         p = self.params
@@ -187,6 +194,14 @@ class Instance:
             # an upgrade removed the backend's libraries).
             address.remove_address(p.vip)
             return
+        except NotConfigured:
+            # clone-max above the backend's limit (checked after its availability):
+            # 6 for start and monitor, but a failed stop gets the node fenced, and
+            # what an earlier configuration left must go.
+            from clusterip import backends
+
+            backend = backends.choose(p.backend)
+            backend.lock_deadline = self.lock_deadline
         state = backend.state(p, placement) if placement else None
         owned = state.owned if state else frozenset()
         if p.bucket in owned:
@@ -202,14 +217,21 @@ class Instance:
             if self.node_name:
                 from clusterip import peers
 
-                peers.withdraw(p.vip, self.log)
+                peers.withdraw(p.vip, self.node_name, self.log)
 
     # --- validate-all -------------------------------------------------------
 
     def validate(self):
         placement = address.resolve(self.params)
+        address.load()  # what start needs: 5 when pyroute2 is missing
         if self.params.cloned and os.geteuid() == 0:
             self.backend  # kernel capability and bucket limit (5 / 6)
+        elif self.params.cloned:
+            from clusterip import backends
+
+            # Without root the kernel cannot be asked (nft needs CAP_NET_ADMIN),
+            # but the bucket limit is known.
+            backends.check_limit(self.params.backend, self.params.total_buckets)
         self.log.debug("valid: %s/%d on %s" % (self.params.vip, placement.prefixlen,
                                                placement.nic))
         return ocf.SUCCESS

@@ -33,7 +33,7 @@ class Logger:
     """Writes resource-agents-style log lines to syslog, files or stderr."""
 
     def __init__(self, env):
-        self.tag = "clusterip(%s)" % env.get("OCF_RESOURCE_INSTANCE", "clusterip")
+        self.tag = _printable("clusterip(%s)" % env.get("OCF_RESOURCE_INSTANCE", "clusterip"))
         self.debug_enabled = env.get("HA_debug", "0") not in ("", "0", "false", "no")
         self.logfile = env.get("HA_LOGFILE") or None
         self.debuglog = env.get("HA_DEBUGLOG") or None
@@ -48,6 +48,7 @@ class Logger:
     def log(self, level, message):
         if level == "debug" and not self.debug_enabled:
             return
+        message = _printable(message)
         line = "%s[%d]: %s: %s" % (self.tag, os.getpid(), level.upper(), message)
         wrote = False
         if self.syslog is not None:
@@ -78,6 +79,12 @@ class Logger:
 
     def error(self, message):
         self.log("error", message)
+
+
+def _printable(text):
+    """Text any log sink accepts: the environment may carry undecodable bytes
+    (surrogates after Python decodes them), which a UTF-8 file or syslog refuses."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def exit_reason(env, reason, logger=None):

@@ -23,7 +23,7 @@ MAX_BUCKETS = 256
 # Linux interface names: at most IFNAMSIZ-1 bytes.  We accept a safe subset
 # (no '/', ':', whitespace or shell metacharacters) because the name ends up
 # in nft rules, /proc paths and log lines.
-_NIC_RE = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
+_NIC_RE = re.compile(r"\A[A-Za-z0-9_.-]{1,15}\Z")
 _MAC_RE = re.compile(r"^[0-9A-Fa-f]{2}([:-][0-9A-Fa-f]{2}){5}$")
 _UINT_RE = re.compile(r"^(0|[1-9][0-9]{0,9})$")
 _HEX_RE = re.compile(r"^0[xX][0-9A-Fa-f]{1,8}$")
@@ -71,6 +71,11 @@ def default_hash_init(ip):
     return zlib.crc32(b"clusterip:" + ip.packed)
 
 
+def valid_nic_name(name):
+    """Whether ``name`` is an interface name the agent can pass on safely (see _NIC_RE)."""
+    return bool(_NIC_RE.match(name)) and name not in (".", "..")
+
+
 def _value(env, name):
     """The parameter's value, or None when unset or empty (Pacemaker passes empties)."""
     value = env.get("OCF_RESKEY_" + name)
@@ -97,7 +102,7 @@ def parse_ip(text):
     except ValueError:
         raise NotConfigured("ip=%r is not an IPv4 address" % text) from None
     if address.version != 4:
-        raise NotConfigured("ip=%s is IPv6; this agent serves IPv4 addresses" % text)
+        raise NotConfigured("ip=%r is IPv6; this agent serves IPv4 addresses" % text)
     if address.is_unspecified or address.is_multicast or address.is_loopback \
             or address.is_reserved or address == ipaddress.IPv4Address("255.255.255.255"):
         raise NotConfigured("ip=%s cannot be a cluster address (unspecified, loopback, "
@@ -168,7 +173,7 @@ def parse(env):
             raise NotConfigured("ip=%s is the network or broadcast address of /%d" % (ip, cidr))
 
     nic = _value(env, "nic")
-    if nic is not None and (not _NIC_RE.match(nic) or nic in (".", "..")):
+    if nic is not None and not valid_nic_name(nic):
         raise NotConfigured("nic=%r is not a valid interface name" % nic)
 
     mac_text = _value(env, "clustermac")

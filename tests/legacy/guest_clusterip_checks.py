@@ -3,6 +3,7 @@ run INSIDE the Linux 6.1 guest by test_legacy_tier.py (the file name keeps the
 host's pytest from collecting it).  Oracles: iptables-legacy -S and the
 /proc/net/ipt_CLUSTERIP file, read with independent tools."""
 
+import fcntl
 import os
 import re
 import subprocess
@@ -109,3 +110,40 @@ def test_start_waits_for_the_xtables_lock_held_by_someone_else(lab):
     finally:
         holder.wait(timeout=30)
     assert len(rules(lab)) == 1
+
+
+def test_a_held_xtables_lock_fails_the_action_within_its_timeout_leaving_nothing(lab):
+    # Someone else (iptables, firewalld ...) holds the lock longer than our timeout:
+    # the start waits at most within its own timeout, then fails with a reason.
+    timeout_ms = 5000
+    meta_timeout = dict(meta(0), timeout=timeout_ms)
+    with open("/run/xtables.lock", "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        began = time.monotonic()
+        rc, _, err = lab.agent("n0", "start", PARAMS, meta_timeout, "vip:0")
+        seconds = time.monotonic() - began
+    reasons = [line for line in err.splitlines() if line.startswith("ocf-exit-reason:")]
+    assert rc == 1 and len(reasons) == 1 and "lock" in reasons[0], err
+    assert "/run/xtables.lock" in reasons[0], reasons
+    # Within the action's timeout (plus the guest's slow process start-up).
+    assert 2.0 <= seconds <= timeout_ms / 1000.0 + 1.5, seconds
+    assert rules(lab) == [] and lab.clusterip_proc("n0", VIP) is None
+    assert not any(a.startswith(VIP + "/") for a in lab.addresses("n0"))
+    assert "03:c1:c6:12:00:64" not in lab.multicast_macs("n0")
+    # Failed, not "never ran": the monitor says so; stop then cleans up and start works.
+    assert lab.agent("n0", "monitor", PARAMS, meta(0), "vip:0")[0] == 1
+    assert lab.agent("n0", "stop", PARAMS, meta(0), "vip:0")[0] == 0
+    start(lab, 0)
+    assert len(rules(lab)) == 1
+
+
+def test_stop_with_clone_max_above_the_limit_succeeds_and_cleans_up(lab):
+    # clone-max raised from 16 to 17: start and monitor are 6, but the stop of
+    # a running instance must succeed (a failed stop fences the node) and clean up.
+    start(lab, 3, total=16)
+    rc, _, err = lab.agent("n0", "monitor", PARAMS, meta(3, 17), "vip:3")
+    assert rc == 6 and "limit of 16" in err, err
+    rc, _, err = lab.agent("n0", "stop", PARAMS, meta(3, 17), "vip:3")
+    assert rc == 0, err
+    assert rules(lab) == [] and lab.clusterip_proc("n0", VIP) is None
+    assert not any(a.startswith(VIP + "/") for a in lab.addresses("n0"))

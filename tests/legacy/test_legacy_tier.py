@@ -25,16 +25,35 @@ GUEST_TESTS = [
     "tests/netns/test_dataplane.py::test_dataplane[sourceip-sourceport]",
     "tests/netns/test_dataplane.py::test_dataplane[sourceip-sourceport-destport]",
     "tests/legacy/guest_clusterip_checks.py",
+    # Reliability (issue #5); fewer repetitions in the guest than on the host.
+    "tests/netns/test_reliability.py::test_sixteen_instances_of_one_vip_started_and_stopped_concurrently",
+    "tests/netns/test_reliability.py::test_two_vips_on_one_nic_started_and_stopped_concurrently",
+    "tests/netns/test_reliability.py::test_sigkill_at_every_step_leaves_a_recoverable_node",
+    "tests/netns/test_reliability.py::test_tampering_is_detected_repaired_and_cleaned_up",
+    "tests/netns/test_reliability.py::test_hostile_parameters_change_nothing_on_the_node",
+    # The short ones share one guest (space-separated): the NIC vanishing, non-root,
+    # missing libraries, unsafe interface names, every pause point covered.
+    " ".join("tests/netns/test_reliability.py::" + name for name in (
+        "test_every_pause_point_of_this_backend_is_covered",
+        "test_the_nic_disappearing_fails_the_monitor_and_stop_succeeds",
+        "test_not_root_is_4_for_state_actions_while_meta_data_and_validate_all_work",
+        "test_a_missing_library_is_5_with_a_reason",
+        "test_an_interface_name_the_filter_cannot_hold_is_refused")),
 ]
+# Repetition counts and the seed of test_reliability.py pass through when set here.
+PASSED_THROUGH = ("CLUSTERIP_TEST_ROUNDS", "CLUSTERIP_TEST_CRASH_CYCLES",
+                  "CLUSTERIP_TEST_BAD_INPUTS", "CLUSTERIP_TEST_SEED")
 
 
-@pytest.mark.parametrize("target", GUEST_TESTS)
+@pytest.mark.parametrize("target", GUEST_TESTS, ids=lambda target: target.replace(" ", ","))
 def test_inside_linux_6_1(target):
     problems = uml.problems()
     assert not problems, "; ".join(problems)
-    rc = uml.run([VENV_PYTHON, "-m", "pytest", "-q", "-p", "no:cacheprovider", target],
+    rc = uml.run([VENV_PYTHON, "-m", "pytest", "-q", "-p", "no:cacheprovider", *target.split()],
                  cwd=ROOT, timeout=1200,
-                 env={"CLUSTERIP_TEST_BACKEND": "clusterip",
-                      # Each system call is slower under UML: stretch every timeout.
-                      "CLUSTERIP_TEST_TIMEOUT_SCALE": "3"})
+                 env=dict({"CLUSTERIP_TEST_BACKEND": "clusterip",
+                           # Each system call is slower under UML: stretch every timeout.
+                           "CLUSTERIP_TEST_TIMEOUT_SCALE": "3"},
+                          **{name: os.environ[name] for name in PASSED_THROUGH
+                             if os.environ.get(name)}))
     assert rc == 0, "the tests inside the 6.1 guest failed (exit %d), output above" % rc

@@ -17,6 +17,9 @@ class FakeNode:
         self.addresses = {}  # vip -> Placement
         self.announced = []
 
+    def load(self):
+        pass  # pyroute2's import: nothing to load here
+
     def resolve(self, params):
         nic = params.nic or "eth0"
         if nic not in self.nics:

@@ -216,7 +216,7 @@ def test_start_refuses_a_backend_other_nodes_do_not_use(node, monkeypatch, capsy
 
     published = []
     monkeypatch.setattr(peers, "published", lambda vip, log: {"n1": "clusterip", "n2": "fake"})
-    monkeypatch.setattr(peers, "publish", lambda vip, backend, log: published.append(backend))
+    monkeypatch.setattr(peers, "publish", lambda vip, node, backend, log: published.append((node, backend)))
     env = env_for(node, 0)
     env["OCF_RESKEY_CRM_meta_on_node"] = "n0"
     assert agent.main(["clusterip", "start"], env) == 2
@@ -229,8 +229,8 @@ def test_start_publishes_its_backend_under_pacemaker(node, monkeypatch):
 
     published = []
     monkeypatch.setattr(peers, "published", lambda vip, log: {"n1": "fake"})
-    monkeypatch.setattr(peers, "publish", lambda vip, backend, log: published.append(backend))
+    monkeypatch.setattr(peers, "publish", lambda vip, node, backend, log: published.append((node, backend)))
     env = env_for(node, 0)
     env["OCF_RESKEY_CRM_meta_on_node"] = "n0"
     assert agent.main(["clusterip", "start"], env) == 0
-    assert published == ["fake"]
+    assert published == [("n0", "fake")]

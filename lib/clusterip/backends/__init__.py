@@ -33,6 +33,11 @@ class Backend:
 
     name = "?"
     max_buckets = 0
+    # What the monitor names when nothing of the VIP's filter is left.
+    filter_description = "packet filter"
+    # time.monotonic() by which any lock the backend takes must be held (the
+    # agent sets it from the action's timeout); None: the backend's default.
+    lock_deadline = None
 
     def kernel_supports(self):
         """Whether the running kernel has the mechanism (what backend=auto looks at)."""
@@ -95,8 +100,8 @@ def _load(name):
     return module.BACKEND
 
 
-def select(requested, total_buckets):
-    """The backend for ``backend=requested``, checked against this kernel.
+def choose(requested):
+    """The backend ``backend=requested`` means on this kernel, unchecked (no root needed).
 
     ``auto`` picks by kernel capability alone, never by which libraries
     happen to be installed: nodes with the same kernel must pick the same
@@ -104,11 +109,20 @@ def select(requested, total_buckets):
     """
     if requested == "auto":
         candidates = [_load(name) for name in _REGISTRY]
-        backend = next((b for b in candidates if b.kernel_supports()), candidates[-1])
-    else:
-        backend = _load(requested)
+        return next((b for b in candidates if b.kernel_supports()), candidates[-1])
+    return _load(requested)
+
+
+def select(requested, total_buckets):
+    """The backend for ``backend=requested``, checked against this kernel (root)."""
+    backend = choose(requested)
     backend.check_available()
     return _check_limit(backend, total_buckets)
+
+
+def check_limit(requested, total_buckets):
+    """Only the bucket limit (6), for validate-all without root."""
+    return _check_limit(choose(requested), total_buckets)
 
 
 def _check_limit(backend, total_buckets):

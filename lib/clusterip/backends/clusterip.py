@@ -17,6 +17,7 @@ import errno
 import glob
 import os
 import sys
+import time
 
 from clusterip import address
 from clusterip.backends import Backend, VipState
@@ -120,6 +121,7 @@ def _import_iptc():
 
 class ClusteripBackend(Backend):
     name = "clusterip"
+    filter_description = "CLUSTERIP rule"
     max_buckets = 16  # the kernel's CLUSTERIP_MAX_NODES
 
     def __init__(self):
@@ -141,10 +143,14 @@ class ClusteripBackend(Backend):
 
     # --- rules ----------------------------------------------------------------
 
-    def _xtables_lock(self, timeout=10.0):
+    def _xtables_lock(self):
         from clusterip import lock
 
-        return lock.held(XTABLES_LOCK, timeout)
+        if self.lock_deadline is None:
+            return lock.held(XTABLES_LOCK, 10.0)
+        # Within the action's timeout (set by the agent), not a fixed 10 s that
+        # could outlast it: Pacemaker would kill the action and never see why.
+        return lock.held(XTABLES_LOCK, max(0.0, self.lock_deadline - time.monotonic()))
 
     def _table(self):
         iptc = self._lib()

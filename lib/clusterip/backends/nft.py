@@ -202,6 +202,7 @@ def describe(ip_listing, arp_listing):
 
 class NftBackend(Backend):
     name = "nft"
+    filter_description = "nft tables"
     # The agent's ceiling (one named counter and one map entry per bucket).
     max_buckets = 256
 

@@ -1,0 +1,802 @@
+"""Reliability and security of the agent on one node (issue #5).
+
+Concurrency (16 instances of one VIP, and two VIPs, started and stopped
+concurrently in random order), crashes (SIGKILL at every step of start and
+stop, through the test-only pause in clusterip.testhooks), tampering (each
+piece of a running VIP removed in turn, and the NIC itself), hostile input
+through the real agent, and environment faults (not root, libraries missing,
+a kernel without the backend, an interface name the filter language cannot
+hold).
+
+Shared with the legacy tier: it runs this file inside a Linux 6.1 guest with
+CLUSTERIP_TEST_BACKEND=clusterip, where each system call is ~10x slower, so
+the repetition counts there are smaller (CLUSTERIP_TEST_ROUNDS,
+CLUSTERIP_TEST_CRASH_CYCLES, CLUSTERIP_TEST_BAD_INPUTS override them;
+CLUSTERIP_TEST_SEED replays a run).  Every result is read with independent
+tools (``nft -j``, ``iptables-legacy -S``, ``/proc/net/ipt_CLUSTERIP``,
+``ip -j addr``, ``/proc/net/dev_mcast``) through netlab; the only thing taken
+from the project is the list of pause points (testhooks.STEPS), so that a new
+step cannot go untested.
+"""
+
+import collections
+import concurrent.futures
+import json
+import os
+import random
+import re
+import signal
+import statistics
+import time
+
+import pytest
+from hypothesis import HealthCheck, given, seed, settings
+
+import badinput
+import scenarios
+from clusterip import testhooks
+from netlab import Lab, agent_command
+
+BACKEND = scenarios.BACKEND_UNDER_TEST
+SCALE = scenarios.TIMEOUT_SCALE
+LEGACY = BACKEND == "clusterip"
+
+
+def _count(name, host, legacy):
+    return int(os.environ.get(name) or (legacy if LEGACY else host))
+
+
+ROUNDS = _count("CLUSTERIP_TEST_ROUNDS", 100, 6)
+CRASH_CYCLES = _count("CLUSTERIP_TEST_CRASH_CYCLES", 10, 1)
+BAD_INPUTS = _count("CLUSTERIP_TEST_BAD_INPUTS", 200, 25)
+SEED = int(os.environ.get("CLUSTERIP_TEST_SEED") or random.SystemRandom().randrange(10 ** 6))
+
+VIP, VIP2 = scenarios.VIP, "198.18.0.101"
+PREFIXLEN = 16
+INSTANCES = 16  # the CLUSTERIP kernel's limit, and plenty for nft
+# Long action timeouts: a stale lock would then cost 0.75 of it (45 s on the
+# host), far above what any action needs, so a slow action is visible.
+ACTION_TIMEOUT_MS = int(60000 * SCALE)
+QUICK = 5.0 * SCALE  # what the first action after a crash may take, at most
+BUCKET_LIMIT = 16 if LEGACY else 256
+
+
+def params_for(vip=VIP, **overrides):
+    return dict({"ip": vip, "cidr_netmask": PREFIXLEN, "nic": "eth0", "hashmode": "sourceip",
+                 "backend": BACKEND}, **overrides)
+
+
+def meta_for(instance, total, interval=0, timeout_ms=ACTION_TIMEOUT_MS):
+    return {"clone": instance, "clone_max": total, "clone_node_max": total,
+            "globally_unique": "true", "timeout": timeout_ms, "interval": interval}
+
+
+def cluster_mac(vip):
+    """The default cluster MAC as the meta-data documents it: 03:c1 + the VIP's octets."""
+    return "03:c1:" + ":".join("%02x" % int(octet) for octet in vip.split("."))
+
+
+def table_name(vip):
+    return "clusterip_" + vip.replace(".", "_")
+
+
+def reasons(stderr):
+    return [line for line in stderr.splitlines() if line.startswith("ocf-exit-reason:")]
+
+
+class Call:
+    """One agent invocation and its outcome."""
+
+    def __init__(self, node, action, instance, total, vip=VIP, interval=0, params=None,
+                 extra_env=None, meta=None):
+        self.node, self.action, self.instance, self.total = node, action, instance, total
+        self.vip, self.interval = vip, interval
+        self.params = params or params_for(vip)
+        self.meta = meta or meta_for(instance, total, interval)
+        self.extra_env = extra_env
+        self.rc = self.err = self.out = None
+        self.seconds = None
+
+    def run(self, lab):
+        began = time.monotonic()
+        self.rc, self.out, self.err = lab.agent(
+            self.node, self.action, self.params, self.meta,
+            instance="vip:%s" % self.instance, timeout=120, extra_env=self.extra_env)
+        self.seconds = time.monotonic() - began
+        return self
+
+    def __str__(self):
+        return "%s %s of %s instance %s: exit %s in %.2f s%s" % (
+            self.node, self.action, self.vip, self.instance, self.rc, self.seconds or 0,
+            (" (%s)" % "; ".join(reasons(self.err or ""))) if self.rc else "")
+
+
+def run_calls(lab, calls):
+    """Run the calls concurrently (each in its own thread, all at once)."""
+    if not calls:
+        return []
+    with concurrent.futures.ThreadPoolExecutor(max_workers=len(calls)) as pool:
+        return list(pool.map(lambda call: call.run(lab), calls))
+
+
+def expect(lab, node, action, instance, rc, total=3, vip=VIP, **options):
+    call = Call(node, action, instance, total, vip=vip, **options).run(lab)
+    assert call.rc == rc, "%s, expected %d\nstderr: %s" % (call, rc, call.err)
+    return call
+
+
+# --- independent oracles ------------------------------------------------------------
+
+Observed = collections.namedtuple("Observed", "filters owned addresses joined markers")
+
+
+def observe(lab, node, vips):
+    """{vip: Observed} read with the system's tools (and a listing of HA_RSCTMP).
+
+    filters: the nft tables ("ip", "arp") or the CLUSTERIP rules for the VIP;
+    owned: the buckets in the set / the /proc file (None: no set / no file);
+    addresses: how often the VIP is on eth0; joined: eth0 is in the cluster
+    MAC's multicast group; markers: buckets with a "started here" marker.
+    """
+    addresses = lab.addresses(node)
+    macs = lab.multicast_macs(node)
+    markers = collections.defaultdict(set)
+    for name in os.listdir(lab.rsctmp(node)):
+        found = re.match(r"clusterip-(.+)\.bucket(\d+)\.started$", name)
+        if found:
+            markers[found.group(1)].add(int(found.group(2)))
+    if BACKEND == "nft":
+        ruleset = lab.nft_ruleset(node)
+    else:
+        rules = [rule for rule in lab.iptables_legacy_rules(node) if "CLUSTERIP" in rule]
+    result = {}
+    for vip in vips:
+        if BACKEND == "nft":
+            name = table_name(vip)
+            filters = sorted(item["table"]["family"] for item in ruleset
+                             if "table" in item and item["table"]["name"] == name)
+            owned = None
+            for item in ruleset:
+                s = item.get("set")
+                if s and s["table"] == name and s["name"] == "owned" and s["family"] == "ip":
+                    owned = {e["elem"]["val"] if isinstance(e, dict) else e
+                             for e in s.get("elem", [])}
+        else:
+            filters = [rule for rule in rules if "-d %s/32 " % vip in rule]
+            text = lab.clusterip_proc(node, vip)
+            owned = None if text is None else {int(b) for b in text.split(",") if b.strip()}
+        result[vip] = Observed(filters, owned, addresses.count("%s/%d" % (vip, PREFIXLEN)),
+                               cluster_mac(vip) in macs, markers.get(vip, set()))
+    return result
+
+
+def differences(observed, expected):
+    """Why ``observed`` (one VIP) is not the state of exactly ``expected`` buckets started."""
+    problems = []
+    one_filter = ["arp", "ip"] if BACKEND == "nft" else 1
+    filters = observed.filters if BACKEND == "nft" else len(observed.filters)
+    if expected:
+        if filters != one_filter:
+            problems.append("filter %s, expected exactly %s" % (observed.filters, one_filter))
+        if observed.owned != set(expected):
+            problems.append("owned buckets %s, expected %s" % (observed.owned, sorted(expected)))
+        if observed.addresses != 1:
+            problems.append("address present %d times" % observed.addresses)
+        if not observed.joined:
+            problems.append("multicast group not joined")
+    else:
+        if observed.filters:
+            problems.append("filter left behind: %s" % observed.filters)
+        if observed.owned is not None:
+            problems.append("bucket state left behind: %s" % observed.owned)
+        if observed.addresses:
+            problems.append("address left behind")
+        if observed.joined:
+            problems.append("multicast group left joined")
+    if observed.markers != set(expected):
+        problems.append("started markers %s, expected %s" % (sorted(observed.markers),
+                                                             sorted(expected)))
+    return problems
+
+
+def assert_state(lab, node, expected, what=""):
+    """expected: {vip: buckets started}; fails with every difference."""
+    observed = observe(lab, node, list(expected))
+    problems = ["%s: %s" % (vip, p) for vip, buckets in expected.items()
+                for p in differences(observed[vip], buckets)]
+    assert not problems, "%s%s" % (what + ": " if what else "", "; ".join(problems))
+
+
+@pytest.fixture
+def lab():
+    with Lab(nodes=1, sources=0, timeout_scale=SCALE) as lab:
+        yield lab
+
+
+def report(line):
+    print("[reliability/%s] %s" % (BACKEND, line))
+
+
+# --- 1. concurrency ---------------------------------------------------------------
+
+
+def _round(lab, rng, vips, total, running, stats):
+    """One round: start a random subset of every VIP's instances at once, check;
+    stop a random subset (sometimes all), mixed with starts of others, check.
+    Returns the problems found (empty: consistent)."""
+    problems = []
+    began = time.monotonic()
+
+    def check(label):
+        found = []
+        observed = observe(lab, "n0", vips)
+        for vip in vips:
+            found += ["%s %s: %s" % (label, vip, p)
+                      for p in differences(observed[vip], {i + 1 for i in running[vip]})]
+        return found
+
+    calls = []
+    for vip in vips:
+        chosen = rng.sample(range(total), rng.randint(1, total))
+        calls += [Call("n0", "start", i, total, vip=vip) for i in chosen]
+    rng.shuffle(calls)
+    run_calls(lab, calls)
+    problems += ["%s" % c for c in calls if c.rc != 0]
+    for call in calls:
+        running[call.vip].add(call.instance)
+    problems += check("after starts")
+
+    calls = []
+    stop_all = rng.random() < 0.25
+    for vip in vips:
+        stopping = list(range(total)) if stop_all else rng.sample(range(total),
+                                                                  rng.randint(1, total))
+        calls += [Call("n0", "stop", i, total, vip=vip) for i in stopping]
+        others = [i for i in range(total) if i not in stopping]
+        if others and rng.random() < 0.5:
+            calls += [Call("n0", "start", i, total, vip=vip)
+                      for i in rng.sample(others, rng.randint(1, len(others)))]
+    rng.shuffle(calls)
+    run_calls(lab, calls)
+    problems += ["%s" % c for c in calls if c.rc != 0]
+    for call in calls:
+        (running[call.vip].discard if call.action == "stop" else running[call.vip].add)(
+            call.instance)
+    problems += check("after stops")
+
+    # Monitor one started instance (0) and probe one stopped instance (7), at once.
+    calls, wanted = [], []
+    for vip in vips:
+        started = sorted(running[vip])
+        stopped = [i for i in range(total) if i not in running[vip]]
+        if started:
+            calls.append(Call("n0", "monitor", rng.choice(started), total, vip=vip,
+                              interval=10000))
+            wanted.append(0)
+        if stopped:
+            calls.append(Call("n0", "monitor", rng.choice(stopped), total, vip=vip))
+            wanted.append(7)
+    run_calls(lab, calls)
+    problems += ["%s, expected %d" % (c, w) for c, w in zip(calls, wanted) if c.rc != w]
+    stats.append(time.monotonic() - began)
+    return problems
+
+
+def _stop_everything(lab, vips, total):
+    """Stop every instance of every VIP at once: the problems (none: nothing left)."""
+    calls = run_calls(lab, [Call("n0", "stop", i, total, vip=vip)
+                            for vip in vips for i in range(total)])
+    observed = observe(lab, "n0", vips)
+    return ["%s" % c for c in calls if c.rc != 0] + [
+        "%s: %s" % (vip, p) for vip in vips for p in differences(observed[vip], set())]
+
+
+def _concurrency(lab, vips, total, rounds):
+    rng = random.Random(SEED)
+    running = {vip: set() for vip in vips}
+    seconds, bad = [], []
+
+    def summary():
+        report("%d VIP(s) x %d instances: %d of %d rounds run, %d inconsistent, %.2f s per "
+               "round (median %.2f, max %.2f), seed %d" % (
+                   len(vips), total, len(seconds), rounds, len(bad),
+                   statistics.mean(seconds), statistics.median(seconds), max(seconds), SEED))
+
+    for number in range(rounds):
+        problems = _round(lab, rng, vips, total, running, seconds)
+        if problems:
+            bad.append((number, problems))
+            # Resynchronise: stop everything, which must leave nothing behind.
+            running = {vip: set() for vip in vips}
+            left = _stop_everything(lab, vips, total)
+            if left:
+                summary()
+                pytest.fail("round %d inconsistent (seed %d): %s\nand stopping everything "
+                            "then left: %s" % (number, SEED, problems[:3], left))
+    left = _stop_everything(lab, vips, total)
+    summary()
+    assert not bad and not left, "%d of %d rounds inconsistent (seed %d); first: %s%s" % (
+        len(bad), rounds, SEED, bad[:3], "; the last stop left: %s" % left if left else "")
+
+
+def test_sixteen_instances_of_one_vip_started_and_stopped_concurrently(lab):
+    _concurrency(lab, [VIP], INSTANCES, ROUNDS)
+
+
+def test_two_vips_on_one_nic_started_and_stopped_concurrently(lab):
+    _concurrency(lab, [VIP, VIP2], 8, max(2, ROUNDS // 5))
+
+
+# --- 2. crashes --------------------------------------------------------------------
+
+CREATE_STEPS = {"nft": ["nft:tables-created"],
+                "clusterip": ["clusterip:rules-deleted", "clusterip:rule-inserted"]}
+DESTROY_STEPS = {"nft": ["nft:tables-deleted"], "clusterip": []}
+
+
+def situations():
+    """(name, action, instances running before, steps the action passes, others may break).
+
+    Instance 0 is the victim; instance 1 the other one.  "repair" is a start
+    of an instance that is running while a shared piece is broken, which
+    rebuilds the filter under a running instance."""
+    create, destroy = CREATE_STEPS[BACKEND], DESTROY_STEPS[BACKEND]
+    return [
+        ("first-start", "start", set(),
+         ["start:locked", "start:marked", *create, "start:filter", "start:address"], False),
+        ("last-stop", "stop", {0},
+         ["stop:locked", "stop:bucket-removed", "stop:address-removed", *destroy,
+          "stop:destroyed"], False),
+        ("later-start", "start", {1},
+         ["start:locked", "start:marked", "start:filter", "start:address"], False),
+        ("nonlast-stop", "stop", {0, 1}, ["stop:locked", "stop:bucket-removed"], False),
+        ("repair-start", "start", {0, 1},
+         ["start:locked", "start:marked", *create, "start:filter", "start:address"], True),
+    ]
+
+
+def test_every_pause_point_of_this_backend_is_covered():
+    other = "clusterip:" if BACKEND == "nft" else "nft:"
+    mine = {step for step in testhooks.STEPS if not step.startswith(other)}
+    covered = {step for situation in situations() for step in situation[3]}
+    assert covered == mine, "pause points not killed: %s; unknown: %s" % (
+        sorted(mine - covered), sorted(covered - mine))
+
+
+def break_shared_piece(lab, node):
+    """Make the running VIP need a rebuild of its filter (state "missing" a piece)."""
+    if BACKEND == "nft":
+        lab.run(node, "nft", "delete", "table", "arp", table_name(VIP))
+    else:
+        # A duplicate of the CLUSTERIP rule (the kernel accepts it: same config).
+        (rule,) = [r for r in lab.iptables_legacy_rules(node)
+                   if "CLUSTERIP" in r and "-d %s/32 " % VIP in r]
+        lab.run(node, "iptables-legacy", "-w", *rule.split())
+
+
+class Crasher:
+    """Kills in one node of the lab, one after another."""
+
+    def __init__(self, lab, node):
+        self.lab, self.node = lab, node
+        self.running = set()
+        self.kills = collections.Counter()
+        self.stop_seconds = []
+        self.count = 0
+
+    def expect(self, action, instance, rc, **options):
+        return expect(self.lab, self.node, action, instance, rc, **options)
+
+    def ensure(self, wanted):
+        for instance in sorted(self.running - wanted):
+            self.expect("stop", instance, 0)
+        for instance in sorted(wanted - self.running):
+            self.expect("start", instance, 0)
+        self.running = set(wanted)
+
+    def pause_and_kill(self, action, instance, step):
+        """Run the action with a pause at ``step``, SIGKILL it there."""
+        lab, node = self.lab, self.node
+        self.count += 1
+        name = "%s-%d" % (node, self.count)
+        pause_file = os.path.join(lab.directory, "pause-" + name)
+        log = os.path.join(lab.directory, "paused-%s.log" % name)
+        env = lab.agent_env(node, "vip:%d" % instance, params_for(), meta_for(instance, 3),
+                            extra_env={"CLUSTERIP_TEST_PAUSE_AT": step,
+                                       "CLUSTERIP_TEST_PAUSE_FILE": pause_file,
+                                       "CLUSTERIP_TEST_PAUSE_SECONDS": str(300 * SCALE)})
+        process = lab.spawn(node, "env", "-i", *("%s=%s" % item for item in env.items()),
+                            *agent_command(), action, log=log)
+        deadline = time.monotonic() + 30 * SCALE
+        pid = None
+        while pid is None and time.monotonic() < deadline:
+            try:
+                with open(pause_file) as handle:
+                    text = handle.read().strip()
+                pid = int(text) if text else None
+            except FileNotFoundError:
+                pass
+            if pid is None:
+                if process.poll() is not None:
+                    break
+                time.sleep(0.005)
+        if pid is None:
+            if process.poll() is None:
+                process.kill()  # our own child, by its PID
+            process.wait(timeout=30)
+            with open(log) as handle:
+                output = handle.read()
+            pytest.fail("%s: %s of instance %d never reached %s (exit %s): %s"
+                        % (node, action, instance, step, process.returncode, output))
+        # ip netns exec and env exec the agent: the pausing PID is our child's.
+        assert pid == process.pid, (pid, process.pid)
+        os.kill(process.pid, signal.SIGKILL)
+        assert process.wait(timeout=30) == -signal.SIGKILL
+        self.kills[step] += 1
+
+    def recover(self, name, victim, others_may_break):
+        """After a kill: stop (quick, 0, leaves nothing if alone), start, monitor."""
+        lab, node = self.lab, self.node
+        stop = self.expect("stop", victim, 0)
+        self.stop_seconds.append(stop.seconds)
+        assert stop.seconds < QUICK, "%s: the stop after the kill took %.1f s (stale lock?)" % (
+            name, stop.seconds)
+        others = self.running - {victim}
+        if not others:
+            assert_state(lab, node, {VIP: set()}, "%s: stop after the kill" % name)
+        self.expect("start", victim, 0)
+        self.expect("monitor", victim, 0, interval=10000)
+        for other in sorted(others):
+            call = Call(node, "monitor", other, 3, interval=10000).run(lab)
+            if call.rc != 0:
+                assert others_may_break and call.rc == 1, "%s: %s" % (name, call)
+                self.expect("start", other, 0)
+                self.expect("monitor", other, 0, interval=10000)
+        self.running = others | {victim}
+        assert_state(lab, node, {VIP: {i + 1 for i in self.running}}, "%s: recovered" % name)
+
+    def cycles(self, count):
+        for _ in range(count):
+            for name, action, before, steps, others_may_break in situations():
+                for step in steps:
+                    self.ensure(before)
+                    if name == "repair-start":
+                        break_shared_piece(self.lab, self.node)
+                    self.pause_and_kill(action, 0, step)
+                    self.recover("%s: %s at %s" % (self.node, name, step), 0, others_may_break)
+        self.ensure(set())
+        assert_state(self.lab, self.node, {VIP: set()}, "%s: after the last stop" % self.node)
+        return self
+
+
+def test_sigkill_at_every_step_leaves_a_recoverable_node():
+    # Two nodes crash in parallel (independent namespaces): twice the kills per minute.
+    workers = 2 if CRASH_CYCLES > 1 else 1
+    began = time.monotonic()
+    with Lab(nodes=workers, sources=0, timeout_scale=SCALE) as lab:
+        shares = [CRASH_CYCLES // workers + (1 if i < CRASH_CYCLES % workers else 0)
+                  for i in range(workers)]
+        with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
+            crashers = list(pool.map(lambda i: Crasher(lab, "n%d" % i).cycles(shares[i]),
+                                     range(workers)))
+    kills = sum((c.kills for c in crashers), collections.Counter())
+    total = sum(kills.values())
+    stops = [s for c in crashers for s in c.stop_seconds]
+    seconds = time.monotonic() - began
+    report("%d kills (%s) in %.1f s, %.2f s per kill (%d node(s) in parallel); first stop "
+           "after a kill: median %.2f s, max %.2f s" % (
+               total, dict(kills), seconds, seconds / total, workers,
+               statistics.median(stops), max(stops)))
+
+
+# --- 3. tampering ------------------------------------------------------------------
+
+
+def _nft_json(lab, node, command):
+    lab.run(node, "nft", "-j", "-f", "-", input=json.dumps({"nftables": [command]}))
+
+
+def _clusterip_rule(lab, node):
+    (rule,) = [r for r in lab.iptables_legacy_rules(node)
+               if "CLUSTERIP" in r and "-d %s/32 " % VIP in r]
+    return rule
+
+
+def tamperings():
+    """name -> (remove the piece in n0, instances affected, words the reason must contain).
+
+    Instances 0 and 1 run (buckets 1 and 2 of 3).  A remover returning False
+    says the kernel did not let the piece be removed (nothing to check)."""
+    name = table_name(VIP)
+
+    def remove_address(lab):
+        lab.run("n0", "ip", "addr", "del", "%s/%d" % (VIP, PREFIXLEN), "dev", "eth0")
+
+    def remove_bucket_2(lab):
+        if BACKEND == "nft":
+            _nft_json(lab, "n0", {"delete": {"element": {
+                "family": "ip", "table": name, "name": "owned", "elem": [2]}}})
+        else:
+            lab.run("n0", "sh", "-c", "echo -2 > /proc/net/ipt_CLUSTERIP/%s" % VIP)
+
+    def remove_multicast(lab):
+        result = lab.run("n0", "ip", "maddr", "del", cluster_mac(VIP), "dev", "eth0",
+                         check=False)
+        if result.returncode != 0:
+            report("'ip maddr del %s' refused (%s): the membership is the kernel's own"
+                   % (cluster_mac(VIP), result.stderr.strip()))
+            return False
+        return cluster_mac(VIP) not in lab.multicast_macs("n0")
+
+    common = {
+        "address": (remove_address, {0, 1}, ["address %s/%d" % (VIP, PREFIXLEN)]),
+        "bucket 2": (remove_bucket_2, {1}, ["bucket 2"]),
+        "multicast membership": (remove_multicast, {0, 1}, ["multicast"]),
+    }
+    if BACKEND == "nft":
+        return dict(common, **{
+            "ip table": (lambda lab: lab.run("n0", "nft", "delete", "table", "ip", name),
+                         {0, 1}, ["table ip %s" % name]),
+            "arp table (the ARP rewrite)": (
+                lambda lab: lab.run("n0", "nft", "delete", "table", "arp", name),
+                {0, 1}, ["ARP rewrite"]),
+            "both tables": (lambda lab: [lab.run("n0", "nft", "delete", "table", family, name)
+                                         for family in ("ip", "arp")], {0, 1}, ["nft tables"]),
+        })
+    return dict(common, **{
+        "CLUSTERIP rule": (
+            lambda lab: lab.run("n0", "iptables-legacy", "-w",
+                                *_clusterip_rule(lab, "n0").replace("-A ", "-D ", 1).split()),
+            {0, 1}, ["CLUSTERIP rule"]),
+    })
+
+
+def _monitors(lab, affected, needles, label):
+    """Instances 0, 1: 1 naming the piece if affected, else 0; instance 2: probe 7."""
+    for instance in (0, 1):
+        call = Call("n0", "monitor", instance, 3, interval=10000).run(lab)
+        if instance in affected:
+            found = reasons(call.err)
+            assert call.rc == 1 and len(found) == 1, "%s: %s\n%s" % (label, call, call.err)
+            for needle in needles:
+                assert needle in found[0], "%s: the reason does not name %r: %s" % (
+                    label, needle, found[0])
+        else:
+            assert call.rc == 0, "%s: %s (its own pieces are intact)\n%s" % (
+                label, call, call.err)
+    expect(lab, "n0", "monitor", 2, 7)  # a probe of an instance that never ran here
+
+
+@pytest.mark.parametrize("piece", sorted(tamperings()))
+def test_tampering_is_detected_repaired_and_cleaned_up(lab, piece):
+    remove, affected, needles = tamperings()[piece]
+    for instance in (0, 1):
+        expect(lab, "n0", "start", instance, 0)
+    _monitors(lab, set(), needles, "before")
+    if remove(lab) is False:
+        # Not removable (CLUSTERIP holds its own membership): it must still be intact.
+        _monitors(lab, set(), needles, "after a refused removal")
+        assert_state(lab, "n0", {VIP: {1, 2}}, piece)
+    else:
+        _monitors(lab, affected, needles, "%s removed" % piece)
+        for instance in sorted(affected):  # Pacemaker's recovery: start the failed ones
+            expect(lab, "n0", "start", instance, 0)
+        _monitors(lab, set(), needles, "%s repaired" % piece)
+        assert_state(lab, "n0", {VIP: {1, 2}}, "%s repaired" % piece)
+        remove(lab)  # and once more: stop must clean up a tampered node too
+    for instance in (0, 1):
+        expect(lab, "n0", "stop", instance, 0)
+    assert_state(lab, "n0", {VIP: set()}, "stopped after %s was removed" % piece)
+    for instance in (0, 1, 2):
+        expect(lab, "n0", "monitor", instance, 7)
+
+
+def test_the_nic_disappearing_fails_the_monitor_and_stop_succeeds(lab):
+    for instance in (0, 1):
+        expect(lab, "n0", "start", instance, 0)
+    lab.run("n0", "ip", "link", "del", "eth0")
+    for instance in (0, 1):
+        call = expect(lab, "n0", "monitor", instance, 1, interval=10000)
+        assert len(reasons(call.err)) == 1 and "eth0" in call.err, call.err
+    expect(lab, "n0", "monitor", 2, 7)
+    for instance in (0, 1):
+        expect(lab, "n0", "stop", instance, 0)
+    if BACKEND == "nft":
+        assert [t for t in lab.nft_tables("n0") if t[1] == table_name(VIP)] == []
+    else:
+        assert not [r for r in lab.iptables_legacy_rules("n0") if "CLUSTERIP" in r]
+        assert lab.clusterip_proc("n0", VIP) is None
+    assert not [f for f in os.listdir(lab.rsctmp("n0")) if f.endswith(".started")]
+
+
+# --- 4. hostile input through the real agent ------------------------------------------
+
+
+def node_snapshot(lab, node):
+    """Everything an agent action could change on the node, normalised."""
+    if BACKEND == "nft":
+        filters = [item for item in lab.nft_ruleset(node) if "metainfo" not in item]
+        for item in filters:  # counters move with stray packets; structure must not
+            for value in item.values():
+                if isinstance(value, dict):
+                    value.pop("packets", None)
+                    value.pop("bytes", None)
+    else:
+        filters = lab.iptables_legacy_rules(node)
+    proc = lab.run(node, "ls", "/proc/net/ipt_CLUSTERIP", check=False).stdout.split()
+    addresses = sorted((link["ifname"], "%s/%d" % (info["local"], info["prefixlen"]),
+                        info.get("label"))
+                       for link in json.loads(lab.run(node, "ip", "-j", "addr", "show").stdout)
+                       for info in link.get("addr_info", []) if info.get("family") == "inet")
+    multicast = sorted(lab.run(node, "cat", "/proc/net/dev_mcast").stdout.splitlines())
+    return {"addresses": addresses, "filters": filters, "multicast": multicast, "proc": proc,
+            "rsctmp": sorted(f for f in os.listdir(lab.rsctmp(node)) if not f.endswith(".lock"))}
+
+
+def generated_cases(count):
+    found = []
+
+    @seed(SEED)
+    @settings(max_examples=count, database=None, deadline=None,
+              suppress_health_check=list(HealthCheck))
+    @given(badinput.cases(BUCKET_LIMIT))
+    def collect(case):
+        found.append(case)
+
+    collect()
+    return found
+
+
+def test_hostile_parameters_change_nothing_on_the_node(lab):
+    cases = generated_cases(BAD_INPUTS)
+    # A sentinel VIP runs throughout: nothing may touch it either.
+    expect(lab, "n0", "start", 0, 0, vip=VIP2, total=1)
+    before = node_snapshot(lab, "n0")
+    began = time.monotonic()
+
+    def one(case):
+        params, meta = badinput.configuration(case, BACKEND)
+        meta.update(timeout=ACTION_TIMEOUT_MS)
+        found = []
+        for action in ("validate-all", "start", "stop"):
+            # The instance name is Pacemaker's (the resource id), never a parameter.
+            call = Call("n0", action, 0, meta["clone_max"], params=params, meta=meta).run(lab)
+            lines = reasons(call.err)
+            if action == "stop":  # nothing can run with it: success (a failed stop fences)
+                if call.rc != 0 or "Traceback" in call.err:
+                    found.append("%s %r: %s\n%s" % (action, case, call, call.err))
+            elif call.rc not in (2, 6) or len(lines) != 1 or "Traceback" in call.err \
+                    or not lines[0].isprintable():
+                found.append("%s %r: %s\n%s" % (action, case, call, call.err))
+        return found
+
+    problems = []
+    batch = 20
+    for first in range(0, len(cases), batch):
+        chunk = cases[first:first + batch]
+        with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
+            for found in pool.map(one, chunk):
+                problems += found
+        now = node_snapshot(lab, "n0")
+        assert now == before, "one of these inputs changed the node: %r\nbefore %s\nafter %s" % (
+            chunk, before, now)
+    expect(lab, "n0", "monitor", 0, 0, vip=VIP2, total=1, interval=10000)
+    report("%d generated inputs x (validate-all, start, stop) in %.1f s, by field %s" % (
+        len(cases), time.monotonic() - began, dict(collections.Counter(c[1] for c in cases))))
+    assert not problems, "%d failures, e.g.:\n%s" % (len(problems), "\n".join(problems[:5]))
+
+
+def test_an_interface_name_the_filter_cannot_hold_is_refused(lab):
+    # Kernel interface names may hold '"' and ';' - as the NIC found from the
+    # routes (nic unset) it must not be spliced into the filter's rules.
+    hostile = 'x"accept;#'
+    lab.run("n0", "ip", "link", "set", "eth0", "down")
+    lab.run("n0", "ip", "link", "set", "eth0", "name", hostile)
+    lab.run("n0", "ip", "link", "set", hostile, "up")
+    params = params_for()
+    del params["nic"]
+    before = node_snapshot(lab, "n0")
+    call = Call("n0", "start", 0, 3, params=params).run(lab)
+    if call.rc == 0:  # accepted: then the filter must be exactly the configured one
+        expect(lab, "n0", "monitor", 0, 0, params=params, interval=10000)
+        if BACKEND == "nft":
+            steering = [item["rule"]["expr"] for item in lab.nft_ruleset("n0")
+                        if "rule" in item and item["rule"]["chain"] == "prerouting"]
+            assert steering and steering[0][0]["match"]["right"] == hostile \
+                and {"jump": {"target": "vip"}} in steering[0], steering
+        else:
+            assert "-i %s " % hostile in _clusterip_rule(lab, "n0")
+        expect(lab, "n0", "stop", 0, 0, params=params)
+        assert node_snapshot(lab, "n0") == before
+    else:
+        assert call.rc == 2 and len(reasons(call.err)) == 1, "%s\n%s" % (call, call.err)
+        assert node_snapshot(lab, "n0") == before, "a refused start changed the node"
+
+
+# --- 5. environment faults -----------------------------------------------------------
+
+NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+
+
+def run_agent(lab, node, action, env, prefix=(), argv=None):
+    """The agent (or ``argv``) with exactly ``env``, after ``prefix`` (e.g. setpriv)."""
+    result = lab.run(node, *prefix, "env", "-i", *("%s=%s" % item for item in env.items()),
+                     *(argv or agent_command()), action, check=False, timeout=120)
+    return result.returncode, result.stdout, result.stderr
+
+
+def _one_reason(rc, err, *needles):
+    lines = reasons(err)
+    assert len(lines) == 1 and "Traceback" not in err, err
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+
+
+def test_not_root_is_4_for_state_actions_while_meta_data_and_validate_all_work(lab):
+    before = node_snapshot(lab, "n0")
+    params, meta = params_for(), meta_for(0, 3)
+    for rsctmp in (lab.rsctmp("n0"), os.path.join(lab.rsctmp("n0"), "absent", "dir")):
+        env = lab.agent_env("n0", "vip:0", params, meta)
+        env["HA_RSCTMP"] = rsctmp
+        for action in ("start", "stop", "monitor"):
+            rc, _, err = run_agent(lab, "n0", action, env, NOBODY)
+            assert rc == 4, "%s as nobody (HA_RSCTMP %s): exit %d\n%s" % (action, rsctmp, rc, err)
+            _one_reason(rc, err, "root")
+        rc, out, err = run_agent(lab, "n0", "meta-data", env, NOBODY)
+        assert rc == 0 and "<resource-agent" in out, err
+        rc, _, err = run_agent(lab, "n0", "validate-all", env, NOBODY)
+        assert rc == 0, "validate-all as nobody (HA_RSCTMP %s): exit %d\n%s" % (rsctmp, rc, err)
+        bad = dict(env, OCF_RESKEY_hashmode="round-robin")
+        rc, _, err = run_agent(lab, "n0", "validate-all", bad, NOBODY)
+        assert rc == 6, err
+        _one_reason(rc, err, "hashmode")
+    assert node_snapshot(lab, "n0") == before
+
+
+def _venv_python_and_script():
+    """The agent's script and the interpreter its first line names (without -I)."""
+    script = agent_command()[-1]
+    with open(script) as handle:
+        first = handle.readline()
+    assert first.startswith("#!"), first
+    return first[2:].split()[0], script
+
+
+@pytest.mark.parametrize("module", ["nftables" if BACKEND == "nft" else "iptc", "pyroute2"])
+def test_a_missing_library_is_5_with_a_reason(lab, module):
+    shadow = os.path.join(lab.directory, "shadow-" + module)
+    os.makedirs(shadow)
+    with open(os.path.join(shadow, module + ".py"), "w") as handle:
+        handle.write("raise ImportError('no module named %s (hidden by the test)')\n" % module)
+    python, script = _venv_python_and_script()
+    env = lab.agent_env("n0", "vip:0", params_for(), meta_for(0, 3),
+                        extra_env={"PYTHONPATH": shadow})
+    before = node_snapshot(lab, "n0")
+    for action in ("validate-all", "start", "monitor"):
+        rc, _, err = run_agent(lab, "n0", action, env, argv=[python, script])
+        if action == "monitor" and module == "pyroute2" and rc == 7:
+            continue  # the monitor reads without pyroute2: a probe may say "not running"
+        assert rc == 5, "%s without %s: exit %d\n%s" % (action, module, rc, err)
+        _one_reason(rc, err, module)
+    rc, _, err = run_agent(lab, "n0", "stop", env, argv=[python, script])
+    assert rc in (0, 5) and "Traceback" not in err, "stop without %s: exit %d\n%s" % (
+        module, rc, err)
+    assert node_snapshot(lab, "n0") == before
+    rc, _, err = run_agent(lab, "n0", "meta-data", env, argv=[python, script])
+    assert rc == 0, err
+
+
+def test_a_kernel_without_the_backend_is_5(lab):
+    lacking = "clusterip" if BACKEND == "nft" else None
+    if lacking is None:
+        # The 6.1 guest has both CLUSTERIP and nf_tables: nothing lacks; check
+        # that auto still chooses the kernel's CLUSTERIP (guest_clusterip_checks).
+        return
+    before = node_snapshot(lab, "n0")
+    params = params_for(backend=lacking)
+    for action in ("validate-all", "start", "monitor"):
+        call = Call("n0", action, 0, 3, params=params).run(lab)
+        assert call.rc == 5, "%s\n%s" % (call, call.err)
+        _one_reason(call.rc, call.err, "backend=nft")
+    expect(lab, "n0", "stop", 0, 0, params=params)
+    assert node_snapshot(lab, "n0") == before
