@@ -19,7 +19,6 @@ from clusterip.errors import GenericError, InvalidArgument, NotInstalled
 from clusterip.params import valid_nic_name
 
 RT_SCOPE_LINK = 253
-RT_TABLE_MAIN = 254
 SIOCADDMULTI = 0x8931
 SIOCDELMULTI = 0x8932
 ETH_P_ARP = 0x0806
