@@ -59,10 +59,6 @@ def _ifindex(nic):
         return None
 
 
-def nic_exists(nic):
-    return _ifindex(nic) is not None
-
-
 def _vip_addresses(vip):
     """[(ifindex, prefixlen)] for every interface holding the VIP."""
     return [(index, prefixlen) for index, prefixlen, address, _ in rtnl.ipv4_addresses()
