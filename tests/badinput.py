@@ -52,6 +52,14 @@ def hostile():
     ).filter(lambda text: not _is_blank_after_strip(text) or "\n" in text)
 
 
+def env_text(min_size=0, max_size=30):
+    """Any text an environment variable can carry: no NUL (execve cannot pass it),
+    no lone surrogates (not encodable)."""
+    return st.text(alphabet=st.characters(blacklist_characters="\x00",
+                                          blacklist_categories=("Cs",)),
+                   min_size=min_size, max_size=max_size)
+
+
 def unicode_text():
     """NUL-free text with at least one non-ASCII character (letters, digits, marks...)."""
     return st.text(alphabet=st.characters(blacklist_characters="\x00",
@@ -146,7 +154,7 @@ def hashmode_values():
         st.sampled_from(["round-robin", "destport", "SOURCEIP", "sourceip,sourceport",
                          "sourceip-destport", "sourceip sourceport"]),
         st.builds(lambda h: "sourceip" + h, hostile()),
-        hostile(), unicode_text(), st.text(min_size=1, max_size=30),
+        hostile(), unicode_text(), env_text(min_size=1, max_size=30),
     ).filter(_not(set(HASHMODES) | {""}))
 
 
@@ -166,7 +174,7 @@ def backend_values():
                          "nft,clusterip", "../clusterip", "clusterip.backends.nft",
                          "__init__", "os"]),
         st.builds(lambda h: "nft" + h, hostile()),
-        hostile(), unicode_text(), st.text(min_size=1, max_size=30),
+        hostile(), unicode_text(), env_text(min_size=1, max_size=30),
     ).filter(_not(set(BACKENDS) | {""}))
 
 
