@@ -44,8 +44,7 @@ def _is_blank_after_strip(text):
 
 def hostile():
     """Text containing at least one shell metacharacter / path trick, not blank."""
-    pieces = st.text(alphabet=st.characters(blacklist_characters="\x00",
-                                            blacklist_categories=("Cs",)), max_size=8)
+    pieces = env_text(max_size=8)
     return st.one_of(
         st.sampled_from(HOSTILE),
         st.builds(lambda a, h, b: a + h + b, pieces, st.sampled_from(HOSTILE), pieces),
@@ -62,9 +61,7 @@ def env_text(min_size=0, max_size=30):
 
 def unicode_text():
     """NUL-free text with at least one non-ASCII character (letters, digits, marks...)."""
-    return st.text(alphabet=st.characters(blacklist_characters="\x00",
-                                          blacklist_categories=("Cs",)),
-                   min_size=1, max_size=20).filter(lambda t: any(ord(c) > 127 for c in t))
+    return env_text(min_size=1, max_size=20).filter(lambda t: any(ord(c) > 127 for c in t))
 
 
 def _unicode_digits(text):
