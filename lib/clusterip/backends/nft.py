@@ -240,7 +240,7 @@ class NftBackend(Backend):
                 return None
             raise GenericError("nft: cannot list table %s %s: %s"
                                % (family, name, _first_error_line(error)))
-        return output if isinstance(output, dict) else _json(output)
+        return output or {}  # json_cmd parses the listing; '' when it printed nothing
 
     def kernel_supports(self):
         return True  # the fallback: nf_tables is in every kernel since 3.13
@@ -287,12 +287,6 @@ class NftBackend(Backend):
 def _first_error_line(text):
     lines = [line for line in (text or "").splitlines() if line.strip()]
     return lines[0] if lines else "unknown error"
-
-
-def _json(text):
-    import json
-
-    return json.loads(text) if text else {}
 
 
 BACKEND = NftBackend()
