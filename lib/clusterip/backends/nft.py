@@ -33,6 +33,8 @@ _HASH_FIELDS_JSON = {
     "sourceip-sourceport-destport": [("ip", "saddr"), ("th", "sport"), ("th", "dport")],
 }
 _VIP_CHAIN_RULES = 4
+# A valid table name no VIP can have (theirs end in four numbers).
+_PROBE_TABLE = "clusterip_probe"
 
 
 def table_name(vip):
@@ -246,8 +248,12 @@ class NftBackend(Backend):
         return True  # the fallback: nf_tables is in every kernel since 3.13
 
     def check_available(self):
-        rc, _, error = self._nft().cmd("list tables")
-        if rc != 0:
+        # Listing one table that never exists answers "No such file or directory"
+        # when nf_tables works.  Not "list tables": nft 1.0.6 fills its cache
+        # with the whole ruleset for that, 130 ms with 10,000 unrelated rules,
+        # and every action passes here.
+        rc, _, error = self._nft().cmd("list table ip %s" % _PROBE_TABLE)
+        if rc != 0 and "No such file or directory" not in error:
             raise NotInstalled("the kernel lacks nf_tables (%s)" % _first_error_line(error))
 
     def state(self, params, placement):
