@@ -1,28 +1,27 @@
 """The node side of the VIP: the address alias, multicast membership and
 gratuitous ARP.
 
-The address goes through pyroute2 (netlink).  Multicast membership uses the
+The address goes through rtnetlink (:mod:`clusterip.rtnl`, standard library
+only: see there why not pyroute2).  Multicast membership uses the
 SIOCADDMULTI/SIOCDELMULTI ioctls, exactly what ``ip maddr add`` does: no
 library offers it and it needs nothing but a socket.  Every call is
-idempotent in the pyroute2 sense: adding what exists or deleting what is gone
-is success.
+idempotent: adding what exists or deleting what is gone is success.
 """
 
+import _socket  # not socket: see clusterip.rtnl
 import collections
+import errno
 import fcntl
-import ipaddress
-import socket
 import struct
 
-from clusterip import rtnl
-from clusterip.errors import GenericError, InvalidArgument, NotInstalled
+from clusterip import inet, rtnl
+from clusterip.errors import GenericError, InvalidArgument
 from clusterip.params import valid_nic_name
 
 RT_SCOPE_LINK = 253
 SIOCADDMULTI = 0x8931
 SIOCDELMULTI = 0x8932
 ETH_P_ARP = 0x0806
-_EEXIST, _ENODEV, _EADDRNOTAVAIL = 17, 19, 99
 
 
 class Placement(collections.namedtuple("Placement", "nic prefixlen")):
@@ -36,25 +35,9 @@ class Placement(collections.namedtuple("Placement", "nic prefixlen")):
         return label if len(label) <= 15 else None
 
 
-def load():
-    """(IPRoute, NetlinkError) from pyroute2, for the paths that change addresses.
-
-    ~0.1 s to import, most of a start's time: start does it before taking the
-    per-VIP lock, so that the lock is held for the work only.  A missing
-    pyroute2 is NotInstalled (5), not an internal error.
-    """
-    try:
-        from pyroute2 import IPRoute
-        from pyroute2.netlink.exceptions import NetlinkError
-    except ImportError as error:
-        raise NotInstalled("pyroute2 cannot be imported (%s); install the agent's "
-                           "dependencies" % error) from None
-    return IPRoute, NetlinkError
-
-
 def _ifindex(nic):
     try:
-        return socket.if_nametoindex(nic)
+        return _socket.if_nametoindex(nic)
     except OSError:
         return None
 
@@ -73,8 +56,8 @@ def _covering_route(ip, nic_index=None):
             continue
         if nic_index is not None and oif != nic_index:
             continue
-        network = ipaddress.IPv4Network("%s/%d" % (destination, prefixlen), strict=False)
-        if ip in network and (best is None or prefixlen > best[1]):
+        if inet.in_network(ip, inet.parse(destination), prefixlen) and (
+                best is None or prefixlen > best[1]):
             best = (oif, prefixlen)
     return best
 
@@ -91,13 +74,13 @@ def resolve(params):
         present = _vip_addresses(params.vip)
         index = present[0][0] if present else None
         if index is None:
-            route = _covering_route(params.ip)
+            route = _covering_route(params.packed)
             if route is None:
                 raise InvalidArgument("no interface has a route covering %s; set nic"
                                       % params.vip)
             index = route[0]
         try:
-            nic = socket.if_indextoname(index)
+            nic = _socket.if_indextoname(index)
         except OSError:
             raise InvalidArgument("the interface holding %s disappeared" % params.vip) from None
         # Kernel names may hold '"', ';', '$' ...: never splice such a name into
@@ -111,7 +94,7 @@ def resolve(params):
         raise InvalidArgument("nic %s does not exist on this node" % nic)
     prefix = params.cidr_netmask
     if prefix is None:
-        route = _covering_route(params.ip, index)
+        route = _covering_route(params.packed, index)
         prefix = route[1] if route else 32
     return Placement(nic=nic, prefixlen=prefix)
 
@@ -123,38 +106,28 @@ def address_present(vip, placement):
 
 
 def add_address(vip, placement):
-    IPRoute, NetlinkError = load()
-    network = ipaddress.IPv4Network("%s/%d" % (vip, placement.prefixlen), strict=False)
-    extra = {}
-    if placement.prefixlen < 31:
-        extra["broadcast"] = str(network.broadcast_address)
-    if placement.label():
-        extra["label"] = placement.label()
+    # The broadcast address IPaddr2 (ip addr add ... brd +) would set.
+    broadcast = inet.text(inet.broadcast_address(inet.parse(vip), placement.prefixlen)) \
+        if placement.prefixlen < 31 else None
     index = _ifindex(placement.nic)
     if index is None:
         raise InvalidArgument("nic %s does not exist on this node" % placement.nic)
-    with IPRoute() as ipr:
-        try:
-            ipr.addr("add", index=index, address=vip, prefixlen=placement.prefixlen, **extra)
-        except NetlinkError as error:
-            if error.code != _EEXIST:
-                raise GenericError("cannot add %s/%d to %s: %s"
-                                   % (vip, placement.prefixlen, placement.nic, error)) from None
+    try:
+        rtnl.add_ipv4_address(index, vip, placement.prefixlen, broadcast, placement.label())
+    except OSError as error:
+        if error.errno != errno.EEXIST:
+            raise GenericError("cannot add %s/%d to %s: %s"
+                               % (vip, placement.prefixlen, placement.nic, error.strerror)) from None
 
 
 def remove_address(vip):
     """Remove the VIP from every interface that holds it (the NIC may have changed)."""
-    present = _vip_addresses(vip)
-    if not present:
-        return  # nothing to remove: no pyroute2 import on this path
-    IPRoute, NetlinkError = load()
-    with IPRoute() as ipr:
-        for index, prefixlen in present:
-            try:
-                ipr.addr("del", index=index, address=vip, prefixlen=prefixlen)
-            except NetlinkError as error:
-                if error.code not in (_EADDRNOTAVAIL, _ENODEV):
-                    raise GenericError("cannot remove %s: %s" % (vip, error)) from None
+    for index, prefixlen in _vip_addresses(vip):
+        try:
+            rtnl.delete_ipv4_address(index, vip, prefixlen)
+        except OSError as error:
+            if error.errno not in (errno.EADDRNOTAVAIL, errno.ENODEV):
+                raise GenericError("cannot remove %s: %s" % (vip, error.strerror)) from None
 
 
 # --- multicast membership -------------------------------------------------
@@ -165,8 +138,8 @@ def _mac_bytes(mac):
 
 def _multicast_ioctl(request, nic, mac):
     # struct ifreq: char ifr_name[16]; struct sockaddr ifr_hwaddr (family + 14 bytes).
-    ifreq = struct.pack("16sH14s", nic.encode(), socket.AF_UNSPEC, _mac_bytes(mac))
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+    ifreq = struct.pack("16sH14s", nic.encode(), _socket.AF_UNSPEC, _mac_bytes(mac))
+    with rtnl.open_socket(_socket.AF_INET, _socket.SOCK_DGRAM) as sock:
         fcntl.ioctl(sock.fileno(), request, ifreq)
 
 
@@ -205,7 +178,7 @@ def multicast_joined(nic, mac):
 def build_gratuitous_arp(nic_mac, sender_mac, vip, opcode):
     """An Ethernet broadcast ARP frame announcing vip at sender_mac (1 request, 2 reply)."""
     broadcast = b"\xff" * 6
-    ip = socket.inet_aton(vip)
+    ip = _socket.inet_aton(vip)
     target_mac = broadcast if opcode == 2 else b"\x00" * 6
     return (broadcast + nic_mac + struct.pack("!H", ETH_P_ARP)
             + struct.pack("!HHBBH", 1, 0x0800, 6, 4, opcode)
@@ -221,7 +194,7 @@ def send_gratuitous_arp(nic, vip, sender_mac=None):
     is returned for logging, never raised.
     """
     try:
-        with socket.socket(socket.AF_PACKET, socket.SOCK_RAW) as sock:
+        with rtnl.open_socket(_socket.AF_PACKET, _socket.SOCK_RAW) as sock:
             sock.bind((nic, 0))
             nic_mac = sock.getsockname()[4]
             sender = _mac_bytes(sender_mac) if sender_mac else nic_mac

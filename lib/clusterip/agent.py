@@ -106,7 +106,6 @@ class Instance:
         backend = self.backend if p.cloned else None  # fail early (5/6) before touching anything
         if backend is not None and self.node_name:
             self._check_peers(backend)
-        address.load()  # the slow import outside the lock: instances start concurrently
         with self.lock():
             step("start:locked")
             placement = address.resolve(p)
@@ -223,7 +222,6 @@ class Instance:
 
     def validate(self):
         placement = address.resolve(self.params)
-        address.load()  # what start needs: 5 when pyroute2 is missing
         if self.params.cloned and os.geteuid() == 0:
             self.backend  # kernel capability and bucket limit (5 / 6)
         elif self.params.cloned:

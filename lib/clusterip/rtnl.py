@@ -1,29 +1,47 @@
-"""Read-only rtnetlink in the standard library: addresses and routes.
+"""rtnetlink in the standard library: IPv4 addresses and routes.
 
-The monitor runs every few seconds per clone instance, and pyroute2 costs
-~130 ms to import (its package imports everything).  Reading the addresses
-and routes it needs takes one netlink dump each, so the read paths use this
-small module; pyroute2 stays for the changes (start and stop).
+Why not pyroute2: importing it costs ~100-130 ms (its package imports
+everything), more than IPaddr2's whole start (~50 ms) on the same machine,
+and Pacemaker starts a fresh process for every action.  What the agent needs
+is four messages: dump addresses, dump routes, add and delete one address;
+each is a few struct packs.  The tests check the results through iproute2.
 """
 
-import socket
+import _socket  # the C module: socket.py adds enum and selectors, ~2.5 ms per action
+import os
 import struct
 
-RTM_GETADDR = 22
+RTM_NEWADDR, RTM_DELADDR, RTM_GETADDR = 20, 21, 22
 RTM_GETROUTE = 26
-RTM_NEWADDR = 20
 RTM_NEWROUTE = 24
 NLMSG_ERROR = 2
 NLMSG_DONE = 3
 NLM_F_REQUEST = 0x1
+NLM_F_ACK = 0x4
+NLM_F_EXCL = 0x200
+NLM_F_CREATE = 0x400
 NLM_F_DUMP = 0x300
-IFA_ADDRESS, IFA_LOCAL, IFA_LABEL = 1, 2, 3
+IFA_ADDRESS, IFA_LOCAL, IFA_LABEL, IFA_BROADCAST = 1, 2, 3, 4
+RT_SCOPE_UNIVERSE = 0
 RTA_DST, RTA_OIF, RTA_TABLE = 1, 4, 15
 
 _NLMSGHDR = struct.Struct("=IHHII")  # len, type, flags, seq, pid
 _RTATTR = struct.Struct("=HH")  # len, type
 _IFADDRMSG = struct.Struct("=BBBBI")  # family, prefixlen, flags, scope, index
 _RTMSG = struct.Struct("=BBBBBBBBI")  # family, dst_len, src_len, tos, table, proto, scope, type, flags
+
+
+class open_socket:
+    """A _socket.socket for a with-block (the C type has no __enter__/__exit__)."""
+
+    def __init__(self, *args):
+        self.sock = _socket.socket(*args)
+
+    def __enter__(self):
+        return self.sock
+
+    def __exit__(self, *exc):
+        self.sock.close()
 
 
 def _align(length):
@@ -42,11 +60,54 @@ def attributes(data, offset):
     return found
 
 
+def _attribute(kind, value):
+    body = _RTATTR.pack(_RTATTR.size + len(value), kind) + value
+    return body + b"\0" * (_align(len(body)) - len(body))
+
+
+def _request(kind, flags, payload):
+    """Send one change and wait for its acknowledgement; OSError(errno) on failure."""
+    for _ in _exchange(kind, NLM_F_ACK | flags, payload):
+        pass
+
+
+def _address_message(index, address, prefixlen, extra=b""):
+    packed = _socket.inet_aton(address)
+    return (_IFADDRMSG.pack(_socket.AF_INET, prefixlen, 0, RT_SCOPE_UNIVERSE, index)
+            + _attribute(IFA_LOCAL, packed) + _attribute(IFA_ADDRESS, packed) + extra)
+
+
+def add_ipv4_address(index, address, prefixlen, broadcast=None, label=None):
+    """``ip addr add address/prefixlen [brd ..] [label ..] dev index``.
+
+    Raises OSError: EEXIST when the address is already there (the caller
+    decides whether that is success), ENODEV when the interface is gone.
+    """
+    extra = b""
+    if broadcast is not None:
+        extra += _attribute(IFA_BROADCAST, _socket.inet_aton(broadcast))
+    if label is not None:
+        extra += _attribute(IFA_LABEL, label.encode() + b"\0")
+    _request(RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL,
+             _address_message(index, address, prefixlen, extra))
+
+
+def delete_ipv4_address(index, address, prefixlen):
+    """``ip addr del address/prefixlen dev index``; OSError EADDRNOTAVAIL when absent."""
+    _request(RTM_DELADDR, 0, _address_message(index, address, prefixlen))
+
+
 def _dump(kind, payload):
     """Every message body of a dump request, as (type, bytes)."""
-    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE) as sock:
+    return _exchange(kind, NLM_F_DUMP, payload)
+
+
+def _exchange(kind, flags, payload):
+    """Send one request; yield (type, body) of each answer until the dump is
+    done or the acknowledgement comes.  A negative acknowledgement is OSError."""
+    with open_socket(_socket.AF_NETLINK, _socket.SOCK_RAW, _socket.NETLINK_ROUTE) as sock:
         header = _NLMSGHDR.pack(_NLMSGHDR.size + len(payload), kind,
-                                NLM_F_REQUEST | NLM_F_DUMP, 1, 0)
+                                NLM_F_REQUEST | flags, 1, 0)
         sock.sendto(header + payload, (0, 0))
         while True:
             data = sock.recv(1 << 16)
@@ -55,17 +116,19 @@ def _dump(kind, payload):
                 length, msg_type, _, _, _ = _NLMSGHDR.unpack_from(data, offset)
                 if msg_type == NLMSG_DONE:
                     return
-                if msg_type == NLMSG_ERROR:
+                if msg_type == NLMSG_ERROR:  # error 0: the acknowledgement of a change
                     error = -struct.unpack_from("=i", data, offset + _NLMSGHDR.size)[0]
-                    raise OSError(error, "netlink dump failed")
+                    if error:
+                        raise OSError(error, os.strerror(error))
+                    return
                 yield msg_type, data[offset + _NLMSGHDR.size:offset + length]
-                offset += _align(length)
+                offset += _align(max(length, _NLMSGHDR.size))
 
 
 def ipv4_addresses():
     """[(ifindex, prefixlen, address, label)] of every IPv4 address."""
     found = []
-    request = _IFADDRMSG.pack(socket.AF_INET, 0, 0, 0, 0)
+    request = _IFADDRMSG.pack(_socket.AF_INET, 0, 0, 0, 0)
     for kind, body in _dump(RTM_GETADDR, request):
         if kind != RTM_NEWADDR:
             continue
@@ -74,14 +137,14 @@ def ipv4_addresses():
         raw = attrs.get(IFA_LOCAL) or attrs.get(IFA_ADDRESS)
         if raw and len(raw) == 4:
             label = attrs.get(IFA_LABEL, b"").split(b"\0", 1)[0].decode(errors="replace")
-            found.append((index, prefixlen, socket.inet_ntoa(raw), label))
+            found.append((index, prefixlen, _socket.inet_ntoa(raw), label))
     return found
 
 
 def ipv4_routes(table=254):
     """[(destination, dst_len, scope, oif)] of the IPv4 routes in one table."""
     found = []
-    request = _RTMSG.pack(socket.AF_INET, 0, 0, 0, 0, 0, 0, 0, 0)
+    request = _RTMSG.pack(_socket.AF_INET, 0, 0, 0, 0, 0, 0, 0, 0)
     for kind, body in _dump(RTM_GETROUTE, request):
         if kind != RTM_NEWROUTE:
             continue
@@ -91,7 +154,7 @@ def ipv4_routes(table=254):
             rtm_table = struct.unpack("=I", attrs[RTA_TABLE])[0]
         if rtm_table != table:
             continue
-        dst = socket.inet_ntoa(attrs[RTA_DST]) if RTA_DST in attrs else "0.0.0.0"
+        dst = _socket.inet_ntoa(attrs[RTA_DST]) if RTA_DST in attrs else "0.0.0.0"
         oif = struct.unpack("=I", attrs[RTA_OIF])[0] if RTA_OIF in attrs else None
         found.append((dst, dst_len, scope, oif))
     return found

@@ -17,9 +17,6 @@ class FakeNode:
         self.addresses = {}  # vip -> Placement
         self.announced = []
 
-    def load(self):
-        pass  # pyroute2's import: nothing to load here
-
     def resolve(self, params):
         nic = params.nic or "eth0"
         if nic not in self.nics:
