@@ -23,7 +23,7 @@ install:
 	$(VENV)/bin/pip uninstall --quiet --yes setuptools
 	install -d $(dir $(AGENT))
 	# Pacemaker runs agents with its own environment: name the interpreter absolutely.
-	sed '1s|.*|#!$(VENV)/bin/python3 -I|' ocf/clusterip > $(AGENT).tmp
+	sed '1s|.*|#!$(VENV)/bin/python3 -IS|' ocf/clusterip > $(AGENT).tmp
 	chmod 0755 $(AGENT).tmp
 	mv $(AGENT).tmp $(AGENT)
 	install -d $(DESTDIR)$(SBINDIR)

@@ -8,10 +8,8 @@ from the routing table) are resolved later, by :mod:`clusterip.address`.
 """
 
 import collections
-import ipaddress
-import re
-import zlib
 
+from clusterip import inet
 from clusterip.errors import NotConfigured
 
 HASHMODES = ("sourceip", "sourceip-sourceport", "sourceip-sourceport-destport")
@@ -20,24 +18,46 @@ BACKENDS = ("auto", "nft", "clusterip")
 # The agent's own ceiling; each backend may have a lower one (CLUSTERIP: 16).
 MAX_BUCKETS = 256
 
+# Syntax is checked with character sets, not regular expressions: every
+# action parses its parameters, and "import re" (which brings enum along)
+# costs ~2.5 ms, a fifth of the monitor's whole budget (issue #6).
+_DIGITS = frozenset("0123456789")
+_HEX = frozenset("0123456789abcdefABCDEF")
 # Linux interface names: at most IFNAMSIZ-1 bytes.  We accept a safe subset
 # (no '/', ':', whitespace or shell metacharacters) because the name ends up
 # in nft rules, /proc paths and log lines.
-_NIC_RE = re.compile(r"\A[A-Za-z0-9_.-]{1,15}\Z")
-_MAC_RE = re.compile(r"^[0-9A-Fa-f]{2}([:-][0-9A-Fa-f]{2}){5}$")
-_UINT_RE = re.compile(r"^(0|[1-9][0-9]{0,9})$")
-_HEX_RE = re.compile(r"^0[xX][0-9A-Fa-f]{1,8}$")
+_NIC_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-")
+
+
+def _made_of(text, chars):
+    return all(c in chars for c in text)
+
+
+def _is_uint(text):
+    """0 or up to ten decimal digits without a leading zero."""
+    return 1 <= len(text) <= 10 and _made_of(text, _DIGITS) and (text == "0" or text[0] != "0")
+
+
+def _is_hex(text):
+    """0x followed by one to eight hex digits."""
+    return 3 <= len(text) <= 10 and text[:2] in ("0x", "0X") and _made_of(text[2:], _HEX)
+
+
+def _is_mac(text):
+    """Six hex pairs separated by ':' or '-'."""
+    return (len(text) == 17 and all(text[i] in ":-" for i in range(2, 17, 3))
+            and all(_made_of(text[i:i + 2], _HEX) for i in range(0, 17, 3)))
 
 
 # A namedtuple, not a dataclass: the monitor runs every few seconds per clone
 # instance and ``import dataclasses`` alone costs ~10 ms (it imports inspect).
 _PARAMS_FIELDS = (
-    "ip",  # ipaddress.IPv4Address
+    "ip",  # canonical text, e.g. "192.0.2.10"
     "cidr_netmask",  # int, or None: derive from the route that covers ip, else 32
     "nic",  # str, or None: the interface whose route covers ip
     "clustermac",  # normalised "03:c1:..."; multicast, not broadcast
     "hashmode",
-    "hash_init",
+    "hash_init",  # None when not cloned (nothing hashes)
     "backend",  # "auto", "nft" or "clusterip" (resolved later by kernel capability)
     "bucket",  # the bucket this instance owns: clone instance i -> bucket i+1
     "total_buckets",  # clone-max; 1 when not cloned
@@ -52,10 +72,14 @@ class Params(collections.namedtuple("Params", _PARAMS_FIELDS)):
 
     @property
     def vip(self):
-        return str(self.ip)
+        return self.ip
+
+    @property
+    def packed(self):
+        return inet.parse(self.ip)
 
 
-def default_clustermac(ip):
+def default_clustermac(packed):
     """A multicast MAC derived from the VIP, the same on every node.
 
     First octet 0x03: multicast and locally administered, so it cannot clash
@@ -63,17 +87,19 @@ def default_clustermac(ip):
     switches filter; the last four octets are the VIP itself, so an
     administrator recognises it in ``ip maddr`` or a packet capture.
     """
-    return "03:c1:" + ":".join("%02x" % b for b in ip.packed)
+    return "03:c1:" + ":".join("%02x" % b for b in packed)
 
 
-def default_hash_init(ip):
+def default_hash_init(packed):
     """A hash seed derived from the VIP, identical on every node."""
-    return zlib.crc32(b"clusterip:" + ip.packed)
+    import zlib  # here: only cloned addresses hash
+
+    return zlib.crc32(b"clusterip:" + packed)
 
 
 def valid_nic_name(name):
-    """Whether ``name`` is an interface name the agent can pass on safely (see _NIC_RE)."""
-    return bool(_NIC_RE.match(name)) and name not in (".", "..")
+    """Whether ``name`` is an interface name the agent can pass on safely (see _NIC_CHARS)."""
+    return 1 <= len(name) <= 15 and _made_of(name, _NIC_CHARS) and name not in (".", "..")
 
 
 def _value(env, name):
@@ -86,7 +112,7 @@ def _value(env, name):
 
 
 def _bounded_int(text, name, low, high):
-    if text is None or not _UINT_RE.match(text):
+    if text is None or not _is_uint(text):
         raise NotConfigured("%s=%r is not a whole number" % (name, text))
     number = int(text)
     if not low <= number <= high:
@@ -95,23 +121,22 @@ def _bounded_int(text, name, low, high):
 
 
 def parse_ip(text):
+    """The VIP as (canonical text, packed bytes)."""
     if text is None:
         raise NotConfigured("parameter ip is required")
-    try:
-        address = ipaddress.ip_address(text)
-    except ValueError:
-        raise NotConfigured("ip=%r is not an IPv4 address" % text) from None
-    if address.version != 4:
-        raise NotConfigured("ip=%r is IPv6; this agent serves IPv4 addresses" % text)
-    if address.is_unspecified or address.is_multicast or address.is_loopback \
-            or address.is_reserved or address == ipaddress.IPv4Address("255.255.255.255"):
-        raise NotConfigured("ip=%s cannot be a cluster address (unspecified, loopback, "
-                            "multicast, reserved or broadcast)" % text)
-    return address
+    packed = inet.parse(text)
+    if packed is None:
+        if ":" in text:
+            raise NotConfigured("ip=%r is IPv6; this agent serves IPv4 addresses" % text)
+        raise NotConfigured("ip=%r is not an IPv4 address" % text)
+    reason = inet.unusable_reason(packed)
+    if reason:
+        raise NotConfigured("ip=%s cannot be a cluster address: it is %s" % (text, reason))
+    return inet.text(packed), packed
 
 
 def parse_mac(text):
-    if not _MAC_RE.match(text):
+    if not _is_mac(text):
         raise NotConfigured("clustermac=%r is not a MAC address like 03:c1:0a:00:00:64" % text)
     mac = text.replace("-", ":").lower()
     octets = bytes(int(part, 16) for part in mac.split(":"))
@@ -129,7 +154,7 @@ def parse_mac(text):
 def parse_hash_init(text):
     if text is None:
         return None
-    if _HEX_RE.match(text):
+    if _is_hex(text):
         return int(text, 16)
     return _bounded_int(text, "hash_init", 0, 0xFFFFFFFF)
 
@@ -163,21 +188,20 @@ def parse_clone(env):
 
 def parse(env):
     """Parse and check every parameter; raises NotConfigured with a reason."""
-    ip = parse_ip(_value(env, "ip"))
+    ip, packed = parse_ip(_value(env, "ip"))
 
     cidr_text = _value(env, "cidr_netmask")
     cidr = None if cidr_text is None else _bounded_int(cidr_text, "cidr_netmask", 1, 32)
-    if cidr is not None and cidr < 31:
-        network = ipaddress.IPv4Network("%s/%d" % (ip, cidr), strict=False)
-        if ip in (network.network_address, network.broadcast_address):
-            raise NotConfigured("ip=%s is the network or broadcast address of /%d" % (ip, cidr))
+    if cidr is not None and cidr < 31 and packed in (
+            inet.network_address(packed, cidr), inet.broadcast_address(packed, cidr)):
+        raise NotConfigured("ip=%s is the network or broadcast address of /%d" % (ip, cidr))
 
     nic = _value(env, "nic")
     if nic is not None and not valid_nic_name(nic):
         raise NotConfigured("nic=%r is not a valid interface name" % nic)
 
     mac_text = _value(env, "clustermac")
-    mac = default_clustermac(ip) if mac_text is None else parse_mac(mac_text)
+    mac = default_clustermac(packed) if mac_text is None else parse_mac(mac_text)
 
     hashmode = _value(env, "hashmode") or DEFAULT_HASHMODE
     if hashmode not in HASHMODES:
@@ -189,8 +213,10 @@ def parse(env):
         raise NotConfigured("backend=%r is not one of %s" % (backend, ", ".join(BACKENDS)))
 
     cloned, bucket, total = parse_clone(env)
+    if seed is None and cloned:
+        seed = default_hash_init(packed)
     return Params(
         ip=ip, cidr_netmask=cidr, nic=nic, clustermac=mac, hashmode=hashmode,
-        hash_init=default_hash_init(ip) if seed is None else seed,
+        hash_init=seed,
         backend=backend, bucket=bucket, total_buckets=total, cloned=cloned,
     )

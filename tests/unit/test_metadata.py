@@ -61,8 +61,8 @@ def test_actions_listed():
 
 
 def test_meta_data_needs_neither_root_nor_kernel_libraries():
-    # A fresh interpreter with the nft/pyroute2/iptc modules made unimportable.
-    code = ("import sys; sys.modules.update(dict.fromkeys(['nftables', 'pyroute2', 'iptc']));"
+    # A fresh interpreter with the nft/iptc modules made unimportable.
+    code = ("import sys; sys.modules.update(dict.fromkeys(['nftables', 'iptc']));"
             "sys.argv = ['clusterip', 'meta-data'];"
             "from clusterip.agent import main; sys.exit(main())")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
@@ -79,9 +79,12 @@ def test_the_executable_runs_under_any_interpreter_that_has_the_library():
     assert "<resource-agent name=\"clusterip\"" in result.stdout
 
 
-def test_the_executable_without_the_library_exits_5_with_a_reason():
-    # -I -S: no environment and no site-packages, so no clusterip to import.
-    result = subprocess.run([sys.executable, "-I", "-S", AGENT, "meta-data"],
+def test_the_executable_without_the_library_exits_5_with_a_reason(tmp_path):
+    # An interpreter in a directory without lib/pythonX.Y/site-packages, run with
+    # -I -S as installed: no environment, no site, so no clusterip to import.
+    os.makedirs(tmp_path / "bin")
+    os.symlink(os.path.realpath(sys.executable), tmp_path / "bin" / "python3")
+    result = subprocess.run([str(tmp_path / "bin" / "python3"), "-I", "-S", AGENT, "meta-data"],
                             capture_output=True, text=True, cwd="/", env={}, check=False)
     assert result.returncode == 5
     assert result.stderr.startswith("ocf-exit-reason:the clusterip library is not installed")

@@ -1,6 +1,10 @@
 """Parameter parsing and validation: every rule, as a table."""
 
+import re
+
+import hypothesis
 import pytest
+from hypothesis import strategies as st
 
 from clusterip import params
 from clusterip.errors import NotConfigured
@@ -20,13 +24,16 @@ def test_defaults_for_a_plain_address():
         ("192.0.2.10", None, None, "sourceip-sourceport", "auto")
     assert (p.cloned, p.bucket, p.total_buckets) == (False, 1, 1)
     assert p.clustermac == "03:c1:c0:00:02:0a"
-    assert p.hash_init == params.default_hash_init(p.ip)
+    assert p.hash_init is None  # nothing hashes a plain address
+
+
+CLONE = {"CRM_meta_clone": "0", "CRM_meta_clone_max": "3", "CRM_meta_globally_unique": "true"}
 
 
 def test_derived_defaults_are_the_same_on_every_node_and_differ_per_vip():
-    a, b = parse(), parse(ip="192.0.2.11")
+    a, b = parse(**CLONE), parse(ip="192.0.2.11", **CLONE)
     assert a.clustermac != b.clustermac and a.hash_init != b.hash_init
-    assert parse().hash_init == a.hash_init
+    assert parse(**CLONE).hash_init == a.hash_init == params.default_hash_init(a.packed)
 
 
 @pytest.mark.parametrize("meta, expected", [
@@ -99,3 +106,25 @@ def test_hash_init_accepts_decimal_and_hex(text, seed):
 def test_whitespace_and_empty_values_mean_unset():
     p = parse(ip=" 192.0.2.10 ", nic="", hashmode="")
     assert (p.vip, p.nic, p.hashmode) == ("192.0.2.10", None, "sourceip-sourceport")
+
+
+# The syntax checks use character sets instead of regular expressions (an
+# import the monitor cannot afford); they must accept exactly what these
+# patterns accept.
+_REFERENCE_SYNTAX = {
+    params._is_uint: r"(0|[1-9][0-9]{0,9})",
+    params._is_hex: r"0[xX][0-9A-Fa-f]{1,8}",
+    params._is_mac: r"[0-9A-Fa-f]{2}([:-][0-9A-Fa-f]{2}){5}",
+    params.valid_nic_name: r"(?!\.\.?\Z)[A-Za-z0-9_.-]{1,15}",
+}
+
+
+@pytest.mark.parametrize("check", list(_REFERENCE_SYNTAX), ids=lambda f: f.__name__)
+@hypothesis.settings(max_examples=500)
+@hypothesis.given(data=st.data())
+def test_syntax_checks_accept_what_the_reference_pattern_accepts(check, data):
+    pattern = re.compile(_REFERENCE_SYNTAX[check])
+    # Half the examples from the pattern itself (valid), half near-misses.
+    text = data.draw(st.one_of(st.from_regex(pattern, fullmatch=True),
+                               st.text(alphabet="0123456789abcdefxX:-._ ²٣\n", max_size=18)))
+    assert check(text) == bool(pattern.fullmatch(text)), text
