@@ -42,6 +42,7 @@ _PARAMS_FIELDS = (
     "bucket",  # the bucket this instance owns: clone instance i -> bucket i+1
     "total_buckets",  # clone-max; 1 when not cloned
     "cloned",  # False: a plain failover IP held whole by one node
+    "graceful_handover",  # bool: a moved bucket's TCP connections stay on the old owner
 )
 
 
@@ -193,4 +194,5 @@ def parse(env):
         ip=ip, cidr_netmask=cidr, nic=nic, clustermac=mac, hashmode=hashmode,
         hash_init=default_hash_init(ip) if seed is None else seed,
         backend=backend, bucket=bucket, total_buckets=total, cloned=cloned,
+        graceful_handover=_parse_bool(_value(env, "graceful_handover"), "graceful_handover"),
     )
