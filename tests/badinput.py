@@ -205,6 +205,18 @@ def globally_unique_values():
     ).filter(lambda t: t.strip().lower() not in ("true", "yes", "on", "1", "y", ""))
 
 
+BOOLEAN_WORDS = ("true", "yes", "on", "1", "y", "false", "no", "off", "0", "n")
+
+
+def boolean_values():
+    """Not a boolean (graceful_handover: either value is valid on the nft backend)."""
+    return st.one_of(
+        st.sampled_from(["maybe", "tru", "yes please", "2", "-1", "oui", "on off"]),
+        st.builds(lambda h: "true" + h, hostile()),
+        hostile(), unicode_text(),
+    ).filter(lambda t: t.strip().lower() not in BOOLEAN_WORDS + ("",))
+
+
 _UINT = re.compile(r"\A(0|[1-9][0-9]*)\Z")
 _MAC = re.compile(r"\A[0-9A-Fa-f]{2}([:-][0-9A-Fa-f]{2}){5}\Z")
 
@@ -244,6 +256,7 @@ def validity(limit):
         "hash_init": lambda t: bool(re.match(r"\A0[xX][0-9A-Fa-f]{1,8}\Z", t))
         or _uint(t, 2 ** 32 - 1),
         "backend": lambda t: t in BACKENDS,
+        "graceful_handover": lambda t: t.lower() in BOOLEAN_WORDS,
         "clone": lambda t: _uint(t, 2),
         "clone_max": lambda t: _uint(t, limit) and int(t) >= 1,
         "globally_unique": lambda t: t.lower() in ("true", "yes", "on", "1", "y"),
@@ -263,6 +276,7 @@ def cases(limit):
         ("param", "nic", nic_values()), ("param", "clustermac", mac_values()),
         ("param", "hashmode", hashmode_values()), ("param", "hash_init", hash_init_values()),
         ("param", "backend", backend_values()),
+        ("param", "graceful_handover", boolean_values()),
         ("meta", "clone", clone_values()), ("meta", "clone_max", clone_max_values(limit)),
         ("meta", "globally_unique", globally_unique_values()),
     ]

@@ -25,6 +25,7 @@ its namespaces, also when the body of the ``with`` block failed.
 
 import json
 import os
+import select
 import shlex
 import shutil
 import subprocess
@@ -86,12 +87,14 @@ def not_root_problem():
 def default_prefix(tmp_root="/tmp"):
     """A name prefix unique to this process and unused by any namespace or directory.
 
-    A run killed before its teardown leaves its namespaces behind; a later
-    process with the same PID modulo 100000 then takes the next letter
-    instead of failing or, worse, deleting them.
+    It starts with $CLUSTERIP_TEST_NS_PREFIX (default "cip"), so that runs by
+    different people on one machine can be told apart.  A run killed before
+    its teardown leaves its namespaces behind; a later process with the same
+    PID modulo 100000 then takes the next letter instead of failing or, worse,
+    deleting them.
     """
     existing = list_namespaces()
-    base = "cip%d" % (os.getpid() % 100000)
+    base = "%s%d" % (os.environ.get("CLUSTERIP_TEST_NS_PREFIX", "cip"), os.getpid() % 100000)
     for suffix in ["-"] + ["%s-" % c for c in "abcdefghijklmnopqrstuvwxyz"]:
         prefix = base + suffix
         if not any(name.startswith(prefix) for name in existing) \
@@ -135,7 +138,7 @@ class Lab:
         self._short.update({name: self.prefix + name for name in self.node_names})
         self._created = []  # namespaces to delete, in creation order
         self._processes = []  # (Popen, log path) of spawn()ed processes
-        self._responders = {}  # node -> log path
+        self._responders = {}  # node -> log path of its one-shot responder (see accepted())
         self._own_directory = False  # only ever delete what we created
 
     # -- life cycle -----------------------------------------------------
@@ -369,16 +372,21 @@ class Lab:
 
     # -- traffic -------------------------------------------------------------
 
-    def start_responder(self, node, port, lifetime=600):
-        """Start the TCP responder in ``node`` (answers its name) and wait until it listens."""
+    def start_responder(self, node, port, lifetime=600, hold=False):
+        """Start the TCP responder in ``node`` (answers its name) and wait until it listens.
+
+        ``hold``: it keeps each connection and answers every line (for :meth:`hold`).
+        """
         log = os.path.join(self.directory, node, "responder-%d.log" % port)
         process = self.spawn(node, sys.executable, "-I", os.path.join(HELPERS, "responder.py"),
-                             node, str(port), str(int(self._t(lifetime))), log=log)
+                             node, str(port), str(int(self._t(lifetime))),
+                             *(["--hold"] if hold else []), log=log)
         deadline = time.monotonic() + self._t(15)
         while time.monotonic() < deadline:
             with open(log) as handle:
                 if "ready" in handle.read().split("\n"):
-                    self._responders[node] = log
+                    if not hold:
+                        self._responders[node] = log
                     return process
             if process.poll() is not None:
                 break
@@ -412,6 +420,25 @@ class Lab:
             answers.update(self._client(vip, port, failed, timeout, workers))
         return answers, first_errors
 
+    def hold(self, vip, port, pairs, timeout=2.0):
+        """One long-lived connection to vip:port per (source, sport), held open by
+        helpers/holder.py in the client namespace (killed at teardown at the latest).
+        Returns (HeldConnections, {"src:sport": greeting node or "ERROR:<kind>"})."""
+        log = os.path.join(self.directory, "holder-%d.log" % len(self._processes))
+        argv = [sys.executable, "-I", os.path.join(HELPERS, "holder.py"), vip, str(port),
+                "--timeout", str(self._t(timeout)), "--lifetime", str(int(self._t(600)))]
+        with open(log, "w") as errors:
+            process = subprocess.Popen(["ip", "netns", "exec", self.ns("client"), *argv],
+                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                       stderr=errors, text=True, start_new_session=True)
+        self._processes.append((process, log))
+        held = HeldConnections(process, log, self._t(timeout + 30))
+        return held, held.ask(json.dumps([list(pair) for pair in pairs]))
+
+    def unplug(self, node):
+        """Take ``node``'s port on the bridge down: from outside, a dead host."""
+        self._ip(self._short["switch"], "link", "set", "p" + node, "down")
+
     def _client(self, vip, port, pairs, timeout, workers):
         # Worst case every connection times out: rounds of `workers` in parallel.
         deadline = 10 + timeout * (len(pairs) / max(1, workers) + 2)
@@ -422,6 +449,35 @@ class Lab:
         result = self.run("client", *argv, input=json.dumps([list(p) for p in pairs]),
                           timeout=deadline + 30)
         return json.loads(result.stdout)
+
+
+class HeldConnections:
+    """The holder process of :meth:`Lab.hold`: one JSON line answers each command."""
+
+    def __init__(self, process, log, wait):
+        self.process = process
+        self.log = log
+        self.wait = wait  # what one command may take: the holder bounds each connection
+
+    def ask(self, command):
+        self.process.stdin.write(command + "\n")
+        self.process.stdin.flush()
+        if not select.select([self.process.stdout], [], [], self.wait)[0]:
+            raise LabError("holder did not answer %r within %.0f s" % (command[:40], self.wait))
+        line = self.process.stdout.readline()
+        if not line:
+            with open(self.log) as handle:
+                raise LabError("holder exited: %s" % handle.read())
+        return json.loads(line)
+
+    def ping(self):
+        """Send a line on every open connection: {"src:sport": node or "ERROR:<kind>"}."""
+        return self.ask("ping")
+
+    def close(self):
+        """Close every connection (EOF on the holder's stdin) and wait for it to exit."""
+        self.process.stdin.close()
+        self.process.wait(timeout=self.wait)
 
 
 def split_pair(text):

@@ -47,7 +47,7 @@ class Instance:
         if self._backend is None:
             from clusterip import backends
 
-            self._backend = backends.select(self.params.backend, self.params.total_buckets)
+            self._backend = backends.select(self.params)
             self._backend.lock_deadline = self.lock_deadline
         return self._backend
 
@@ -194,7 +194,8 @@ class Instance:
             address.remove_address(p.vip)
             return
         except NotConfigured:
-            # clone-max above the backend's limit (checked after its availability):
+            # Parameters the backend cannot serve (clone-max above its limit,
+            # graceful_handover on clusterip; checked after its availability):
             # 6 for start and monitor, but a failed stop gets the node fenced, and
             # what an earlier configuration left must go.
             from clusterip import backends
@@ -228,8 +229,8 @@ class Instance:
             from clusterip import backends
 
             # Without root the kernel cannot be asked (nft needs CAP_NET_ADMIN),
-            # but the bucket limit is known.
-            backends.check_limit(self.params.backend, self.params.total_buckets)
+            # but what the backend supports is known.
+            backends.check_supported(backends.choose(self.params.backend), self.params)
         self.log.debug("valid: %s/%d on %s" % (self.params.vip, placement.prefixlen,
                                                placement.nic))
         return ocf.SUCCESS

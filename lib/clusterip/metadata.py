@@ -45,6 +45,23 @@ all nodes, which the default (derived from ip) guarantees.""",
 kernel; CLUSTERIP was removed in Linux 6.3). All nodes of a cluster must use
 the same backend: they hash differently.""" % " | ".join(BACKENDS),
               "string", "auto", False, False),
+    Parameter("graceful_handover", "Keep a moved bucket's TCP connections", """\
+When a bucket moves while its old owner lives (a rebalance, such as buckets
+moving back to a returning node), the TCP connections the old owner already
+has keep going to it, while new connections of the bucket go to the new
+owner. Off: a move resets that bucket's established connections, as CLUSTERIP
+did. The old owner keeps serving only while it still holds the address, that
+is while it owns at least one bucket of it: when a node's last instance stops
+(standby, shutdown), the address goes and its connections break.
+TCP only: UDP and other protocols follow the bucket at once.
+When the old owner has died, its clients' established connections are not
+reset but time out (the new owner drops their packets silently, so their TCP
+retransmits until it gives up, ~15 minutes with Linux defaults, or until the
+application's own timeout); without this option the new owner resets them at
+once. nft backend only: with the clusterip backend the agent refuses it
+(exit 6), as the CLUSTERIP target drops every packet of a bucket the node
+does not own, established or not; use backend=nft on every node instead.""",
+              "boolean", "false", False, False),
 )
 
 LONGDESC = """\
@@ -63,7 +80,8 @@ number of buckets is clone-max. Configure
   resource-stickiness=0 on the clone, so that buckets move back and rebalance
     when a node returns.
 When a node fails, Pacemaker starts its instances, and so its buckets, on the
-survivors. Moving a bucket resets that bucket's established connections.
+survivors. Moving a bucket resets that bucket's established connections,
+unless graceful_handover keeps them on the old owner while it lives.
 
 Without a clone it is a plain failover address held whole by one node, with
 the interface's own MAC, like IPaddr2."""

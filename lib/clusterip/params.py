@@ -62,6 +62,7 @@ _PARAMS_FIELDS = (
     "bucket",  # the bucket this instance owns: clone instance i -> bucket i+1
     "total_buckets",  # clone-max; 1 when not cloned
     "cloned",  # False: a plain failover IP held whole by one node
+    "graceful_handover",  # bool: a moved bucket's TCP connections stay on the old owner
 )
 
 
@@ -219,4 +220,5 @@ def parse(env):
         ip=ip, cidr_netmask=cidr, nic=nic, clustermac=mac, hashmode=hashmode,
         hash_init=seed,
         backend=backend, bucket=bucket, total_buckets=total, cloned=cloned,
+        graceful_handover=_parse_bool(_value(env, "graceful_handover"), "graceful_handover"),
     )

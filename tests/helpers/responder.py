@@ -1,21 +1,38 @@
 """A TCP responder for data-plane tests (stdlib only), run inside a node namespace.
 
-    responder.py NAME PORT LIFETIME_SECONDS
+    responder.py NAME PORT LIFETIME_SECONDS [--hold]
 
 Listens on 0.0.0.0:PORT; for every connection it sends NAME + "\\n" and closes
 first, so the TIME_WAIT state stays on this side and the client may reuse the
-same source address and port at once.  Prints "ready" once listening and
-"accepted SRC:SPORT" per connection (the harness reads both from its log),
-and exits by itself after LIFETIME_SECONDS so a lost process cannot linger.
+same source address and port at once.  With --hold it keeps the connection
+instead and answers NAME + "\\n" to every line the client sends, until the
+client closes (long-lived connections, see holder.py).  Prints "ready" once
+listening and "accepted SRC:SPORT" per connection (the harness reads both from
+its log), and exits by itself after LIFETIME_SECONDS so a lost process cannot
+linger.
 """
 
 import socket
 import sys
+import threading
 import time
+
+
+def hold(conn, answer, deadline):
+    """--hold: one answer per line received, until the client closes or the lifetime ends."""
+    with conn:
+        try:
+            conn.sendall(answer)
+            conn.settimeout(max(0.1, deadline - time.monotonic()))
+            for _ in conn.makefile("rb"):
+                conn.sendall(answer)
+        except OSError:
+            pass  # the client went away (or was reset): nothing left to serve
 
 
 def main():
     name, port, lifetime = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+    held = sys.argv[4:] == ["--hold"]
     deadline = time.monotonic() + lifetime
     answer = (name + "\n").encode()
     server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -32,6 +49,9 @@ def main():
         # Logged before answering: once the client holds the answer, the log
         # already shows who accepted the connection (no race for the reader).
         print("accepted %s:%d" % (peer, peer_port), flush=True)
+        if held:
+            threading.Thread(target=hold, args=(conn, answer, deadline), daemon=True).start()
+            continue
         with conn:
             conn.settimeout(2.0)
             try:

@@ -147,3 +147,17 @@ def test_stop_with_clone_max_above_the_limit_succeeds_and_cleans_up(lab):
     assert rc == 0, err
     assert rules(lab) == [] and lab.clusterip_proc("n0", VIP) is None
     assert not any(a.startswith(VIP + "/") for a in lab.addresses("n0"))
+
+
+def test_graceful_handover_is_refused_with_6_and_changes_nothing(lab):
+    # CLUSTERIP itself drops every packet of a bucket the node does not own,
+    # established or not: the agent cannot keep a moved bucket's connections.
+    for backend in ("clusterip", "auto"):  # auto picks clusterip on this kernel
+        params = dict(PARAMS, backend=backend, graceful_handover="true")
+        for action in ("validate-all", "start", "monitor"):
+            rc, _, err = lab.agent("n0", action, params, meta(0), "vip:0")
+            reasons = [line for line in err.splitlines() if line.startswith("ocf-exit-reason:")]
+            assert rc == 6 and len(reasons) == 1 and "backend=nft" in reasons[0], (action, err)
+        assert lab.agent("n0", "stop", params, meta(0), "vip:0")[0] == 0
+    assert rules(lab) == [] and lab.clusterip_proc("n0", VIP) is None
+    assert not any(a.startswith(VIP + "/") for a in lab.addresses("n0"))

@@ -40,9 +40,10 @@ GUEST_TESTS = [
         "test_a_missing_library_is_5_with_a_reason",
         "test_an_interface_name_the_filter_cannot_hold_is_refused")),
 ]
-# Repetition counts and the seed of test_reliability.py pass through when set here.
+# Repetition counts and the seed of test_reliability.py pass through when set
+# here, and so does the agent under test (a private install, see netlab).
 PASSED_THROUGH = ("CLUSTERIP_TEST_ROUNDS", "CLUSTERIP_TEST_CRASH_CYCLES",
-                  "CLUSTERIP_TEST_BAD_INPUTS", "CLUSTERIP_TEST_SEED")
+                  "CLUSTERIP_TEST_BAD_INPUTS", "CLUSTERIP_TEST_SEED", "CLUSTERIP_AGENT")
 
 
 @pytest.mark.parametrize("target", GUEST_TESTS, ids=lambda target: target.replace(" ", ","))

@@ -9,13 +9,14 @@ from clusterip import agent, backends
 from unit.fakes import FakeBackend, FakeNode
 
 VIP = "192.0.2.10"
+SELECT = backends.select  # the real one, before the fixture replaces it
 
 
 @pytest.fixture
 def node(monkeypatch, tmp_path):
     fake_node, fake_backend = FakeNode(), FakeBackend()
     monkeypatch.setattr(agent, "address", fake_node)
-    monkeypatch.setattr(backends, "select", lambda requested, total: fake_backend)
+    monkeypatch.setattr(backends, "select", lambda params: fake_backend)
     monkeypatch.setattr(os, "geteuid", lambda: 0)
     fake_node.backend = fake_backend
     fake_node.rsctmp = str(tmp_path)
@@ -191,6 +192,32 @@ def test_clone_max_over_the_backends_limit_is_6(node, monkeypatch, capsys):
 
 
 BACKEND = FakeBackend()  # what the registry entry in the test above loads
+
+
+def only_a_backend_without_graceful_handover(node, monkeypatch):
+    """The real selection, over a registry holding only the fake backend (like clusterip)."""
+    monkeypatch.setattr(backends, "select", SELECT)
+    monkeypatch.setattr(backends, "_REGISTRY", {"fake": None})
+    monkeypatch.setattr(backends, "_load", lambda name: node.backend)
+
+
+@pytest.mark.parametrize("action, euid", [("start", 0), ("monitor", 0), ("validate-all", 0),
+                                          ("validate-all", 1000)])
+def test_graceful_handover_on_a_backend_without_it_is_6(node, monkeypatch, capsys,
+                                                       action, euid):
+    only_a_backend_without_graceful_handover(node, monkeypatch)
+    monkeypatch.setattr(os, "geteuid", lambda: euid)
+    assert act(node, action, 0, graceful_handover="true") == 6
+    assert "graceful_handover=true needs backend=nft" in reason(capsys)
+    assert node.backend.calls == [] and node.addresses == {}
+
+
+def test_stop_with_graceful_handover_on_a_backend_without_it_cleans_up(node, monkeypatch):
+    # Started before the option was set; a failed stop would get the node fenced.
+    assert act(node, "start", 0) == 0
+    only_a_backend_without_graceful_handover(node, monkeypatch)
+    assert act(node, "stop", 0, graceful_handover="true") == 0
+    assert node.backend.tables == {} and node.addresses == {}
 
 
 def test_an_unexpected_exception_is_exit_1_with_a_reason_not_a_traceback(node, capsys):

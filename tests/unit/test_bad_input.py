@@ -45,7 +45,8 @@ undecodable = st.binary(min_size=1, max_size=12).map(
 
 
 def with_undecodable(limit):
-    fields = ["ip", "cidr_netmask", "nic", "clustermac", "hashmode", "hash_init", "backend"]
+    fields = ["ip", "cidr_netmask", "nic", "clustermac", "hashmode", "hash_init", "backend",
+              "graceful_handover"]
     meta = ["clone", "clone_max", "globally_unique"]
     return st.one_of(
         badinput.cases(limit),
@@ -63,7 +64,7 @@ def fake_node(euid=0):
     node, backend = FakeNode(), FakeBackend()
     patches = [(agent, "address", node), (os, "geteuid", lambda: euid),
                # The backend's own limit check, as for a real backend.
-               (backends, "select", lambda requested, total: backends._check_limit(backend, total)),
+               (backends, "select", lambda params: backends.check_supported(backend, params)),
                (backends, "choose", lambda requested: backend)]
     missing = object()
     saved = [(owner, name, getattr(owner, name, missing)) for owner, name, _ in patches]

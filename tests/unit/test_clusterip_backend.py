@@ -7,6 +7,14 @@ from clusterip.backends import clusterip, nft  # noqa: F401 (registry modules)
 from clusterip.errors import NotConfigured, NotInstalled
 
 
+def clone(backend="auto", total=3, **extra):
+    return params.parse(dict({
+        "OCF_RESKEY_ip": "192.0.2.10", "OCF_RESKEY_backend": backend,
+        "OCF_RESKEY_CRM_meta_clone": "0", "OCF_RESKEY_CRM_meta_clone_max": str(total),
+        "OCF_RESKEY_CRM_meta_globally_unique": "true"},
+        **{"OCF_RESKEY_" + name: value for name, value in extra.items()}))
+
+
 @pytest.mark.parametrize("text, owned", [("1,3\n", {1, 3}), ("2\n", {2}), ("", set()),
                                          ("\n", set())])
 def test_proc_file_format(text, owned):
@@ -25,19 +33,35 @@ def test_rule_options_spell_the_configuration_like_iptables():
 def test_auto_chooses_by_kernel_capability(monkeypatch):
     monkeypatch.setattr(clusterip, "_kernel_has_clusterip", lambda: False)
     monkeypatch.setattr(backends.nft.NftBackend, "check_available", lambda self: None)
-    assert backends.select("auto", 3).name == "nft"
+    assert backends.select(clone()).name == "nft"
     monkeypatch.setattr(clusterip, "_kernel_has_clusterip", lambda: True)
     monkeypatch.setattr(clusterip.ClusteripBackend, "check_available", lambda self: None)
-    assert backends.select("auto", 3).name == "clusterip"
+    assert backends.select(clone()).name == "clusterip"
 
 
 def test_explicit_clusterip_on_a_kernel_without_it_names_nft(monkeypatch):
     monkeypatch.setattr(clusterip, "_kernel_has_clusterip", lambda: False)
     with pytest.raises(NotInstalled, match="backend=nft"):
-        backends.select("clusterip", 3)
+        backends.select(clone("clusterip"))
 
 
 def test_more_than_16_buckets_is_6(monkeypatch):
     monkeypatch.setattr(clusterip.ClusteripBackend, "check_available", lambda self: None)
     with pytest.raises(NotConfigured, match="limit of 16"):
-        backends.select("clusterip", 17)
+        backends.select(clone("clusterip", 17))
+
+
+@pytest.mark.parametrize("requested", ["clusterip", "auto"])
+def test_graceful_handover_is_refused_with_6_where_clusterip_is_chosen(monkeypatch, requested):
+    # The target drops every packet of a bucket the node does not own (see the
+    # comment on ClusteripBackend.graceful_handover).
+    monkeypatch.setattr(clusterip, "_kernel_has_clusterip", lambda: True)
+    monkeypatch.setattr(clusterip.ClusteripBackend, "check_available", lambda self: None)
+    with pytest.raises(NotConfigured, match="graceful_handover=true needs backend=nft"):
+        backends.select(clone(requested, graceful_handover="true"))
+    assert backends.select(clone(requested, graceful_handover="false")).name == "clusterip"
+
+
+def test_graceful_handover_is_served_by_nft(monkeypatch):
+    monkeypatch.setattr(backends.nft.NftBackend, "check_available", lambda self: None)
+    assert backends.select(clone("nft", graceful_handover="yes")).name == "nft"

@@ -43,9 +43,19 @@ def test_valid_against_the_ocf_1_1_relaxng_schema():
 def test_every_parameter_the_parser_reads_is_documented():
     names = {p.get("name") for p in parsed().iter("parameter")}
     assert names == {"ip", "cidr_netmask", "nic", "clustermac", "hashmode", "hash_init",
-                     "backend"}
+                     "backend", "graceful_handover"}
     ip = parsed().find("parameters/parameter[@name='ip']")
     assert (ip.get("required"), ip.get("unique")) == ("1", "1")
+
+
+def test_graceful_handover_documents_its_limits():
+    parameter = parsed().find("parameters/parameter[@name='graceful_handover']")
+    content = parameter.find("content")
+    assert (content.get("type"), content.get("default")) == ("boolean", "false")
+    text = " ".join(parameter.findtext("longdesc").split())
+    for needle in ("TCP only", "time out", "resets them at once", "exit 6", "backend=nft",
+                   "last instance"):
+        assert needle in text, needle
 
 
 def test_longdesc_explains_the_clone_settings():

@@ -1,6 +1,8 @@
 """The nft backend's pure parts: the script it loads, the JSON it sends and
 how it reads a listing.  The listings in data/ were recorded from nft 1.0.6
-after two instances (buckets 1 and 3 of 3) started in a network namespace."""
+after two instances (buckets 1 and 3 of 3) started in a network namespace;
+nft-ip-table-graceful.json from build_create_script(make(graceful="true"),
+PLACEMENT, {1, 3}) loaded into one."""
 
 import copy
 import json
@@ -16,12 +18,13 @@ DATA = os.path.join(os.path.dirname(__file__), "data")
 PLACEMENT = Placement(nic="eth0", prefixlen=16)
 
 
-def make(hashmode="sourceip-sourceport-destport", total=3, seed="4660"):
+def make(hashmode="sourceip-sourceport-destport", total=3, seed="4660", graceful="false"):
     return params.parse({
         "OCF_RESKEY_ip": "198.18.0.100", "OCF_RESKEY_hashmode": hashmode,
         "OCF_RESKEY_hash_init": seed, "OCF_RESKEY_CRM_meta_clone": "0",
         "OCF_RESKEY_CRM_meta_clone_max": str(total),
-        "OCF_RESKEY_CRM_meta_globally_unique": "true"})
+        "OCF_RESKEY_CRM_meta_globally_unique": "true",
+        "OCF_RESKEY_graceful_handover": graceful})
 
 
 def listing(name):
@@ -51,6 +54,42 @@ def test_create_script_replaces_both_tables_in_one_transaction():
     assert 'oifname "eth0" arp saddr ip 198.18.0.100 arp saddr ether set 03:c1:c6:12:00:64' \
         in script
     assert '3 : "bucket3"' in script and "counter bucket3 {}" in script
+
+
+GRACEFUL = ["meta l4proto tcp ct state established,related meta pkttype set host accept",
+            "meta l4proto tcp ct state new tcp flags & (syn | ack) != syn drop"]
+
+
+def vip_chain(script):
+    """The rule lines of chain vip in a create script."""
+    body = script.split("chain vip {\n", 1)[1].split("\n  }", 1)[0]
+    return [line.strip() for line in body.splitlines()]
+
+
+def test_graceful_handover_adds_its_tcp_rules_before_the_bucket_filter():
+    chain = vip_chain(nft.build_create_script(make(graceful="true"), PLACEMENT, {1}))
+    assert chain[2:4] == GRACEFUL
+    assert chain[1].startswith("meta l4proto icmp ct state related")
+    assert chain[4].endswith("!= @owned drop") and chain[5] == "meta pkttype set host"
+    assert chain == nft.vip_chain_rules(make(graceful="true"))
+
+
+def test_without_graceful_handover_the_chain_has_no_tcp_rules():
+    chain = vip_chain(nft.build_create_script(make(), PLACEMENT, {1}))
+    assert len(chain) == 4 and not set(GRACEFUL) & set(chain)
+    assert chain == nft.vip_chain_rules(make())
+
+
+def test_parse_state_follows_graceful_handover():
+    arp = listing("nft-arp-table.json")
+    plain, graceful = listing("nft-ip-table.json"), listing("nft-ip-table-graceful.json")
+    assert nft.parse_state(graceful, arp, make(graceful="true"), PLACEMENT, True).missing == ()
+    # A table built with the other setting is a mismatch: start rebuilds it.
+    for ip, setting, needle in ((plain, "true", "graceful_handover on"),
+                                (graceful, "false", "graceful_handover off")):
+        state = nft.parse_state(ip, arp, make(graceful=setting), PLACEMENT, True)
+        assert state.owned == {1, 3}
+        assert [m for m in state.missing if "bucket filter" in m and needle in m], state
 
 
 def test_create_script_without_owned_buckets_declares_an_empty_set():

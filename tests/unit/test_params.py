@@ -25,6 +25,13 @@ def test_defaults_for_a_plain_address():
     assert (p.cloned, p.bucket, p.total_buckets) == (False, 1, 1)
     assert p.clustermac == "03:c1:c0:00:02:0a"
     assert p.hash_init is None  # nothing hashes a plain address
+    assert p.graceful_handover is False
+
+
+@pytest.mark.parametrize("text, value", [("true", True), ("YES", True), ("1", True),
+                                         ("false", False), ("off", False), ("", False)])
+def test_graceful_handover_is_a_boolean(text, value):
+    assert parse(graceful_handover=text).graceful_handover is value
 
 
 CLONE = {"CRM_meta_clone": "0", "CRM_meta_clone_max": "3", "CRM_meta_globally_unique": "true"}
@@ -72,6 +79,7 @@ def test_clone_instance_i_owns_bucket_i_plus_1(meta, expected):
     ({"hash_init": "4294967296"}, "out of range"),
     ({"hash_init": "0x1ffffffff"}, "not a whole number"),
     ({"backend": "iptables"}, "backend"),
+    ({"graceful_handover": "sometimes"}, "graceful_handover"),
     ({"CRM_meta_clone": "0"}, "clone-max"),
     ({"CRM_meta_clone": "0", "CRM_meta_clone_max": "0"}, "out of range"),
     ({"CRM_meta_clone": "3", "CRM_meta_clone_max": "3",

@@ -33,6 +33,9 @@ class Backend:
 
     name = "?"
     max_buckets = 0
+    # Whether it can keep a moved bucket's established connections on the old
+    # owner (the graceful_handover parameter).
+    graceful_handover = False
     # What the monitor names when nothing of the VIP's filter is left.
     filter_description = "packet filter"
     # time.monotonic() by which any lock the backend takes must be held (the
@@ -113,20 +116,23 @@ def choose(requested):
     return _load(requested)
 
 
-def select(requested, total_buckets):
-    """The backend for ``backend=requested``, checked against this kernel (root)."""
-    backend = choose(requested)
+def select(params):
+    """The backend for these parameters, checked against this kernel (root)."""
+    backend = choose(params.backend)
     backend.check_available()
-    return _check_limit(backend, total_buckets)
+    return check_supported(backend, params)
 
 
-def check_limit(requested, total_buckets):
-    """Only the bucket limit (6), for validate-all without root."""
-    return _check_limit(choose(requested), total_buckets)
+def check_supported(backend, params):
+    """The backend, or NotConfigured (6) when it cannot do what params ask.
 
-
-def _check_limit(backend, total_buckets):
-    if total_buckets > backend.max_buckets:
+    Needs no root, so validate-all checks it for any user.
+    """
+    if params.total_buckets > backend.max_buckets:
         raise NotConfigured("clone-max=%d exceeds the %s backend's limit of %d buckets"
-                            % (total_buckets, backend.name, backend.max_buckets))
+                            % (params.total_buckets, backend.name, backend.max_buckets))
+    if params.graceful_handover and not backend.graceful_handover:
+        raise NotConfigured("graceful_handover=true needs backend=nft: the %s backend "
+                            "drops every packet of a bucket this node does not own, "
+                            "established or not" % backend.name)
     return backend

@@ -123,6 +123,17 @@ class ClusteripBackend(Backend):
     name = "clusterip"
     filter_description = "CLUSTERIP rule"
     max_buckets = 16  # the kernel's CLUSTERIP_MAX_NODES
+    # No graceful_handover.  The target (clusterip_tg() in
+    # net/ipv4/netfilter/ipt_CLUSTERIP.c, unchanged in this respect until its
+    # removal in 6.3) returns NF_DROP for every packet of a bucket the node is
+    # not responsible for, whatever its conntrack state (ESTABLISHED included),
+    # and it is what sets skb->pkt_type = PACKET_HOST on the packets it lets
+    # through.  An ACCEPT rule in front of it for established flows would hand
+    # TCP frames still marked PACKET_MULTICAST (they came to the cluster MAC),
+    # which tcp_v4_rcv() discards; iptables has no target that sets the packet
+    # type (pkttype is a match only), so only an nft rule could, i.e. the nft
+    # backend.
+    graceful_handover = False
 
     def __init__(self):
         self._iptc = None

@@ -7,7 +7,10 @@ Per VIP, two tables named ``clusterip_<a_b_c_d>``:
   which counts them per bucket, lets ICMP errors for this node's own
   connections through, drops every packet whose ``jhash`` bucket is not in
   the set ``owned``, and marks the rest as addressed to this host (they
-  arrived with a multicast destination MAC, which TCP would discard).
+  arrived with a multicast destination MAC, which TCP would discard).  With
+  ``graceful_handover`` it first lets through the TCP connections this node
+  already tracks and drops mid-stream TCP packets it tracks nothing for
+  (see :func:`vip_chain_rules`).
 * ``arp``: the sender MAC of every ARP request and reply for the VIP becomes
   the cluster MAC, so neighbours send the VIP's traffic to all nodes.
 
@@ -32,9 +35,19 @@ _HASH_FIELDS_JSON = {
     "sourceip-sourceport": [("ip", "saddr"), ("th", "sport")],
     "sourceip-sourceport-destport": [("ip", "saddr"), ("th", "sport"), ("th", "dport")],
 }
-_VIP_CHAIN_RULES = 4
 # A valid table name no VIP can have (theirs end in four numbers).
 _PROBE_TABLE = "clusterip_probe"
+# graceful_handover, TCP only.  The old owner keeps accepting the connections
+# conntrack already knows here, whatever their bucket now (a foreign bucket's
+# packets are dropped below before conntrack confirms them, so "established"
+# means "this node answered it").  Every node drops a mid-stream packet of a
+# connection it does not know instead of letting its TCP answer with a reset:
+# it belongs to a connection the old owner still serves.  Not for UDP: the old
+# owner ("established") and the new one (a fresh flow) would both answer.
+_GRACEFUL_HANDOVER_RULES = (
+    "meta l4proto tcp ct state established,related meta pkttype set host accept",
+    "meta l4proto tcp ct state new tcp flags & (syn | ack) != syn drop",
+)
 
 
 def table_name(vip):
@@ -45,6 +58,20 @@ def hash_expression(params):
     """The bucket of a packet, 1..N, the same on every node for the same packet."""
     return "jhash %s mod %d seed 0x%08x offset 1" % (
         _HASH_FIELDS[params.hashmode], params.total_buckets, params.hash_init)
+
+
+def vip_chain_rules(params):
+    """The rules of chain ``vip`` in order: what create() loads and state() expects."""
+    hashed = hash_expression(params)
+    counter_map = ", ".join('%d : "bucket%d"' % (b, b) for b in range(1, params.total_buckets + 1))
+    return [
+        "counter name %s map { %s }" % (hashed, counter_map),
+        # ICMP errors for this node's own connections, whatever their hash.
+        "meta l4proto icmp ct state related meta pkttype set host accept",
+        *(_GRACEFUL_HANDOVER_RULES if params.graceful_handover else ()),
+        "%s != @owned drop" % hashed,
+        "meta pkttype set host",
+    ]
 
 
 def build_create_script(params, placement, owned):
@@ -59,7 +86,7 @@ def build_create_script(params, placement, owned):
     hashed = hash_expression(params)
     elements = ", ".join(str(b) for b in sorted(owned))
     counters = "\n".join("  counter bucket%d {}" % b for b in range(1, params.total_buckets + 1))
-    counter_map = ", ".join('%d : "bucket%d"' % (b, b) for b in range(1, params.total_buckets + 1))
+    vip_rules = "\n".join("    " + rule for rule in vip_chain_rules(params))
     owned_line = "; elements = { %s }" % elements if elements else ""
     return f"""add table ip {name}
 delete table ip {name}
@@ -73,10 +100,7 @@ table ip {name} {{
     iifname "{placement.nic}" ip daddr {params.vip} jump vip
   }}
   chain vip {{
-    counter name {hashed} map {{ {counter_map} }}
-    meta l4proto icmp ct state related meta pkttype set host accept
-    {hashed} != @owned drop
-    meta pkttype set host
+{vip_rules}
   }}
 }}
 table arp {name} {{
@@ -152,9 +176,13 @@ def parse_state(ip_listing, arp_listing, params, placement, multicast_joined):
                   _HASH_FIELDS_JSON[params.hashmode])
         vip_rules = _rules(ip_listing, "vip")
         hashes = [_hash_config(expr) for expr in vip_rules]
-        if len(vip_rules) != _VIP_CHAIN_RULES or any(h != wanted for h in hashes if h):
-            missing.append("bucket filter for %d buckets, hashmode %s, hash_init %d"
-                           % (params.total_buckets, params.hashmode, params.hash_init))
+        # The count tells a table built with the other graceful_handover apart.
+        if len(vip_rules) != len(vip_chain_rules(params)) \
+                or any(h != wanted for h in hashes if h):
+            missing.append("bucket filter for %d buckets, hashmode %s, hash_init %d, "
+                           "graceful_handover %s"
+                           % (params.total_buckets, params.hashmode, params.hash_init,
+                              "on" if params.graceful_handover else "off"))
         steering = _rules(ip_listing, "prerouting")
         if len(steering) != 1 or not {placement.nic, params.vip} <= _matches(steering[0]):
             missing.append("prerouting rule for %s on %s" % (params.vip, placement.nic))
@@ -207,6 +235,7 @@ class NftBackend(Backend):
     filter_description = "nft tables"
     # The agent's ceiling (one named counter and one map entry per bucket).
     max_buckets = 256
+    graceful_handover = True
 
     def __init__(self):
         self._ctx = None
