@@ -33,6 +33,7 @@ class Instance:
         self.rsctmp = env.get("HA_RSCTMP") or DEFAULT_RSCTMP
         base = os.path.join(self.rsctmp, "clusterip-%s" % params.vip)
         self.lock_path = base + ".lock"
+        self.memo_path = base + ".checked"
         self.marker_path = "%s.bucket%d.started" % (base, params.bucket)
         self.timeout = _action_timeout(env)
         # Every lock of this action (the per-VIP one, the backend's) is given up
@@ -49,6 +50,7 @@ class Instance:
 
             self._backend = backends.select(self.params)
             self._backend.lock_deadline = self.lock_deadline
+            self._backend.memo_path = self.memo_path
         return self._backend
 
     def lock(self):
@@ -104,6 +106,8 @@ class Instance:
     def start(self):
         p = self.params
         backend = self.backend if p.cloned else None  # fail early (5/6) before touching anything
+        if backend is not None:
+            backend.check_libraries()
         if backend is not None and self.node_name:
             self._check_peers(backend)
         with self.lock():
@@ -188,6 +192,7 @@ class Instance:
         p = self.params
         try:
             backend = self.backend
+            backend.check_libraries()
         except NotInstalled:
             # Nothing of this backend can exist here; the address may (a stop after
             # an upgrade removed the backend's libraries).
@@ -224,7 +229,7 @@ class Instance:
     def validate(self):
         placement = address.resolve(self.params)
         if self.params.cloned and os.geteuid() == 0:
-            self.backend  # kernel capability and bucket limit (5 / 6)
+            self.backend.check_libraries()  # kernel, libraries and bucket limit (5 / 6)
         elif self.params.cloned:
             from clusterip import backends
 

@@ -48,33 +48,39 @@ def _align(length):
     return (length + 3) & ~3
 
 
-def attributes(data, offset):
-    """{type: bytes} of the rtattrs from offset to the end of data."""
-    found = {}
+def attribute_items(data, offset):
+    """[(type, bytes)] of the attributes from offset to the end of data, in order
+    (a nested list repeats one type)."""
+    found = []
     while offset + _RTATTR.size <= len(data):
         length, kind = _RTATTR.unpack_from(data, offset)
         if length < _RTATTR.size:
             break
-        found[kind & 0x3FFF] = data[offset + _RTATTR.size:offset + length]
+        found.append((kind & 0x3FFF, data[offset + _RTATTR.size:offset + length]))
         offset += _align(length)
     return found
 
 
-def _attribute(kind, value):
+def attributes(data, offset):
+    """{type: bytes} of the attributes from offset to the end of data."""
+    return dict(attribute_items(data, offset))
+
+
+def attribute(kind, value):
     body = _RTATTR.pack(_RTATTR.size + len(value), kind) + value
     return body + b"\0" * (_align(len(body)) - len(body))
 
 
 def _request(kind, flags, payload):
     """Send one change and wait for its acknowledgement; OSError(errno) on failure."""
-    for _ in _exchange(kind, NLM_F_ACK | flags, payload):
+    for _ in exchange(_socket.NETLINK_ROUTE, kind, NLM_F_ACK | flags, payload):
         pass
 
 
 def _address_message(index, address, prefixlen, extra=b""):
     packed = _socket.inet_aton(address)
     return (_IFADDRMSG.pack(_socket.AF_INET, prefixlen, 0, RT_SCOPE_UNIVERSE, index)
-            + _attribute(IFA_LOCAL, packed) + _attribute(IFA_ADDRESS, packed) + extra)
+            + attribute(IFA_LOCAL, packed) + attribute(IFA_ADDRESS, packed) + extra)
 
 
 def add_ipv4_address(index, address, prefixlen, broadcast=None, label=None):
@@ -85,9 +91,9 @@ def add_ipv4_address(index, address, prefixlen, broadcast=None, label=None):
     """
     extra = b""
     if broadcast is not None:
-        extra += _attribute(IFA_BROADCAST, _socket.inet_aton(broadcast))
+        extra += attribute(IFA_BROADCAST, _socket.inet_aton(broadcast))
     if label is not None:
-        extra += _attribute(IFA_LABEL, label.encode() + b"\0")
+        extra += attribute(IFA_LABEL, label.encode() + b"\0")
     _request(RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL,
              _address_message(index, address, prefixlen, extra))
 
@@ -99,13 +105,14 @@ def delete_ipv4_address(index, address, prefixlen):
 
 def _dump(kind, payload):
     """Every message body of a dump request, as (type, bytes)."""
-    return _exchange(kind, NLM_F_DUMP, payload)
+    return exchange(_socket.NETLINK_ROUTE, kind, NLM_F_DUMP, payload)
 
 
-def _exchange(kind, flags, payload):
-    """Send one request; yield (type, body) of each answer until the dump is
-    done or the acknowledgement comes.  A negative acknowledgement is OSError."""
-    with open_socket(_socket.AF_NETLINK, _socket.SOCK_RAW, _socket.NETLINK_ROUTE) as sock:
+def exchange(protocol, kind, flags, payload):
+    """Send one netlink request; yield (type, body) of each answer until the dump
+    is done or the acknowledgement comes.  A negative acknowledgement is OSError.
+    (Shared with clusterip.nfnl: nfnetlink is the same framing.)"""
+    with open_socket(_socket.AF_NETLINK, _socket.SOCK_RAW, protocol) as sock:
         header = _NLMSGHDR.pack(_NLMSGHDR.size + len(payload), kind,
                                 NLM_F_REQUEST | flags, 1, 0)
         sock.sendto(header + payload, (0, 0))

@@ -542,6 +542,20 @@ def tamperings():
                 {0, 1}, ["ARP rewrite"]),
             "both tables": (lambda lab: [lab.run("n0", "nft", "delete", "table", family, name)
                                          for family in ("ip", "arp")], {0, 1}, ["nft tables"]),
+            # Rules changed in place, tables kept: the monitor's remembered verdict
+            # (NftBackend.state) must not outlive them.
+            "bucket filter (flushed)": (
+                lambda lab: lab.run("n0", "nft", "flush", "chain", "ip", name, "vip"),
+                {0, 1}, ["bucket filter"]),
+            "prerouting rule (another NIC)": (
+                lambda lab: _replace_rules(lab, "ip", name, "prerouting",
+                                           'iifname "lo" ip daddr %s jump vip' % VIP),
+                {0, 1}, ["prerouting rule"]),
+            "ARP rewrite (another MAC)": (
+                lambda lab: _replace_rules(lab, "arp", name, "output",
+                                           'oifname "eth0" arp saddr ip %s arp saddr ether set '
+                                           '03:00:00:00:00:01' % VIP),
+                {0, 1}, ["ARP rewrite"]),
         })
     return dict(common, **{
         "CLUSTERIP rule": (
@@ -549,6 +563,11 @@ def tamperings():
                                 *_clusterip_rule(lab, "n0").replace("-A ", "-D ", 1).split()),
             {0, 1}, ["CLUSTERIP rule"]),
     })
+
+
+def _replace_rules(lab, family, table, chain, rule):
+    lab.run("n0", "nft", "flush chain %s %s %s; add rule %s %s %s %s"
+            % (family, table, chain, family, table, chain, rule))
 
 
 def _monitors(lab, affected, needles, label):

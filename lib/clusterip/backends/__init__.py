@@ -41,14 +41,21 @@ class Backend:
     # time.monotonic() by which any lock the backend takes must be held (the
     # agent sets it from the action's timeout); None: the backend's default.
     lock_deadline = None
+    # A file (per VIP, under HA_RSCTMP) where the backend may remember what it
+    # checked; None: nowhere.  Set by the agent.
+    memo_path = None
 
     def kernel_supports(self):
         """Whether the running kernel has the mechanism (what backend=auto looks at)."""
         raise NotImplementedError
 
     def check_available(self):
-        """Raise NotInstalled when this kernel/user space cannot run the backend."""
+        """Raise NotInstalled when this kernel cannot run the backend (every action)."""
         raise NotImplementedError
+
+    def check_libraries(self):
+        """Raise NotInstalled when a library that changes the filter is missing
+        (start and validate-all; a backend's monitor may read without it)."""
 
     def state(self, params, placement):
         """A VipState, or None when nothing of this VIP exists on the node."""
