@@ -16,7 +16,9 @@ Per VIP, two tables named ``clusterip_<a_b_c_d>``:
 
 Moving a bucket is one element added to or deleted from ``owned``: atomic,
 no rule reload.  The module splits into pure builders (text and JSON, unit
-tested) and the one class that talks to libnftables, in-process.
+tested) and the one class that talks to libnftables, in-process.  The
+monitor's common case, nothing changed since the last full check, reads the
+kernel over nfnetlink instead (:mod:`clusterip.nfnl`, see NftBackend.state).
 """
 
 import os
