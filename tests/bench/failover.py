@@ -11,20 +11,14 @@ written again here.
 
 Why import instead of running ``pytest tests/cluster/test_cluster.py::
 test_b_failover_times[<setting>]`` with $CLUSTERIP_FAILOVER_REPORT and reading
-its JSON: that test's cluster always takes the default ``cip<pid>-`` namespace
-prefix (test_cluster.Clusters passes Cluster only ``token``), so the
-benchmark could not use a prefix of its own; imported, the measurements come
-back as Python values (no temporary file, no pytest output to sort through),
-the harness's log goes where the benchmark wants it, and a failure arrives as
-one exception.  The price is one patch of ``cluster.Cluster`` for the length
-of the call (see measure); a ``prefix`` argument on test_cluster.Clusters
-would remove it.
+its JSON: imported, the cluster takes a namespace prefix of the benchmark's
+own, the measurements come back as Python values (no temporary file, no
+pytest output to sort through), the harness's log goes where the benchmark
+wants it, and a failure arrives as one exception.
 """
 
-import functools
 import os
 import sys
-from unittest import mock
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TESTS = os.path.dirname(HERE)
@@ -42,7 +36,7 @@ PREFIX = "cipbf"  # namespaces cipbfn0..2, cipbfsw, cipbfcl and /tmp/cipbf: no o
 # users see: the end of the first probe round in which every connection of the
 # dead node's bucket was answered.  The bucket was served again by the time that
 # round began; the round before it still missed connections and lasted at least
-# the 0.3 s probe timeout, so the figure errs high by up to ~0.4 s.
+# the 0.15 s probe timeout, so the figure errs high by up to ~0.25 s.
 MEASURES = (("clusterip_traffic", "clusterip: every connection of the bucket answered"),
             ("clusterip_traffic_round_start", "  (that probe round began)"),
             ("clusterip_pacemaker", "clusterip: Pacemaker reports the instance started"),
@@ -62,18 +56,14 @@ def measure(kills, setting="token1000", log=None):
     timings, "token1000": totem.token 1000 ms, about half the failover time).
     ``log``: receives the harness's progress lines (default: dropped).
     """
-    # test_cluster.Clusters builds its cluster with cluster.Cluster(token=...)
-    # and has no way to pass a prefix or a log; the patch lasts for this call only.
-    own = functools.partial(cluster.Cluster, prefix=PREFIX, log=log or (lambda line: None))
     results = {}
-    with mock.patch.object(cluster, "Cluster", own):
-        clusters = test_cluster.Clusters()
-        try:
-            c = test_cluster.acquire(clusters, setting)
-            for index in range(kills):
-                kill = test_cluster.kill_cycle(c, "benchmark kill %d" % (index + 1))
-                for key, value in kill.items():
-                    results.setdefault(key, []).append(value)
-        finally:
-            clusters.close()
+    clusters = test_cluster.Clusters(prefix=PREFIX, log=log or (lambda line: None))
+    try:
+        c = test_cluster.acquire(clusters, setting)
+        for index in range(kills):
+            kill = test_cluster.kill_cycle(c, "benchmark kill %d" % (index + 1))
+            for key, value in kill.items():
+                results.setdefault(key, []).append(value)
+    finally:
+        clusters.close()
     return results

@@ -22,7 +22,7 @@ e. stopping the clone leaves nothing on any node (address, nft tables,
 b. failover times, for Corosync's default timings and for ``token: 1000``:
    KILLS (default 5, $CLUSTERIP_CLUSTER_KILLS) crashes of n2, each followed
    by a reboot.  Measured from the kill: every connection of n2's bucket
-   answered again (probed with 0.3 s connection timeouts), Pacemaker
+   answered again (probed with 0.15 s connection timeouts), Pacemaker
    reporting the clusterip instance -- and, as the yardstick, the instance
    of an ``ocf:pacemaker:Dummy`` clone of the same shape
    (tests/cluster/dummy-clone.crm) -- started on a survivor.
@@ -61,7 +61,7 @@ KILLS = int(os.environ.get("CLUSTERIP_CLUSTER_KILLS", "5"))
 VICTIM = "n2"
 FAILOVER_LIMIT = 90.0  # s: a failover slower than this fails the test
 SETTLE_LIMIT = 120.0
-PROBE_TIMEOUT = 0.3  # s per connection while waiting for a failover: no SYN retransmit
+PROBE_TIMEOUT = 0.15  # s per connection while waiting for a failover: no SYN retransmit; sets the resolution
 
 
 # -- one cluster at a time --------------------------------------------------------------
@@ -70,15 +70,16 @@ PROBE_TIMEOUT = 0.3  # s per connection while waiting for a failover: no SYN ret
 class Clusters:
     """Hands out the cluster for a timing setting; at most one exists at a time."""
 
-    def __init__(self):
+    def __init__(self, **cluster_options):
         self.current = None
         self.setting = None
+        self.cluster_options = cluster_options  # e.g. the benchmark's prefix and log
 
     def get(self, setting):
         if self.current is not None and self.setting != setting:
             self.close()
         if self.current is None:
-            built = cluster.Cluster(token=SETTINGS[setting])
+            built = cluster.Cluster(token=SETTINGS[setting], **self.cluster_options)
             built.__enter__()
             self.current, self.setting = built, setting
             REPORT.add_cluster(setting, built.timings)
@@ -226,7 +227,7 @@ def probe_until_answered(c, pairs, nodes, since, limit):
 
     Returns (seconds from ``since`` to the end of the first complete round,
     seconds to its start, rounds).  Short connection timeouts: a round with
-    unanswered pairs ends after ~PROBE_TIMEOUT, so the resolution is ~0.5 s.
+    unanswered pairs ends after ~PROBE_TIMEOUT, so the resolution is ~0.3 s.
     """
     rounds = 0
     while True:
