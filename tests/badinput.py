@@ -226,13 +226,18 @@ def _uint(text, high):
 
 
 def _valid_ip(text):
+    if "%" in text:  # a scope id: ipaddress takes it, the agent (inet_pton) does not
+        return False
     try:
         ip = ipaddress.ip_address(text)
     except ValueError:
         return False
     network = ipaddress.ip_network("%s/%d" % (text, PREFIXLEN), strict=False)
-    return ip.version == 4 and not (ip.is_loopback or ip.is_multicast or ip.is_reserved
-                                    or ip.is_unspecified) \
+    if ip.version == 6:
+        # Global unicast or unique local, not the subnet-router anycast address.
+        return (ip in ipaddress.ip_network("2000::/3") or ip in ipaddress.ip_network("fc00::/7")) \
+            and ip != network.network_address
+    return not (ip.is_loopback or ip.is_multicast or ip.is_reserved or ip.is_unspecified) \
         and ip not in (network.network_address, network.broadcast_address)
 
 

@@ -6,7 +6,8 @@ tools (``ip -j``, ``nft -j``, ``/proc``), so a bug in the agent's readers
 cannot hide a bug in its writers.
 
 Topology (all in 198.18.0.0/16, the RFC 2544 benchmark range, so nothing can
-collide with a real network)::
+collide with a real network; with ``ipv6=True`` also in 2001:db8::/64, the
+IPv6 documentation prefix)::
 
     <prefix>sw      bridge br0 (multicast snooping off: frames to a multicast
                     MAC are flooded to every port, as a switch floods the
@@ -15,6 +16,10 @@ collide with a real network)::
       |-- pn1 ==== eth0 in <prefix>n1   198.18.0.12/16
       |-- ...
       `-- pcl ==== eth0 in <prefix>cl   198.18.0.2/16 + 198.18.1.1 .. 198.18.1.K
+
+    with ipv6=True: nodes 2001:db8::11, ::12 ..; client 2001:db8::2 and its
+    sources 2001:db8::1:1 .. 2001:db8::1:K instead of 198.18.1.x (all /64,
+    nodad: no Duplicate Address Detection delay).
 
 Safety: nothing is created in the root namespace.  Every veth pair is created
 *inside* the switch namespace with its peer placed straight into the target
@@ -34,6 +39,8 @@ import time
 
 SUBNET_PREFIXLEN = 16
 CLIENT_ADDRESS = "198.18.0.2"
+SUBNET6_PREFIXLEN = 64
+CLIENT_ADDRESS6 = "2001:db8::2"
 DEFAULT_AGENT = "/usr/lib/ocf/resource.d/custom/clusterip"
 # The clean environment Pacemaker's executor gives an agent (plus what we add).
 AGENT_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
@@ -46,11 +53,24 @@ def node_address(index):
     return "198.18.0.%d" % (11 + index)
 
 
-def client_source(number):
-    """Extra client source ``number`` (1-based): 198.18.1.1 .. 198.18.1.254, 198.18.2.1 .."""
+def node_address6(index):
+    """The fixed IPv6 address of node ``index``: 2001:db8::11, ::12, ..."""
+    return "2001:db8::%x" % (0x11 + index)
+
+
+def client_source(number, ipv6=False):
+    """Extra client source ``number`` (1-based): 198.18.1.1 .. 198.18.1.254, 198.18.2.1 ..
+    or, for IPv6, 2001:db8::1:1, 2001:db8::1:2 .."""
     if number < 1:
         raise ValueError("client source numbers start at 1")
+    if ipv6:
+        return "2001:db8::1:%x" % number
     return "198.18.%d.%d" % (1 + (number - 1) // 254, 1 + (number - 1) % 254)
+
+
+def _with_prefix(address):
+    """"a/len" for ip addr add: the lab's subnet of the address's family."""
+    return "%s/%d" % (address, SUBNET6_PREFIXLEN if ":" in address else SUBNET_PREFIXLEN)
 
 
 def agent_command():
@@ -128,10 +148,12 @@ class Lab:
     kernels (user-mode Linux runs each system call much slower).
     """
 
-    def __init__(self, nodes=3, sources=200, prefix=None, tmp_root="/tmp", timeout_scale=1.0):
+    def __init__(self, nodes=3, sources=200, prefix=None, tmp_root="/tmp", timeout_scale=1.0,
+                 ipv6=False):
         self.prefix = prefix or default_prefix(tmp_root)
         self.node_names = ["n%d" % i for i in range(nodes)]
-        self.sources = [client_source(k) for k in range(1, sources + 1)]
+        self.ipv6 = ipv6
+        self.sources = [client_source(k, ipv6) for k in range(1, sources + 1)]
         self.timeout_scale = timeout_scale
         self.directory = os.path.join(tmp_root, self.prefix)
         self._short = {"switch": self.prefix + "sw", "client": self.prefix + "cl"}
@@ -169,13 +191,16 @@ class Lab:
         self._ip(switch, "link", "set", "br0", "up")
 
         for index, node in enumerate(self.node_names):
-            self._attach(node, "p" + node, [node_address(index)])
+            self._attach(node, "p" + node, [node_address(index)]
+                         + ([node_address6(index)] if self.ipv6 else []))
             os.makedirs(self.rsctmp(node), mode=0o755)
 
-        client = self._attach("client", "pcl", [CLIENT_ADDRESS])
+        client = self._attach("client", "pcl", [CLIENT_ADDRESS]
+                              + ([CLIENT_ADDRESS6] if self.ipv6 else []))
         if self.sources:
             # One "ip -batch" instead of hundreds of processes: ~20 ms instead of seconds.
-            batch = "".join("addr add %s/%d dev eth0\n" % (a, SUBNET_PREFIXLEN)
+            batch = "".join("addr add %s dev eth0%s\n" % (_with_prefix(a),
+                                                          " nodad" if self.ipv6 else "")
                             for a in self.sources)
             _check(subprocess.run(["ip", "-n", client, "-batch", "-"], input=batch,
                                   capture_output=True, text=True, timeout=self._t(60)),
@@ -187,11 +212,14 @@ class Lab:
                               timeout=self._t(30)), ["ip", "netns", "add", name])
         self._created.append(name)
         self._ip(name, "link", "set", "lo", "up")
-        # No IPv6: its router solicitations, DAD and MLD reports are noise on the
-        # segment.  No forwarding: a new namespace inherits the root namespace's
-        # IPv4 settings, and a node that lost the VIP must drop, not route, its traffic.
-        self.run(name, "sysctl", "-q", "-w", "net.ipv6.conf.all.disable_ipv6=1",
-                 "net.ipv6.conf.default.disable_ipv6=1", "net.ipv4.ip_forward=0", check=False)
+        # No IPv6 unless asked for: its router solicitations, DAD and MLD reports
+        # are noise on the segment.  No forwarding: a new namespace inherits the
+        # root namespace's IPv4 settings, and a node that lost the VIP must drop,
+        # not route, its traffic.
+        off = "0" if self.ipv6 else "1"
+        self.run(name, "sysctl", "-q", "-w", "net.ipv6.conf.all.disable_ipv6=" + off,
+                 "net.ipv6.conf.default.disable_ipv6=" + off, "net.ipv4.ip_forward=0",
+                 "net.ipv6.conf.all.forwarding=0", check=False)
         return name
 
     def _attach(self, short, port, addresses):
@@ -203,7 +231,8 @@ class Lab:
                  "netns", name)
         self._ip(switch, "link", "set", port, "master", "br0", "up")
         for address in addresses:
-            self._ip(name, "addr", "add", "%s/%d" % (address, SUBNET_PREFIXLEN), "dev", "eth0")
+            self._ip(name, "addr", "add", _with_prefix(address), "dev", "eth0",
+                     *(["nodad"] if ":" in address else []))
         self._ip(name, "link", "set", "eth0", "up")
         return name
 
@@ -307,12 +336,16 @@ class Lab:
 
     # -- oracles (independent tools only) ------------------------------------
 
-    def addresses(self, ns, dev="eth0"):
-        """IPv4 addresses on ``dev`` as "a.b.c.d/len", from ``ip -j addr show``."""
-        out = self.run(ns, "ip", "-j", "-4", "addr", "show", "dev", dev).stdout
-        return sorted("%s/%d" % (info["local"], info["prefixlen"])
-                      for link in json.loads(out or "[]") for info in link.get("addr_info", [])
-                      if info.get("family") == "inet")
+    def addresses(self, ns, dev="eth0", ipv6=False, flags=False):
+        """IPv4 (or IPv6) addresses on ``dev`` as "address/len", from ``ip -j addr show``;
+        with ``flags`` a dict {"address/len": [flags such as "tentative", "dadfailed"]}."""
+        out = self.run(ns, "ip", "-j", "-6" if ipv6 else "-4", "addr", "show", "dev",
+                       dev).stdout
+        found = {"%s/%d" % (info["local"], info["prefixlen"]):
+                 sorted(k for k, v in info.items() if v is True)
+                 for link in json.loads(out or "[]") for info in link.get("addr_info", [])
+                 if info.get("family") == ("inet6" if ipv6 else "inet")}
+        return found if flags else sorted(found)
 
     def nft_ruleset(self, ns):
         """The whole ruleset as the list under "nftables" of ``nft -j list ruleset``.
@@ -372,15 +405,16 @@ class Lab:
 
     # -- traffic -------------------------------------------------------------
 
-    def start_responder(self, node, port, lifetime=600, hold=False):
+    def start_responder(self, node, port, lifetime=600, hold=False, bind="0.0.0.0"):
         """Start the TCP responder in ``node`` (answers its name) and wait until it listens.
 
         ``hold``: it keeps each connection and answers every line (for :meth:`hold`).
+        ``bind``: "::" for IPv6 clients.
         """
         log = os.path.join(self.directory, node, "responder-%d.log" % port)
         process = self.spawn(node, sys.executable, "-I", os.path.join(HELPERS, "responder.py"),
                              node, str(port), str(int(self._t(lifetime))),
-                             *(["--hold"] if hold else []), log=log)
+                             *(["--hold"] if hold else []), "--bind", bind, log=log)
         deadline = time.monotonic() + self._t(15)
         while time.monotonic() < deadline:
             with open(log) as handle:

@@ -15,6 +15,8 @@ node and every node must answer some.  Then instance 2 moves from n2 to n1,
 as Pacemaker moves it when n2 fails, and the same pairs are replayed: those
 n2 answered go to n1, all others to the same node as before.  Monitor/probe
 exit codes are checked on the way, and at the end nothing may be left behind.
+The same scenario runs over IPv6 (:data:`IPV6`, nft only): the client's
+sources, the nodes and the VIP in 2001:db8::/64.
 """
 
 import argparse
@@ -28,6 +30,8 @@ from netlab import Lab, is_multicast_mac, split_pair
 
 VIP = "198.18.0.100"
 PREFIXLEN = 16
+VIP6 = "2001:db8::100"
+PREFIXLEN6 = 64
 PORT = 8080
 HASHMODES = ("sourceip", "sourceip-sourceport", "sourceip-sourceport-destport")
 SOURCE_PORTS = (21000, 21001)  # below the ephemeral range: no clash with the client's own
@@ -41,6 +45,25 @@ OCF_SUCCESS, OCF_NOT_RUNNING = 0, 7
 MAX_RETRIED_FRACTION = 0.10
 
 
+class Family(collections.namedtuple("Family", "vip prefixlen ipv6 bind")):
+    """The address family a scenario runs in: the VIP, its prefix, and the
+    responders' listening address."""
+
+    def solicited_node_mac(self):
+        """The MAC of the VIP's solicited-node group (IPv6: joined by the kernel
+        with the address, RFC 4291 2.7.1 + RFC 2464 7), or None."""
+        if not self.ipv6:
+            return None
+        import ipaddress
+
+        low = ipaddress.IPv6Address(self.vip).packed[-3:]
+        return "33:33:ff:" + ":".join("%02x" % b for b in low)
+
+
+IPV4 = Family(VIP, PREFIXLEN, False, "0.0.0.0")
+IPV6 = Family(VIP6, PREFIXLEN6, True, "::")
+
+
 class NftState:
     """What the nft backend leaves in a namespace: tables named clusterip*."""
 
@@ -49,9 +72,9 @@ class NftState:
                 if name.startswith("clusterip")]
 
     def owned(self, lab, node):
-        """Buckets in the set "owned" of the ip-family clusterip table; None without one."""
+        """Buckets in the set "owned" of the ip/ip6 clusterip table; None without one."""
         for family, table in self.tables(lab, node):
-            if family == "ip":
+            if family in ("ip", "ip6"):
                 elements = lab.nft_set_elements(node, family, table, "owned")
                 if elements is not None:
                     return set(elements)
@@ -80,9 +103,9 @@ class ClusteripState:
 BACKEND_STATE = {"nft": NftState(), "clusterip": ClusteripState()}
 
 
-def agent_params(backend, hashmode):
-    return {"ip": VIP, "cidr_netmask": PREFIXLEN, "nic": "eth0", "hashmode": hashmode,
-            "backend": backend}
+def agent_params(backend, hashmode, family=IPV4):
+    return {"ip": family.vip, "cidr_netmask": family.prefixlen, "nic": "eth0",
+            "hashmode": hashmode, "backend": backend}
 
 
 def clone_meta(instance, interval=0, total=NODES):
@@ -91,13 +114,19 @@ def clone_meta(instance, interval=0, total=NODES):
             "globally_unique": "true", "timeout": 20000, "interval": interval}
 
 
-def vip_present(lab, node):
-    return "%s/%d" % (VIP, PREFIXLEN) in lab.addresses(node)
+def vip_present(lab, node, family=IPV4):
+    """Whether ``node`` holds the VIP, usable: IPv6 neither tentative nor dadfailed."""
+    found = lab.addresses(node, ipv6=family.ipv6, flags=True)
+    flags = found.get("%s/%d" % (family.vip, family.prefixlen))
+    assert not {"tentative", "dadfailed"} & set(flags or ()), "%s: %s is %s" % (
+        node, family.vip, flags)
+    return flags is not None
 
 
-def assert_clean(lab, node, backend, baseline_macs):
+def assert_clean(lab, node, backend, baseline_macs, family=IPV4):
     """Nothing of the VIP is left on ``node``: address, backend state, multicast MAC."""
-    assert not vip_present(lab, node), "%s still holds %s: %s" % (node, VIP, lab.addresses(node))
+    assert not vip_present(lab, node, family), "%s still holds %s: %s" % (
+        node, family.vip, lab.addresses(node, ipv6=family.ipv6))
     leftovers = BACKEND_STATE[backend].leftovers(lab, node)
     assert not leftovers, "%s still has %s" % (node, leftovers)
     macs = lab.multicast_macs(node)
@@ -108,16 +137,18 @@ def assert_clean(lab, node, backend, baseline_macs):
 class Dataplane:
     """One run of the scenario in a lab with (at least) three nodes."""
 
-    def __init__(self, lab, backend, hashmode, log=print):
+    def __init__(self, lab, backend, hashmode, log=print, family=IPV4):
         self.lab = lab
         self.backend = backend
         self.state = BACKEND_STATE[backend]
-        self.params = agent_params(backend, hashmode)
+        self.family = family
+        self.params = agent_params(backend, hashmode, family)
         self.hashmode = hashmode
         self.log = log
         self.baseline = {}  # node -> multicast MACs before the agent ran
         self.cluster_mac = None
-        self.report = {"backend": backend, "hashmode": hashmode, "rounds": []}
+        self.report = {"backend": backend, "hashmode": hashmode, "rounds": [],
+                       "ipv6": family.ipv6}
 
     # -- agent calls with expected exit codes ---------------------------------
 
@@ -135,11 +166,14 @@ class Dataplane:
 
     def assert_serving(self, node, buckets):
         """``node`` holds the VIP, owns exactly ``buckets`` and has joined the cluster MAC."""
-        assert vip_present(self.lab, node), "%s lacks %s/%d: %s" % (
-            node, VIP, PREFIXLEN, self.lab.addresses(node))
+        vip, prefixlen = self.family.vip, self.family.prefixlen
+        assert vip_present(self.lab, node, self.family), "%s lacks %s/%d: %s" % (
+            node, vip, prefixlen, self.lab.addresses(node, ipv6=self.family.ipv6))
         owned = self.state.owned(self.lab, node)
         assert owned == set(buckets), "%s owns buckets %s, expected %s" % (node, owned, buckets)
-        joined = self.lab.multicast_macs(node) - self.baseline[node]
+        # IPv6: the kernel joins the VIP's solicited-node group with the address.
+        joined = self.lab.multicast_macs(node) - self.baseline[node] \
+            - {self.family.solicited_node_mac()}
         assert len(joined) == 1 and is_multicast_mac(next(iter(joined))), \
             "%s should have joined one multicast MAC, joined %s" % (node, joined)
         if self.cluster_mac is None:
@@ -148,7 +182,12 @@ class Dataplane:
             node, joined, self.cluster_mac)
 
     def assert_clean(self, node):
-        assert_clean(self.lab, node, self.backend, self.baseline[node])
+        assert_clean(self.lab, node, self.backend, self.baseline[node], self.family)
+
+    def assert_client_resolves_the_cluster_mac(self):
+        mac = self.lab.neighbour_mac("client", self.family.vip)
+        assert mac == self.cluster_mac, "the client resolved %s to %s, not the cluster MAC %s" % (
+            self.family.vip, mac, self.cluster_mac)
 
     # -- traffic -------------------------------------------------------------------
 
@@ -160,7 +199,7 @@ class Dataplane:
         nodes = self.lab.node_names[:NODES]
         marks = {node: len(self.lab.accepted(node)) for node in nodes}
         started = time.monotonic()
-        answers, first_errors = self.lab.connect(VIP, PORT, pairs)
+        answers, first_errors = self.lab.connect(self.family.vip, PORT, pairs)
         elapsed = time.monotonic() - started
         result = {split_pair(key): value for key, value in answers.items()}
 
@@ -204,7 +243,7 @@ class Dataplane:
         n0, n1, n2 = lab.node_names[:NODES]
         self.baseline = {node: lab.multicast_macs(node) for node in (n0, n1, n2)}
         for node in (n0, n1, n2):
-            lab.start_responder(node, PORT)
+            lab.start_responder(node, PORT, bind=self.family.bind)
 
         # Probes on clean nodes, then one instance per node.
         for index, node in enumerate((n0, n1, n2)):
@@ -218,14 +257,12 @@ class Dataplane:
         self.expect_monitor(n0, 2, OCF_NOT_RUNNING)
 
         # Warm the client's neighbour entry for the VIP (the answer does not matter).
-        lab.run("client", "ping", "-c", "1", "-W", "1", VIP, check=False)
+        lab.run("client", "ping", "-c", "1", "-W", "1", self.family.vip, check=False)
         pairs = self.pairs()
         before = self.traffic_round("spread", pairs)
         assert set(before.values()) == {n0, n1, n2}, "not every node answered: %s" % (
             collections.Counter(before.values()))
-        mac = lab.neighbour_mac("client", VIP)
-        assert mac == self.cluster_mac, "the client resolved %s to %s, not the cluster MAC %s" % (
-            VIP, mac, self.cluster_mac)
+        self.assert_client_resolves_the_cluster_mac()
 
         # Instance 2 moves from n2 to n1, as after a failure of n2.
         self.expect(n2, "stop", 2, OCF_SUCCESS)
@@ -247,6 +284,9 @@ class Dataplane:
                  if after[pair] != expected[pair]}
         assert not moved, "%d pairs answered by an unexpected node (expected, got): %s" % (
             len(moved), dict(list(moved.items())[:5]))
+        # Still: the nodes' own solicitations from the VIP (IPv6) must not have
+        # taught the client a node's MAC.
+        self.assert_client_resolves_the_cluster_mac()
 
         # Stop everything; the last instance on a node removes the shared pieces.
         self.expect(n1, "stop", 1, OCF_SUCCESS)
@@ -262,11 +302,11 @@ class Dataplane:
         return self.report
 
 
-def run_dataplane(backend, hashmode, log=print, **lab_options):
+def run_dataplane(backend, hashmode, log=print, family=IPV4, **lab_options):
     """Build a lab, run the scenario in it, tear the lab down; returns the report."""
     started = time.monotonic()
-    with Lab(nodes=NODES, **lab_options) as lab:
-        report = Dataplane(lab, backend, hashmode, log=log).run()
+    with Lab(nodes=NODES, ipv6=family.ipv6, **lab_options) as lab:
+        report = Dataplane(lab, backend, hashmode, log=log, family=family).run()
     report["seconds"] = round(time.monotonic() - started, 2)
     return report
 

@@ -1,5 +1,6 @@
 """The node side of the VIP: the address alias, multicast membership and
-gratuitous ARP.
+the announcement (gratuitous ARP for IPv4, an unsolicited Neighbour
+Advertisement for IPv6).
 
 The address goes through rtnetlink (:mod:`clusterip.rtnl`, standard library
 only: see there why not pyroute2).  Multicast membership uses the
@@ -22,6 +23,10 @@ RT_SCOPE_LINK = 253
 SIOCADDMULTI = 0x8931
 SIOCDELMULTI = 0x8932
 ETH_P_ARP = 0x0806
+ETH_P_IPV6 = 0x86DD
+IPPROTO_ICMPV6 = 58
+ND_NEIGHBOR_ADVERT = 136
+ALL_NODES = b"\xff\x02" + bytes(13) + b"\x01"  # ff02::1
 
 
 class Placement(collections.namedtuple("Placement", "nic prefixlen")):
@@ -35,6 +40,10 @@ class Placement(collections.namedtuple("Placement", "nic prefixlen")):
         return label if len(label) <= 15 else None
 
 
+def _family(packed):
+    return _socket.AF_INET6 if inet.is_ipv6(packed) else _socket.AF_INET
+
+
 def _ifindex(nic):
     try:
         return _socket.if_nametoindex(nic)
@@ -42,21 +51,28 @@ def _ifindex(nic):
         return None
 
 
-def _vip_addresses(vip):
-    """[(ifindex, prefixlen)] for every interface holding the VIP."""
-    return [(index, prefixlen) for index, prefixlen, address, _ in rtnl.ipv4_addresses()
-            if address == vip]
+def _vip_addresses(packed):
+    """[(ifindex, prefixlen, flags)] for every interface holding the VIP."""
+    return [(index, prefixlen, flags)
+            for index, prefixlen, address, _, flags in rtnl.addresses(_family(packed))
+            if address == packed]
+
+
+def _on_link(scope, has_gateway, packed):
+    # IPv4 marks a subnet's route with scope link; IPv6 keeps scope universe
+    # and simply has no gateway.
+    return not has_gateway if inet.is_ipv6(packed) else scope == RT_SCOPE_LINK
 
 
 def _covering_route(ip, nic_index=None):
     """(ifindex, prefixlen) of the most specific on-link route covering ip (IPaddr2's findif)."""
     best = None
-    for destination, prefixlen, scope, oif in rtnl.ipv4_routes():
-        if scope != RT_SCOPE_LINK or prefixlen == 0:
+    for destination, prefixlen, scope, oif, has_gateway in rtnl.routes(_family(ip)):
+        if prefixlen == 0 or not _on_link(scope, has_gateway, ip):
             continue
         if nic_index is not None and oif != nic_index:
             continue
-        if inet.in_network(ip, inet.parse(destination), prefixlen) and (
+        if inet.in_network(ip, destination, prefixlen) and (
                 best is None or prefixlen > best[1]):
             best = (oif, prefixlen)
     return best
@@ -71,7 +87,7 @@ def resolve(params):
     if nic is None:
         # Already configured (a later instance, monitor, stop): keep that interface,
         # because the VIP's own local route now shadows the covering route.
-        present = _vip_addresses(params.vip)
+        present = _vip_addresses(params.packed)
         index = present[0][0] if present else None
         if index is None:
             route = _covering_route(params.packed)
@@ -95,25 +111,35 @@ def resolve(params):
     prefix = params.cidr_netmask
     if prefix is None:
         route = _covering_route(params.packed, index)
-        prefix = route[1] if route else 32
+        prefix = route[1] if route else len(params.packed) * 8
     return Placement(nic=nic, prefixlen=prefix)
 
 
 def address_present(vip, placement):
-    """True when the VIP is configured on the chosen NIC with the chosen prefix."""
+    """True when the VIP is configured on the chosen NIC with the chosen prefix
+    and usable (IPv6: not left tentative or dadfailed by someone's ``ip addr add``
+    without nodad)."""
     index = _ifindex(placement.nic)
-    return index is not None and (index, placement.prefixlen) in _vip_addresses(vip)
+    return index is not None and any(
+        (found, prefixlen) == (index, placement.prefixlen)
+        and not flags & (rtnl.IFA_F_TENTATIVE | rtnl.IFA_F_DADFAILED)
+        for found, prefixlen, flags in _vip_addresses(inet.parse(vip)))
 
 
 def add_address(vip, placement):
-    # The broadcast address IPaddr2 (ip addr add ... brd +) would set.
-    broadcast = inet.text(inet.broadcast_address(inet.parse(vip), placement.prefixlen)) \
-        if placement.prefixlen < 31 else None
+    packed = inet.parse(vip)
+    broadcast = label = None
+    if not inet.is_ipv6(packed):
+        # The broadcast address IPaddr2 (ip addr add ... brd +) would set; IPv6
+        # has neither broadcast nor labels.
+        label = placement.label()
+        if placement.prefixlen < 31:
+            broadcast = inet.broadcast_address(packed, placement.prefixlen)
     index = _ifindex(placement.nic)
     if index is None:
         raise InvalidArgument("nic %s does not exist on this node" % placement.nic)
     try:
-        rtnl.add_ipv4_address(index, vip, placement.prefixlen, broadcast, placement.label())
+        rtnl.add_address(index, packed, placement.prefixlen, broadcast, label)
     except OSError as error:
         if error.errno != errno.EEXIST:
             raise GenericError("cannot add %s/%d to %s: %s"
@@ -122,9 +148,10 @@ def add_address(vip, placement):
 
 def remove_address(vip):
     """Remove the VIP from every interface that holds it (the NIC may have changed)."""
-    for index, prefixlen in _vip_addresses(vip):
+    packed = inet.parse(vip)
+    for index, prefixlen, _ in _vip_addresses(packed):
         try:
-            rtnl.delete_ipv4_address(index, vip, prefixlen)
+            rtnl.delete_address(index, packed, prefixlen)
         except OSError as error:
             if error.errno not in (errno.EADDRNOTAVAIL, errno.ENODEV):
                 raise GenericError("cannot remove %s: %s" % (vip, error.strerror)) from None
@@ -173,7 +200,17 @@ def multicast_joined(nic, mac):
     return False
 
 
-# --- gratuitous ARP -------------------------------------------------------
+def nic_mac(nic):
+    """The interface's own MAC as "aa:bb:..", or None when it has none or is gone."""
+    try:
+        with open("/sys/class/net/%s/address" % nic, encoding="ascii") as f:
+            mac = f.read().strip()
+    except OSError:
+        return None
+    return mac if len(mac) == 17 else None
+
+
+# --- announcing the VIP ------------------------------------------------------
 
 def build_gratuitous_arp(nic_mac, sender_mac, vip, opcode):
     """An Ethernet broadcast ARP frame announcing vip at sender_mac (1 request, 2 reply)."""
@@ -185,21 +222,49 @@ def build_gratuitous_arp(nic_mac, sender_mac, vip, opcode):
             + sender_mac + ip + target_mac + ip)
 
 
-def send_gratuitous_arp(nic, vip, sender_mac=None):
-    """Tell the segment that vip is at sender_mac (default: the NIC's own MAC).
+def ones_complement_sum(data):
+    """The 16-bit one's complement sum of data (RFC 1071), even length."""
+    total = sum(struct.unpack("!%dH" % (len(data) // 2), data))
+    while total > 0xFFFF:
+        total = (total & 0xFFFF) + (total >> 16)
+    return total
 
-    One request and one reply, through a packet socket.  That bypasses the
-    ARP output hook, so the frame carries the cluster MAC itself rather than
-    relying on the rewrite.  Best effort, like IPaddr2's send_arp: a failure
-    is returned for logging, never raised.
+
+def build_unsolicited_na(nic_mac, target_mac, vip):
+    """An Ethernet frame to all nodes (ff02::1): a Neighbour Advertisement with
+    the Override flag telling that vip is at target_mac (RFC 4861 7.2.6)."""
+    packed = _socket.inet_pton(_socket.AF_INET6, vip)
+    # type, code, checksum, flags (Override), target, Target Link-Layer Address option
+    body = struct.pack("!BBHI", ND_NEIGHBOR_ADVERT, 0, 0, 0x20000000) + packed \
+        + struct.pack("!BB", 2, 1) + target_mac
+    pseudo = packed + ALL_NODES + struct.pack("!I3xB", len(body), IPPROTO_ICMPV6)
+    checksum = 0xFFFF ^ ones_complement_sum(pseudo + body)
+    body = body[:2] + struct.pack("!H", checksum) + body[4:]
+    return (b"\x33\x33" + ALL_NODES[-4:] + nic_mac + struct.pack("!H", ETH_P_IPV6)
+            + struct.pack("!IHBB", 0x60000000, len(body), IPPROTO_ICMPV6, 255)
+            + packed + ALL_NODES + body)
+
+
+def announce(nic, vip, mac=None):
+    """Tell the segment that vip is at mac (default: the NIC's own MAC): for
+    IPv4 one gratuitous ARP request and reply, for IPv6 one unsolicited
+    Neighbour Advertisement.
+
+    Through a packet socket, which bypasses the ARP and IPv6 output hooks, so
+    the frame carries the cluster MAC itself rather than relying on the
+    rewrite.  Best effort, like IPaddr2's send_arp and send_ua: a failure is
+    returned for logging, never raised.
     """
     try:
         with rtnl.open_socket(_socket.AF_PACKET, _socket.SOCK_RAW) as sock:
             sock.bind((nic, 0))
             nic_mac = sock.getsockname()[4]
-            sender = _mac_bytes(sender_mac) if sender_mac else nic_mac
-            for opcode in (1, 2):
-                sock.send(build_gratuitous_arp(nic_mac, sender, vip, opcode))
+            target = _mac_bytes(mac) if mac else nic_mac
+            if ":" in vip:
+                sock.send(build_unsolicited_na(nic_mac, target, vip))
+            else:
+                for opcode in (1, 2):
+                    sock.send(build_gratuitous_arp(nic_mac, target, vip, opcode))
     except OSError as error:
-        return "gratuitous ARP on %s failed: %s" % (nic, error.strerror)
+        return "announcing %s on %s failed: %s" % (vip, nic, error.strerror)
     return None

@@ -160,7 +160,7 @@ class Instance:
         return "bucket %d of %s" % (p.bucket, p.vip) if p.cloned else p.vip
 
     def _announce(self, placement, mac):
-        failure = address.send_gratuitous_arp(placement.nic, self.params.vip, mac)
+        failure = address.announce(placement.nic, self.params.vip, mac)
         if failure:
             self.log.warning(failure)
 

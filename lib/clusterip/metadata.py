@@ -11,24 +11,37 @@ Parameter = collections.namedtuple(
     "Parameter", "name shortdesc longdesc type default required unique")
 
 PARAMETERS = (
-    Parameter("ip", "IPv4 cluster address", """\
-The IPv4 virtual address (VIP) that every node of the clone holds at once.
-Each node accepts only the packets whose hash falls into a bucket it owns.""",
+    Parameter("ip", "IPv4 or IPv6 cluster address", """\
+The IPv4 or IPv6 virtual address (VIP) that every node of the clone holds at
+once. Each node accepts only the packets whose hash falls into a bucket it
+owns. IPv6: a global unicast (2000::/3) or unique local (fc00::/7) address;
+not link-local, multicast, loopback or IPv4-mapped. It is added with nodad
+(every node holds it, so Duplicate Address Detection would fail it), and the
+Neighbour Advertisements the node sends for it carry the cluster MAC.
+IPv6 needs backend=nft: the clusterip backend (and auto where it picks
+clusterip) refuses it with exit 6.""",
               "string", None, True, True),
     Parameter("cidr_netmask", "Netmask length", """\
-Prefix length of the VIP, e.g. 24. Default: the prefix of the on-link route
-that covers ip on the chosen interface (as IPaddr2 finds it), else 32.""",
+Prefix length of the VIP, e.g. 24 (IPv6: 1..128, e.g. 64). Default: the prefix
+of the on-link route that covers ip on the chosen interface (as IPaddr2 finds
+it), else 32 (IPv6: 128).""",
               "integer", None, False, False),
     Parameter("nic", "Network interface", """\
 The interface that receives the VIP's traffic. Default: the interface whose
 on-link route covers ip; the start fails with a reason when there is none.""",
               "string", None, False, False),
     Parameter("clustermac", "Cluster multicast MAC", """\
-The multicast MAC address that all nodes answer ARP with, so that the switch
-floods the VIP's frames to every node. It must be multicast (odd first octet),
-not broadcast and not an IEEE 802.1 reserved address. Default: derived from ip
-as 03:c1 followed by the four octets of ip (locally administered, the same on
-every node). Switches with IGMP snooping must flood it; avoid 01:00:5e:*.""",
+The multicast MAC address that all nodes answer ARP (IPv6: Neighbour
+Solicitations) with, so that the switch floods the VIP's frames to every node.
+It must be multicast (odd first octet), not broadcast and not an IEEE 802.1
+reserved address. Default: derived from ip, the same on every node: IPv4
+03:c1 followed by the four octets of ip (locally administered); IPv6 33:33
+(the IPv6 multicast MAC range) followed by the last four bytes of ip.
+Switches with IGMP snooping must flood an IPv4 cluster MAC (avoid 01:00:5e:*);
+switches with MLD snooping prune 33:33:* frames to the ports that joined the
+matching group, which no node does for the cluster MAC: turn MLD snooping off
+on the VIP's VLAN, let it flood unregistered multicast, add a static entry,
+or give an IPv6 VIP a clustermac outside 33:33 (e.g. 03:c1:...).""",
               "string", None, False, False),
     Parameter("hashmode", "What the bucket hash covers", """\
 Which packet fields choose the bucket: %s. A client's packets keep going to
@@ -65,9 +78,10 @@ does not own, established or not; use backend=nft on every node instead.""",
 )
 
 LONGDESC = """\
-clusterip makes one IPv4 address active-active across the nodes of a cluster,
-the way the iptables CLUSTERIP target did, with automatic failover. Every node
-holds the address and answers ARP for it with one shared multicast MAC, so the
+clusterip makes one IPv4 or IPv6 address active-active across the nodes of a
+cluster, the way the iptables CLUSTERIP target did, with automatic failover.
+Every node holds the address and answers ARP (IPv6: Neighbour Solicitations)
+for it with one shared multicast MAC, so the
 switch delivers each packet to every node; each node accepts only the packets
 whose hash falls into a bucket it owns.
 

@@ -52,8 +52,8 @@ def _is_mac(text):
 # A namedtuple, not a dataclass: the monitor runs every few seconds per clone
 # instance and ``import dataclasses`` alone costs ~10 ms (it imports inspect).
 _PARAMS_FIELDS = (
-    "ip",  # canonical text, e.g. "192.0.2.10"
-    "cidr_netmask",  # int, or None: derive from the route that covers ip, else 32
+    "ip",  # canonical text, e.g. "192.0.2.10" or "2001:db8::10"
+    "cidr_netmask",  # int, or None: derive from the route that covers ip, else 32 / 128
     "nic",  # str, or None: the interface whose route covers ip
     "clustermac",  # normalised "03:c1:..."; multicast, not broadcast
     "hashmode",
@@ -79,16 +79,24 @@ class Params(collections.namedtuple("Params", _PARAMS_FIELDS)):
     def packed(self):
         return inet.parse(self.ip)
 
+    @property
+    def ipv6(self):
+        return ":" in self.ip
+
 
 def default_clustermac(packed):
     """A multicast MAC derived from the VIP, the same on every node.
 
-    First octet 0x03: multicast and locally administered, so it cannot clash
-    with a vendor's address nor with the 01:00:5e range that IGMP-snooping
-    switches filter; the last four octets are the VIP itself, so an
-    administrator recognises it in ``ip maddr`` or a packet capture.
+    IPv4: first octet 0x03, multicast and locally administered, so it cannot
+    clash with a vendor's address nor with the 01:00:5e range that
+    IGMP-snooping switches filter.  IPv6: 33:33, the range IPv6 multicast maps
+    to (RFC 2464), as neighbours expect of an IPv6 multicast link address;
+    switches flood it unless MLD snooping prunes it (see the README).  The
+    last four octets are the last four bytes of the VIP, so an administrator
+    recognises it in ``ip maddr`` or a packet capture.
     """
-    return "03:c1:" + ":".join("%02x" % b for b in packed)
+    return ("33:33:" if inet.is_ipv6(packed) else "03:c1:") + ":".join(
+        "%02x" % b for b in packed[-4:])
 
 
 def default_hash_init(packed):
@@ -127,9 +135,7 @@ def parse_ip(text):
         raise NotConfigured("parameter ip is required")
     packed = inet.parse(text)
     if packed is None:
-        if ":" in text:
-            raise NotConfigured("ip=%r is IPv6; this agent serves IPv4 addresses" % text)
-        raise NotConfigured("ip=%r is not an IPv4 address" % text)
+        raise NotConfigured("ip=%r is not an IPv4 or IPv6 address" % text)
     reason = inet.unusable_reason(packed)
     if reason:
         raise NotConfigured("ip=%s cannot be a cluster address: it is %s" % (text, reason))
@@ -192,8 +198,13 @@ def parse(env):
     ip, packed = parse_ip(_value(env, "ip"))
 
     cidr_text = _value(env, "cidr_netmask")
-    cidr = None if cidr_text is None else _bounded_int(cidr_text, "cidr_netmask", 1, 32)
-    if cidr is not None and cidr < 31 and packed in (
+    bits = len(packed) * 8
+    cidr = None if cidr_text is None else _bounded_int(cidr_text, "cidr_netmask", 1, bits)
+    if cidr is not None and inet.is_ipv6(packed):
+        if cidr < 127 and packed == inet.network_address(packed, cidr):
+            raise NotConfigured("ip=%s is the subnet-router anycast address of /%d"
+                                % (ip, cidr))
+    elif cidr is not None and cidr < 31 and packed in (
             inet.network_address(packed, cidr), inet.broadcast_address(packed, cidr)):
         raise NotConfigured("ip=%s is the network or broadcast address of /%d" % (ip, cidr))
 

@@ -1,4 +1,4 @@
-"""rtnetlink in the standard library: IPv4 addresses and routes.
+"""rtnetlink in the standard library: IPv4 and IPv6 addresses and routes.
 
 Why not pyroute2: importing it costs ~100-130 ms (its package imports
 everything), more than IPaddr2's whole start (~50 ms) on the same machine,
@@ -21,9 +21,15 @@ NLM_F_ACK = 0x4
 NLM_F_EXCL = 0x200
 NLM_F_CREATE = 0x400
 NLM_F_DUMP = 0x300
-IFA_ADDRESS, IFA_LOCAL, IFA_LABEL, IFA_BROADCAST = 1, 2, 3, 4
+IFA_ADDRESS, IFA_LOCAL, IFA_LABEL, IFA_BROADCAST, IFA_FLAGS = 1, 2, 3, 4, 8
+# Every node holds the same cluster address: Duplicate Address Detection
+# would mark it "dadfailed" on all but the first.
+IFA_F_NODAD = 0x02
+IFA_F_DADFAILED = 0x08
+IFA_F_TENTATIVE = 0x40
 RT_SCOPE_UNIVERSE = 0
-RTA_DST, RTA_OIF, RTA_TABLE = 1, 4, 15
+RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_TABLE = 1, 4, 5, 15
+_FAMILY = {4: _socket.AF_INET, 16: _socket.AF_INET6}
 
 _NLMSGHDR = struct.Struct("=IHHII")  # len, type, flags, seq, pid
 _RTATTR = struct.Struct("=HH")  # len, type
@@ -77,30 +83,31 @@ def _request(kind, flags, payload):
         pass
 
 
-def _address_message(index, address, prefixlen, extra=b""):
-    packed = _socket.inet_aton(address)
-    return (_IFADDRMSG.pack(_socket.AF_INET, prefixlen, 0, RT_SCOPE_UNIVERSE, index)
+def _address_message(index, packed, prefixlen, flags=0, extra=b""):
+    return (_IFADDRMSG.pack(_FAMILY[len(packed)], prefixlen, flags, RT_SCOPE_UNIVERSE, index)
             + attribute(IFA_LOCAL, packed) + attribute(IFA_ADDRESS, packed) + extra)
 
 
-def add_ipv4_address(index, address, prefixlen, broadcast=None, label=None):
-    """``ip addr add address/prefixlen [brd ..] [label ..] dev index``.
+def add_address(index, packed, prefixlen, broadcast=None, label=None):
+    """``ip addr add address/prefixlen [brd ..] [label ..] dev index``, for IPv6
+    with ``nodad``; the address family is the length of ``packed``.
 
     Raises OSError: EEXIST when the address is already there (the caller
     decides whether that is success), ENODEV when the interface is gone.
     """
     extra = b""
     if broadcast is not None:
-        extra += attribute(IFA_BROADCAST, _socket.inet_aton(broadcast))
+        extra += attribute(IFA_BROADCAST, broadcast)
     if label is not None:
         extra += attribute(IFA_LABEL, label.encode() + b"\0")
+    flags = IFA_F_NODAD if len(packed) == 16 else 0
     _request(RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL,
-             _address_message(index, address, prefixlen, extra))
+             _address_message(index, packed, prefixlen, flags, extra))
 
 
-def delete_ipv4_address(index, address, prefixlen):
+def delete_address(index, packed, prefixlen):
     """``ip addr del address/prefixlen dev index``; OSError EADDRNOTAVAIL when absent."""
-    _request(RTM_DELADDR, 0, _address_message(index, address, prefixlen))
+    _request(RTM_DELADDR, 0, _address_message(index, packed, prefixlen))
 
 
 def _dump(kind, payload):
@@ -132,36 +139,41 @@ def exchange(protocol, kind, flags, payload):
                 offset += _align(max(length, _NLMSGHDR.size))
 
 
-def ipv4_addresses():
-    """[(ifindex, prefixlen, address, label)] of every IPv4 address."""
+def addresses(family):
+    """[(ifindex, prefixlen, packed, label, flags)] of every address of a family
+    (_socket.AF_INET or AF_INET6); IPv6 addresses have no label ("")."""
     found = []
-    request = _IFADDRMSG.pack(_socket.AF_INET, 0, 0, 0, 0)
+    request = _IFADDRMSG.pack(family, 0, 0, 0, 0)
     for kind, body in _dump(RTM_GETADDR, request):
         if kind != RTM_NEWADDR:
             continue
-        _, prefixlen, _, _, index = _IFADDRMSG.unpack_from(body)
+        msg_family, prefixlen, flags, _, index = _IFADDRMSG.unpack_from(body)
         attrs = attributes(body, _IFADDRMSG.size)
         raw = attrs.get(IFA_LOCAL) or attrs.get(IFA_ADDRESS)
-        if raw and len(raw) == 4:
+        if msg_family == family and raw:
+            if IFA_FLAGS in attrs:  # the full 32 bits; ifa_flags holds only the low 8
+                flags = struct.unpack("=I", attrs[IFA_FLAGS])[0]
             label = attrs.get(IFA_LABEL, b"").split(b"\0", 1)[0].decode(errors="replace")
-            found.append((index, prefixlen, _socket.inet_ntoa(raw), label))
+            found.append((index, prefixlen, raw, label, flags))
     return found
 
 
-def ipv4_routes(table=254):
-    """[(destination, dst_len, scope, oif)] of the IPv4 routes in one table."""
+def routes(family, table=254):
+    """[(packed destination, dst_len, scope, oif, has_gateway)] of a family's
+    routes in one table."""
     found = []
-    request = _RTMSG.pack(_socket.AF_INET, 0, 0, 0, 0, 0, 0, 0, 0)
+    request = _RTMSG.pack(family, 0, 0, 0, 0, 0, 0, 0, 0)
     for kind, body in _dump(RTM_GETROUTE, request):
         if kind != RTM_NEWROUTE:
             continue
-        _, dst_len, _, _, rtm_table, _, scope, _, _ = _RTMSG.unpack_from(body)
+        msg_family, dst_len, _, _, rtm_table, _, scope, _, _ = _RTMSG.unpack_from(body)
         attrs = attributes(body, _RTMSG.size)
         if RTA_TABLE in attrs:
             rtm_table = struct.unpack("=I", attrs[RTA_TABLE])[0]
-        if rtm_table != table:
+        if msg_family != family or rtm_table != table:
             continue
-        dst = _socket.inet_ntoa(attrs[RTA_DST]) if RTA_DST in attrs else "0.0.0.0"
+        width = 4 if family == _socket.AF_INET else 16
+        dst = attrs.get(RTA_DST, bytes(width))
         oif = struct.unpack("=I", attrs[RTA_OIF])[0] if RTA_OIF in attrs else None
-        found.append((dst, dst_len, scope, oif))
+        found.append((dst, dst_len, scope, oif, RTA_GATEWAY in attrs))
     return found

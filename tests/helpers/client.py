@@ -24,7 +24,7 @@ import time
 def probe(vip, port, source, sport, timeout, deadline):
     if time.monotonic() > deadline:
         return "ERROR:deadline"
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock = socket.socket(socket.AF_INET6 if ":" in vip else socket.AF_INET, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.settimeout(timeout)

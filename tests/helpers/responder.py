@@ -1,15 +1,15 @@
 """A TCP responder for data-plane tests (stdlib only), run inside a node namespace.
 
-    responder.py NAME PORT LIFETIME_SECONDS [--hold]
+    responder.py NAME PORT LIFETIME_SECONDS [--hold] [--bind ADDRESS]
 
-Listens on 0.0.0.0:PORT; for every connection it sends NAME + "\\n" and closes
-first, so the TIME_WAIT state stays on this side and the client may reuse the
-same source address and port at once.  With --hold it keeps the connection
-instead and answers NAME + "\\n" to every line the client sends, until the
-client closes (long-lived connections, see holder.py).  Prints "ready" once
-listening and "accepted SRC:SPORT" per connection (the harness reads both from
-its log), and exits by itself after LIFETIME_SECONDS so a lost process cannot
-linger.
+Listens on 0.0.0.0:PORT (--bind ::, IPv6 only: [::]:PORT); for every connection
+it sends NAME + "\\n" and closes first, so the TIME_WAIT state stays on this
+side and the client may reuse the same source address and port at once. With
+--hold it keeps the connection instead and answers NAME + "\\n" to every line
+the client sends, until the client closes (long-lived connections, see
+holder.py). Prints "ready" once listening and "accepted SRC:SPORT" per
+connection (the harness reads both from its log), and exits by itself after
+LIFETIME_SECONDS so a lost process cannot linger.
 """
 
 import socket
@@ -32,18 +32,23 @@ def hold(conn, answer, deadline):
 
 def main():
     name, port, lifetime = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
-    held = sys.argv[4:] == ["--hold"]
+    options = sys.argv[4:]
+    held = "--hold" in options
+    bind = options[options.index("--bind") + 1] if "--bind" in options else "0.0.0.0"
     deadline = time.monotonic() + lifetime
     answer = (name + "\n").encode()
-    server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    family = socket.AF_INET6 if ":" in bind else socket.AF_INET
+    server = socket.socket(family, socket.SOCK_STREAM)
     server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    server.bind(("0.0.0.0", port))
+    if family == socket.AF_INET6:  # peers print as themselves, never ::ffff:a.b.c.d
+        server.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+    server.bind((bind, port))
     server.listen(1024)
     server.settimeout(1.0)  # wake up now and then to honour the deadline
     print("ready", flush=True)
     while time.monotonic() < deadline:
         try:
-            conn, (peer, peer_port) = server.accept()
+            conn, (peer, peer_port, *_) = server.accept()
         except socket.timeout:
             continue
         # Logged before answering: once the client holds the answer, the log

@@ -161,3 +161,21 @@ def test_graceful_handover_is_refused_with_6_and_changes_nothing(lab):
         assert lab.agent("n0", "stop", params, meta(0), "vip:0")[0] == 0
     assert rules(lab) == [] and lab.clusterip_proc("n0", VIP) is None
     assert not any(a.startswith(VIP + "/") for a in lab.addresses("n0"))
+
+
+def test_ipv6_is_refused_with_6_and_changes_nothing():
+    # ipt_CLUSTERIP is an IPv4 target; auto (CLUSTERIP on this kernel) refuses
+    # too rather than switch to nft by itself.  Stop succeeds.
+    with Lab(nodes=1, sources=0, timeout_scale=3, ipv6=True) as lab:
+        for backend in ("clusterip", "auto"):
+            params = dict(PARAMS, ip="2001:db8::100", cidr_netmask=64, backend=backend)
+            for action in ("validate-all", "start", "monitor"):
+                rc, _, err = lab.agent("n0", action, params, meta(0), "vip:0")
+                reasons = [line for line in err.splitlines()
+                           if line.startswith("ocf-exit-reason:")]
+                assert rc == 6 and len(reasons) == 1 and "backend=nft" in reasons[0] \
+                    and "IPv6" in reasons[0], (backend, action, err)
+            assert lab.agent("n0", "stop", params, meta(0), "vip:0")[0] == 0
+        assert rules(lab) == [] and lab.nft_tables("n0") == []
+        assert not any(a.startswith("2001:db8::100/") for a in lab.addresses("n0", ipv6=True))
+        assert not any(m.startswith("33:33:00:00:01") for m in lab.multicast_macs("n0"))

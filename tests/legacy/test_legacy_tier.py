@@ -20,7 +20,7 @@ import uml  # noqa: E402
 
 VENV_PYTHON = os.environ.get("VENV", "/opt/clusterip") + "/bin/python3"
 GUEST_TESTS = [
-    "tests/netns/test_ocf_tester.py",
+    "tests/netns/test_ocf_tester.py::test_ocf_tester",
     "tests/netns/test_dataplane.py::test_dataplane[sourceip]",
     "tests/netns/test_dataplane.py::test_dataplane[sourceip-sourceport]",
     "tests/netns/test_dataplane.py::test_dataplane[sourceip-sourceport-destport]",

@@ -27,3 +27,17 @@ def test_status_reports_what_the_kernel_holds():
         for instance in (0, 2):
             lab.agent("n0", "stop", params, scenarios.clone_meta(instance), "vip:%d" % instance)
         assert "no cluster IP" in lab.run("n0", STATUS, "status").stdout
+
+
+def test_status_reports_an_ipv6_vip():
+    with Lab(nodes=1, sources=0, ipv6=True) as lab:
+        params = scenarios.agent_params("nft", "sourceip-sourceport", scenarios.IPV6)
+        rc, _, err = lab.agent("n0", "start", params, scenarios.clone_meta(1), "vip:1")
+        assert rc == 0, err
+        (vip,) = json.loads(lab.run("n0", STATUS, "status", "--json").stdout)["node"]
+        assert (vip["vip"], vip["nic"], vip["hashmode"], vip["buckets"], vip["owned"]) == (
+            scenarios.VIP6, "eth0", "sourceip-sourceport", 3,
+            lab.nft_set_elements("n0", "ip6", "clusterip_2001_db8__100", "owned"))
+        assert vip["clustermac"] == "33:33:00:00:01:00" in lab.multicast_macs("n0")
+        lab.agent("n0", "stop", params, scenarios.clone_meta(1), "vip:1")
+        assert "no cluster IP" in lab.run("n0", STATUS, "status").stdout

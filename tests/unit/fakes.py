@@ -32,7 +32,7 @@ class FakeNode:
     def remove_address(self, vip):
         self.addresses.pop(vip, None)
 
-    def send_gratuitous_arp(self, nic, vip, mac=None):
+    def announce(self, nic, vip, mac=None):
         self.announced.append((nic, vip, mac))
 
 

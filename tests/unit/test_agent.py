@@ -261,3 +261,13 @@ def test_start_publishes_its_backend_under_pacemaker(node, monkeypatch):
     env["OCF_RESKEY_CRM_meta_on_node"] = "n0"
     assert agent.main(["clusterip", "start"], env) == 0
     assert published == [("n0", "fake")]
+
+
+def test_ipv6_announces_the_33_33_cluster_mac_cloned_and_its_own_mac_plain(node):
+    vip6 = "2001:db8::a:100"
+    assert act(node, "start", 0, ip=vip6) == 0
+    assert act(node, "monitor", 0, ip=vip6) == 0
+    assert node.announced == [("eth0", vip6, "33:33:00:0a:01:00")]
+    assert act(node, "stop", 0, ip=vip6) == 0 and node.addresses == {}
+    assert act(node, "start", ip="2001:DB8::a:100") == 0  # plain, canonicalised
+    assert node.announced[-1] == ("eth0", vip6, None)

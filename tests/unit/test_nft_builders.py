@@ -18,9 +18,10 @@ DATA = os.path.join(os.path.dirname(__file__), "data")
 PLACEMENT = Placement(nic="eth0", prefixlen=16)
 
 
-def make(hashmode="sourceip-sourceport-destport", total=3, seed="4660", graceful="false"):
+def make(hashmode="sourceip-sourceport-destport", total=3, seed="4660", graceful="false",
+         ip="198.18.0.100"):
     return params.parse({
-        "OCF_RESKEY_ip": "198.18.0.100", "OCF_RESKEY_hashmode": hashmode,
+        "OCF_RESKEY_ip": ip, "OCF_RESKEY_hashmode": hashmode,
         "OCF_RESKEY_hash_init": seed, "OCF_RESKEY_CRM_meta_clone": "0",
         "OCF_RESKEY_CRM_meta_clone_max": str(total),
         "OCF_RESKEY_CRM_meta_globally_unique": "true",
@@ -97,9 +98,11 @@ def test_create_script_without_owned_buckets_declares_an_empty_set():
 
 
 def test_element_commands():
-    assert nft.element_command("delete", "198.18.0.100", 2) == {"nftables": [{"delete": {
+    assert nft.element_command("delete", make(), 2) == {"nftables": [{"delete": {
         "element": {"family": "ip", "table": "clusterip_198_18_0_100", "name": "owned",
                     "elem": [2]}}}]}
+    assert nft.element_command("add", make(ip=VIP6), 1)["nftables"][0]["add"]["element"][
+        "family"] == "ip6"
 
 
 def test_recorded_listing_parses_as_healthy():
@@ -143,3 +146,88 @@ def test_a_deleted_rule_is_noticed():
     del ip["nftables"][rules[2]]  # the drop rule
     state = nft.parse_state(ip, listing("nft-arp-table.json"), make(), PLACEMENT, True)
     assert any("bucket filter" in m for m in state.missing)
+
+
+# --- IPv6 -------------------------------------------------------------------
+# nft-ip6-table.json: build_create_script(make6(), PLACEMENT6, {1, 3}, NIC_MAC)
+# loaded into a namespace by nft 1.0.6, listed with nft -j.
+VIP6 = "2001:db8::100"
+PLACEMENT6 = Placement(nic="eth0", prefixlen=64)
+NIC_MAC = "02:00:00:00:00:0a"
+
+
+def make6(**overrides):
+    return make(**dict(dict(hashmode="sourceip-sourceport", seed="590746930", ip=VIP6),
+                       **overrides))
+
+
+@pytest.mark.parametrize("hashmode, fields", [
+    ("sourceip", "ip6 saddr mod"),
+    ("sourceip-sourceport", "ip6 saddr . th sport mod"),
+    ("sourceip-sourceport-destport", "ip6 saddr . th sport . th dport mod"),
+])
+def test_ipv6_hashes_the_ipv6_source(hashmode, fields):
+    assert nft.hash_expression(make6(hashmode=hashmode, seed="4660")) == \
+        "jhash %s 3 seed 0x00001234 offset 1" % fields
+
+
+def test_ipv6_has_one_ip6_table_with_the_rewrite_inside():
+    script = nft.build_create_script(make6(), PLACEMENT6, {1, 3}, NIC_MAC)
+    name = "clusterip_2001_db8__100"
+    assert nft.tables(make6()) == [("ip6", name)]
+    assert script.startswith("add table ip6 %s\ndelete table ip6 %s\ntable ip6 %s {" % (
+        (name,) * 3)) and "arp" not in script
+    assert 'iifname "eth0" ip6 daddr 2001:db8::100 jump vip' in script
+    chain = vip_chain(script)
+    assert chain == nft.vip_chain_rules(make6())
+    assert chain[1] == "icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert } accept"
+    assert chain[2].startswith("meta l4proto ipv6-icmp ct state related")
+    assert script.count("hook output") == 1
+    assert nft.build_destroy_script(make6()) == \
+        "add table ip6 %s\ndelete table ip6 %s\n" % (name, name)
+
+
+def one_complement_sum(words):
+    total = sum(words)
+    while total > 0xFFFF:
+        total = (total & 0xFFFF) + (total >> 16)
+    return total
+
+
+@pytest.mark.parametrize("nic_mac", [NIC_MAC, "52:54:00:ff:ff:ff", "00:00:00:00:00:00"])
+def test_nd_rewrite_keeps_the_checksum(nic_mac):
+    """The words written (MAC, compensation) sum to what they replace (MAC, 0)."""
+    p = make6()
+    writes = dict(nft.rewrite_writes(p, nic_mac))
+    old = bytes.fromhex(nic_mac.replace(":", ""))
+    new = writes["@th,208,48"].to_bytes(6, "big")
+    assert new == bytes.fromhex("333300000100")
+    words = lambda b: [int.from_bytes(b[i:i + 2], "big") for i in range(0, len(b), 2)]  # noqa: E731
+    assert one_complement_sum(words(old)) % 0xFFFF == \
+        one_complement_sum(words(new) + [writes["@th,48,16"]]) % 0xFFFF
+    rule = nft.rewrite_rule(p, PLACEMENT6, nic_mac)
+    assert rule.startswith('oifname "eth0" ip6 saddr 2001:db8::100 icmpv6 type '
+                           '{ nd-neighbor-solicit, nd-neighbor-advert } @th,48,16 0 '
+                           '@th,200,56 0x01%s ' % old.hex())
+
+
+def test_recorded_ipv6_listing_parses_as_healthy_and_describes():
+    ip6 = listing("nft-ip6-table.json")
+    state = nft.parse_state(ip6, ip6, make6(), PLACEMENT6, True, NIC_MAC)
+    assert state == (frozenset({1, 3}), ())
+    report = nft.describe(ip6, ip6)
+    assert (report["vip"], report["nic"], report["clustermac"], report["hashmode"],
+            report["buckets"], report["owned"]) == (
+        VIP6, "eth0", "33:33:00:00:01:00", "sourceip-sourceport", 3, [1, 3])
+
+
+def test_ipv6_missing_pieces_are_named():
+    ip6 = listing("nft-ip6-table.json")
+    # The NIC's MAC changed (or cannot be read): the rewrite no longer matches.
+    for mac in ("02:00:00:00:00:0b", None):
+        state = nft.parse_state(ip6, ip6, make6(), PLACEMENT6, True, mac)
+        assert state.missing == ("Neighbour Advertisement rewrite to 33:33:00:00:01:00",)
+    state = nft.parse_state(ip6, ip6, make6(hashmode="sourceip"), PLACEMENT6, False, NIC_MAC)
+    assert any("hashmode sourceip" in m for m in state.missing)
+    assert "multicast membership of eth0 in 33:33:00:00:01:00" in state.missing
+    assert nft.parse_state(None, None, make6(), PLACEMENT6, True, NIC_MAC) is None

@@ -57,8 +57,15 @@ def test_clone_instance_i_owns_bucket_i_plus_1(meta, expected):
 
 @pytest.mark.parametrize("overrides, needle", [
     ({"ip": ""}, "required"),
-    ({"ip": "2001:db8::1"}, "IPv6"),
-    ({"ip": "web.example.com"}, "not an IPv4"),
+    ({"ip": "web.example.com"}, "not an IPv4 or IPv6"),
+    ({"ip": "fe80::1%eth0"}, "not an IPv4 or IPv6"),
+    ({"ip": "fe80::1"}, "link-local"),
+    ({"ip": "ff02::1"}, "multicast"),
+    ({"ip": "::1"}, "loopback"),
+    ({"ip": "::"}, "unspecified"),
+    ({"ip": "::ffff:192.0.2.10"}, "IPv4-mapped"),
+    ({"ip": "2001:db8::", "cidr_netmask": "64"}, "subnet-router anycast"),
+    ({"ip": "2001:db8::1", "cidr_netmask": "129"}, "out of range 1..128"),
     ({"ip": "127.0.0.1"}, "cannot be a cluster address"),
     ({"ip": "224.0.0.5"}, "cannot be a cluster address"),
     ({"ip": "0.0.0.0"}, "cannot be a cluster address"),
@@ -95,6 +102,25 @@ def test_invalid_values_are_refused_with_a_reason(overrides, needle):
         parse(**overrides)
     assert needle in str(caught.value)
     assert caught.value.exit_code == 6
+
+
+def test_ipv6_defaults():
+    p = parse(ip="2001:DB8:0:0::a:100", **CLONE)
+    assert (p.vip, p.ipv6, p.cidr_netmask) == ("2001:db8::a:100", True, None)
+    # 33:33 (the IPv6 multicast MAC range) and the last four bytes of the VIP.
+    assert p.clustermac == "33:33:00:0a:01:00"
+    assert p.hash_init == params.default_hash_init(p.packed)
+    assert parse(ip="2001:db8::1", cidr_netmask="128").cidr_netmask == 128
+    assert parse(ip="2001:db8::", cidr_netmask="127").vip == "2001:db8::"  # RFC 6164
+    assert parse(ip="fd00::1").ipv6 and not parse().ipv6
+
+
+def test_ipv6_takes_any_multicast_cluster_mac():
+    # 33:33 is the default, not a requirement: a 03: MAC is not subject to MLD snooping.
+    assert parse(ip="2001:db8::1", clustermac="03:c1:00:00:00:01").clustermac == \
+        "03:c1:00:00:00:01"
+    with pytest.raises(NotConfigured):
+        parse(ip="2001:db8::1", clustermac="02:00:00:00:00:01")
 
 
 @pytest.mark.parametrize("text, mac", [

@@ -3,6 +3,7 @@
 import fcntl
 import os
 import socket
+import sys
 import time
 
 import pytest
@@ -61,3 +62,39 @@ def test_gratuitous_arp_frame_layout():
     assert frame[14:22] == bytes.fromhex("0001080006040002")
     ip = socket.inet_aton("192.0.2.10")
     assert frame[22:28] == cluster and frame[28:32] == ip and frame[38:42] == ip
+
+
+def test_unsolicited_neighbour_advertisement_frame():
+    """Layout and checksum of the IPv6 announcement, the checksum computed
+    here independently (RFC 4443 2.3: over the pseudo-header and the message)."""
+    nic_mac, cluster = bytes.fromhex("020000000001"), bytes.fromhex("333300000100")
+    frame = address.build_unsolicited_na(nic_mac, cluster, "2001:db8::100")
+    vip = socket.inet_pton(socket.AF_INET6, "2001:db8::100")
+    all_nodes = socket.inet_pton(socket.AF_INET6, "ff02::1")
+    assert frame[:6] == bytes.fromhex("333300000001") and frame[6:12] == nic_mac
+    assert frame[12:14] == b"\x86\xdd" and len(frame) == 14 + 40 + 32
+    assert frame[14:22] == bytes.fromhex("6000000000203aff")  # 32 bytes, ICMPv6, hop limit 255
+    assert frame[22:38] == vip and frame[38:54] == all_nodes
+    icmp = frame[54:]
+    assert icmp[0] == 136 and icmp[4:8] == bytes.fromhex("20000000")  # NA, Override only
+    assert icmp[8:24] == vip and icmp[24:26] == b"\x02\x01" and icmp[26:32] == cluster
+    pseudo = vip + all_nodes + len(icmp).to_bytes(4, "big") + b"\0\0\0\x3a"
+    data = pseudo + icmp[:2] + b"\0\0" + icmp[4:]
+    total = sum(int.from_bytes(data[i:i + 2], "big") for i in range(0, len(data), 2))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    assert int.from_bytes(icmp[2:4], "big") == 0xFFFF - total
+
+
+def test_rtnetlink_address_messages():
+    """ifaddrmsg + IFA_LOCAL + IFA_ADDRESS; IPv6 additions carry IFA_F_NODAD."""
+    from clusterip import rtnl
+
+    vip = socket.inet_pton(socket.AF_INET6, "2001:db8::100")
+    message = rtnl._address_message(3, vip, 64, rtnl.IFA_F_NODAD)
+    assert message[:8] == bytes([socket.AF_INET6, 64, rtnl.IFA_F_NODAD, 0]) + \
+        (3).to_bytes(4, "little" if sys.byteorder == "little" else "big")
+    assert rtnl.attributes(message, 8) == {rtnl.IFA_LOCAL: vip, rtnl.IFA_ADDRESS: vip}
+    v4 = socket.inet_aton("192.0.2.10")
+    assert rtnl.attributes(rtnl._address_message(3, v4, 24), 8) == {
+        rtnl.IFA_LOCAL: v4, rtnl.IFA_ADDRESS: v4}

@@ -36,6 +36,8 @@ class Backend:
     # Whether it can keep a moved bucket's established connections on the old
     # owner (the graceful_handover parameter).
     graceful_handover = False
+    # Whether it can serve an IPv6 VIP.
+    ipv6 = False
     # What the monitor names when nothing of the VIP's filter is left.
     filter_description = "packet filter"
     # time.monotonic() by which any lock the backend takes must be held (the
@@ -133,11 +135,18 @@ def select(params):
 def check_supported(backend, params):
     """The backend, or NotConfigured (6) when it cannot do what params ask.
 
-    Needs no root, so validate-all checks it for any user.
+    Needs no root, so validate-all checks it for any user.  ``auto`` does not
+    fall back to nft for what the kernel's choice cannot do (IPv6,
+    graceful_handover): it refuses, so that the backend of every VIP on a node
+    follows from the kernel alone and an administrator's explicit
+    ``backend=nft`` is the one way to mix them.
     """
     if params.total_buckets > backend.max_buckets:
         raise NotConfigured("clone-max=%d exceeds the %s backend's limit of %d buckets"
                             % (params.total_buckets, backend.name, backend.max_buckets))
+    if params.ipv6 and not backend.ipv6:
+        raise NotConfigured("ip=%s is IPv6, which needs backend=nft: the %s backend "
+                            "serves IPv4 only" % (params.ip, backend.name))
     if params.graceful_handover and not backend.graceful_handover:
         raise NotConfigured("graceful_handover=true needs backend=nft: the %s backend "
                             "drops every packet of a bucket this node does not own, "

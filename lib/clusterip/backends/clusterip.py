@@ -135,6 +135,8 @@ class ClusteripBackend(Backend):
     # type (pkttype is a match only), so only an nft rule could, i.e. the nft
     # backend.
     graceful_handover = False
+    # ipv6 = False: the target is an IPv4 one (ipt_CLUSTERIP; there never was an
+    # ip6t_CLUSTERIP).
 
     def __init__(self):
         self._iptc = None

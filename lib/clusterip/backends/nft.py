@@ -1,18 +1,24 @@
 """The nftables backend: CLUSTERIP's semantics on every kernel with nf_tables.
 
-Per VIP, two tables named ``clusterip_<a_b_c_d>``:
+Per VIP, tables named ``clusterip_<a_b_c_d>`` (IPv6: the address with ``_``
+for ``:``):
 
-* ``ip``: a prerouting chain at priority -150 (after conntrack, before the
-  routing decision) sends packets for the VIP on the NIC to chain ``vip``,
-  which counts them per bucket, lets ICMP errors for this node's own
-  connections through, drops every packet whose ``jhash`` bucket is not in
-  the set ``owned``, and marks the rest as addressed to this host (they
-  arrived with a multicast destination MAC, which TCP would discard).  With
-  ``graceful_handover`` it first lets through the TCP connections this node
-  already tracks and drops mid-stream TCP packets it tracks nothing for
-  (see :func:`vip_chain_rules`).
-* ``arp``: the sender MAC of every ARP request and reply for the VIP becomes
-  the cluster MAC, so neighbours send the VIP's traffic to all nodes.
+* ``ip`` (IPv6: ``ip6``): a prerouting chain at priority -150 (after
+  conntrack, before the routing decision) sends packets for the VIP on the
+  NIC to chain ``vip``, which counts them per bucket, lets ICMP errors for
+  this node's own connections through (IPv6: and Neighbour Discovery for the
+  VIP, which every node answers, as every node answers ARP), drops every
+  packet whose ``jhash`` bucket is not in the set ``owned``, and marks the
+  rest as addressed to this host (they arrived with a multicast destination
+  MAC, which TCP would discard).  With ``graceful_handover`` it first lets
+  through the TCP connections this node already tracks and drops mid-stream
+  TCP packets it tracks nothing for (see :func:`vip_chain_rules`).
+* the rewrite that makes neighbours send the VIP's traffic to the cluster
+  MAC: for IPv4 an ``arp`` table that sets the sender MAC of every ARP
+  request and reply for the VIP; for IPv6 an output chain in the ``ip6``
+  table that rewrites the link-layer address option of the Neighbour
+  Advertisements and Solicitations the node sends from the VIP (see
+  :func:`rewrite_writes` for how their checksum stays valid).
 
 Moving a bucket is one element added to or deleted from ``owned``: atomic,
 no rule reload.  The module splits into pure builders (text and JSON, unit
@@ -29,19 +35,13 @@ from clusterip.backends import Backend, VipState
 from clusterip.errors import GenericError, NotInstalled
 from clusterip.testhooks import step
 
+# (protocol, field) as nft's JSON listing spells them; "ip" stands for the
+# VIP's family ("ip6" for IPv6).  The text form joins them with " . ".
 _HASH_FIELDS = {
-    "sourceip": "ip saddr",
-    "sourceip-sourceport": "ip saddr . th sport",
-    "sourceip-sourceport-destport": "ip saddr . th sport . th dport",
-}
-# The same fields as nft's JSON listing spells them.
-_HASH_FIELDS_JSON = {
     "sourceip": [("ip", "saddr")],
     "sourceip-sourceport": [("ip", "saddr"), ("th", "sport")],
     "sourceip-sourceport-destport": [("ip", "saddr"), ("th", "sport"), ("th", "dport")],
 }
-# A valid table name no VIP can have (theirs end in four numbers).
-_PROBE_TABLE = "clusterip_probe"
 # graceful_handover, TCP only.  The old owner keeps accepting the connections
 # conntrack already knows here, whatever their bucket now (a foreign bucket's
 # packets are dropped below before conntrack confirms them, so "established"
@@ -53,16 +53,42 @@ _GRACEFUL_HANDOVER_RULES = (
     "meta l4proto tcp ct state established,related meta pkttype set host accept",
     "meta l4proto tcp ct state new tcp flags & (syn | ack) != syn drop",
 )
+_ND_TYPES = "icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert }"
+# Neighbour Solicitations and Advertisements share a layout: ICMPv6 type,
+# code, checksum, 32 bits of flags and reserved bits, the target address,
+# then (as Linux builds them) the sender's link-layer address option first:
+# type, length 1 (8 bytes), the MAC.  Offsets in bits from the ICMPv6 header.
+_ND_RESERVED = "@th,48,16"  # the low 16 reserved bits (NA and NS alike)
+_ND_OPTION = "@th,200,56"  # option length and MAC
+_ND_MAC = "@th,208,48"
 
 
 def table_name(vip):
-    return "clusterip_" + vip.replace(".", "_")
+    return "clusterip_" + vip.replace(".", "_").replace(":", "_")
+
+
+def _ip(params):
+    """nft's name of the VIP's family: the filter table's family and protocol."""
+    return "ip6" if params.ipv6 else "ip"
+
+
+def tables(params):
+    """[(family, name)] of the VIP's tables: IPv6 keeps its rewrite in the ip6 table."""
+    name = table_name(params.vip)
+    return [("ip6", name)] if params.ipv6 else [("ip", name), ("arp", name)]
+
+
+def hash_fields(params):
+    """[(protocol, field)] the bucket hash covers, as nft's JSON listing spells them."""
+    return [(_ip(params) if proto == "ip" else proto, field)
+            for proto, field in _HASH_FIELDS[params.hashmode]]
 
 
 def hash_expression(params):
     """The bucket of a packet, 1..N, the same on every node for the same packet."""
     return "jhash %s mod %d seed 0x%08x offset 1" % (
-        _HASH_FIELDS[params.hashmode], params.total_buckets, params.hash_init)
+        " . ".join("%s %s" % field for field in hash_fields(params)),
+        params.total_buckets, params.hash_init)
 
 
 def vip_chain_rules(params):
@@ -71,62 +97,109 @@ def vip_chain_rules(params):
     counter_map = ", ".join('%d : "bucket%d"' % (b, b) for b in range(1, params.total_buckets + 1))
     return [
         "counter name %s map { %s }" % (hashed, counter_map),
+        # Neighbour Discovery addressed to the VIP, whatever its hash: a
+        # client's unicast reachability probes (every node answers, as every
+        # node answers ARP), and the Advertisements answering a node's own
+        # Solicitations sent from the VIP - with a port hash mode they fall
+        # into another bucket than the connection that needs them.
+        *(["%s accept" % _ND_TYPES] if params.ipv6 else []),
         # ICMP errors for this node's own connections, whatever their hash.
-        "meta l4proto icmp ct state related meta pkttype set host accept",
+        "meta l4proto %s ct state related meta pkttype set host accept"
+        % ("ipv6-icmp" if params.ipv6 else "icmp"),
         *(_GRACEFUL_HANDOVER_RULES if params.graceful_handover else ()),
         "%s != @owned drop" % hashed,
         "meta pkttype set host",
     ]
 
 
-def build_create_script(params, placement, owned):
-    """nft commands that (re)build both tables of the VIP in one transaction.
+def _mac_int(mac):
+    return int(mac.replace(":", ""), 16)
+
+
+def rewrite_writes(params, nic_mac):
+    """[(key, value)] the rewrite rule writes, values as nft's JSON listing shows them.
+
+    IPv4: the ARP sender MAC.  IPv6: the MAC of the link-layer address option
+    of the node's Neighbour Advertisements (and of its Solicitations sent from
+    the VIP, which would teach its own MAC too) - and a compensation word.
+    nft 1.0.6 cannot update the ICMPv6 checksum for such a raw payload write
+    (its payload statement carries no checksum for ``@th``, in text or JSON),
+    and a packet with a bad checksum is dropped.  So the rule also writes, in
+    16 of the reserved bits that RFC 4861 tells receivers to ignore, the one's
+    complement difference between the node's MAC and the cluster MAC: the
+    packet's one's complement sum, hence its checksum, stays what the kernel
+    computed.  The difference depends on the node's MAC, which the rule
+    therefore matches (``nic_mac``; None when unknown).
+    """
+    if not params.ipv6:
+        return [("arp saddr ether", params.clustermac)]
+    if nic_mac is None:
+        return []
+    old, new = _mac_int(nic_mac).to_bytes(6, "big"), _mac_int(params.clustermac).to_bytes(6, "big")
+    compensation = address.ones_complement_sum(old + bytes(b ^ 0xFF for b in new))
+    return [(_ND_RESERVED, compensation), (_ND_MAC, _mac_int(params.clustermac))]
+
+
+def rewrite_rule(params, placement, nic_mac):
+    """The one rule of the rewrite chain ``output``."""
+    if params.ipv6:
+        match = 'oifname "%s" ip6 saddr %s %s %s 0 %s 0x01%012x' % (
+            placement.nic, params.vip, _ND_TYPES, _ND_RESERVED, _ND_OPTION,
+            _mac_int(nic_mac))
+    else:
+        match = 'oifname "%s" arp saddr ip %s' % (placement.nic, params.vip)
+    return match + "".join(" %s set %s" % (key, "0x%x" % value if isinstance(value, int) else value)
+                           for key, value in rewrite_writes(params, nic_mac))
+
+
+def build_create_script(params, placement, owned, nic_mac=None):
+    """nft commands that (re)build the tables of the VIP in one transaction.
 
     Text, not JSON: nft 1.0.6 cannot express a ``typeof`` set in JSON, and a
     set declared with a plain type (mark, integer) does not match jhash.  The
     leading add+delete makes the script replace an existing table (adding a
     table that exists is a no-op, deleting one that is missing an error).
+    ``nic_mac``: the NIC's own MAC, needed for IPv6 (see rewrite_writes).
     """
     name = table_name(params.vip)
+    ip = _ip(params)
     hashed = hash_expression(params)
     elements = ", ".join(str(b) for b in sorted(owned))
     counters = "\n".join("  counter bucket%d {}" % b for b in range(1, params.total_buckets + 1))
     vip_rules = "\n".join("    " + rule for rule in vip_chain_rules(params))
     owned_line = "; elements = { %s }" % elements if elements else ""
-    return f"""add table ip {name}
-delete table ip {name}
-add table arp {name}
-delete table arp {name}
-table ip {name} {{
+    output = f"""  chain output {{
+    type filter hook output priority 0; policy accept;
+    {rewrite_rule(params, placement, nic_mac)}
+  }}
+"""
+    return "".join("add table %s %s\ndelete table %s %s\n" % (family, name, family, name)
+                   for family, name in tables(params)) + f"""table {ip} {name} {{
   set owned {{ typeof {hashed}{owned_line}; }}
 {counters}
   chain prerouting {{
     type filter hook prerouting priority -150; policy accept;
-    iifname "{placement.nic}" ip daddr {params.vip} jump vip
+    iifname "{placement.nic}" {ip} daddr {params.vip} jump vip
   }}
   chain vip {{
 {vip_rules}
   }}
-}}
-table arp {name} {{
-  chain output {{
-    type filter hook output priority 0; policy accept;
-    oifname "{placement.nic}" arp saddr ip {params.vip} arp saddr ether set {params.clustermac}
-  }}
-}}
-"""
+{output if params.ipv6 else ""}}}
+""" + ("" if params.ipv6 else f"""table arp {name} {{
+{output}}}
+""")
 
 
-def build_destroy_script(vip):
-    name = table_name(vip)
-    return (f"add table ip {name}\ndelete table ip {name}\n"
-            f"add table arp {name}\ndelete table arp {name}\n")
+def build_destroy_script(params):
+    return "".join("add table %s %s\ndelete table %s %s\n" % (family, name, family, name)
+                   for family, name in tables(params))
 
 
-def element_command(verb, vip, bucket):
+def element_command(verb, params, bucket):
     """JSON for adding ("add") or deleting ("delete") one bucket of the owned set."""
     return {"nftables": [{verb: {"element": {
-        "family": "ip", "table": table_name(vip), "name": "owned", "elem": [bucket]}}}]}
+        "family": _ip(params), "table": table_name(params.vip), "name": "owned",
+        "elem": [bucket]}}}]}
 
 
 def _walk(node):
@@ -167,22 +240,29 @@ def _multicast_missing(params, placement):
     return "multicast membership of %s in %s" % (placement.nic, params.clustermac)
 
 
-def parse_state(ip_listing, arp_listing, params, placement, multicast_joined):
-    """VipState from the JSON listings of both tables (None for a missing table)."""
-    if ip_listing is None and arp_listing is None:
+def _mangles(listing, chain):
+    """[(key, value)] of every payload write in a chain's rules."""
+    return [(node["mangle"]["key"], node["mangle"].get("value"))
+            for expr in _rules(listing, chain) for node in _walk(expr) if "mangle" in node]
+
+
+def parse_state(ip_listing, rewrite_listing, params, placement, multicast_joined,
+                nic_mac=None):
+    """VipState from the JSON listings of the filter table and of the table
+    holding the rewrite (for IPv6 the same ip6 table; None for a missing table)."""
+    if ip_listing is None and rewrite_listing is None:
         return None
     missing = []
     owned = frozenset()
     if ip_listing is None:
-        missing.append("nft table ip %s" % table_name(params.vip))
+        missing.append("nft table %s %s" % (_ip(params), table_name(params.vip)))
     else:
         sets = [s for s in _objects(ip_listing, "set") if s.get("name") == "owned"]
         if not sets:
             missing.append("set owned")
         else:
             owned = frozenset(e for e in sets[0].get("elem", []) if isinstance(e, int))
-        wanted = (params.total_buckets, params.hash_init, 1,
-                  _HASH_FIELDS_JSON[params.hashmode])
+        wanted = (params.total_buckets, params.hash_init, 1, hash_fields(params))
         vip_rules = _rules(ip_listing, "vip")
         hashes = [_hash_config(expr) for expr in vip_rules]
         # The count tells a table built with the other graceful_handover apart.
@@ -195,34 +275,36 @@ def parse_state(ip_listing, arp_listing, params, placement, multicast_joined):
         steering = _rules(ip_listing, "prerouting")
         if len(steering) != 1 or not {placement.nic, params.vip} <= _matches(steering[0]):
             missing.append("prerouting rule for %s on %s" % (params.vip, placement.nic))
-    arp_rules = _rules(arp_listing, "output") if arp_listing is not None else []
-    if len(arp_rules) != 1 or not any(
-            node.get("value") == params.clustermac for node in _walk(arp_rules[0])
-            if "value" in node):
-        missing.append("ARP rewrite to %s" % params.clustermac)
+    writes = rewrite_writes(params, nic_mac)
+    found = _mangles(rewrite_listing, "output") if rewrite_listing is not None else []
+    if len(_rules(rewrite_listing or {}, "output")) != 1 or not writes \
+            or {value for _, value in found} != {value for _, value in writes}:
+        missing.append("%s rewrite to %s" % ("Neighbour Advertisement" if params.ipv6 else "ARP",
+                                             params.clustermac))
     if not multicast_joined:
         missing.append(_multicast_missing(params, placement))
     return VipState(owned=owned, missing=tuple(missing))
 
 
-def describe(ip_listing, arp_listing):
+def describe(ip_listing, rewrite_listing):
     """What one VIP's tables say, for ``clusterip status`` (see Backend.inventory)."""
-    import ipaddress
+    from clusterip import inet
 
     report = {"backend": "nft", "vip": None, "nic": None, "clustermac": None,
               "hashmode": None, "hash_init": None, "buckets": None, "owned": [],
               "counters": {}}
     steering = _rules(ip_listing, "prerouting")
     for value in _matches(steering[0]) if steering else ():
-        try:
-            report["vip"] = str(ipaddress.IPv4Address(value))
-        except ValueError:
+        if inet.parse(value) is not None:
+            report["vip"] = value
+        else:
             report["nic"] = value
     for expr in _rules(ip_listing, "vip"):
         config = _hash_config(expr)
         if config:
             mod, seed, _, fields = config
-            modes = [m for m, f in _HASH_FIELDS_JSON.items() if f == fields]
+            fields = [("ip" if proto == "ip6" else proto, field) for proto, field in fields]
+            modes = [m for m, f in _HASH_FIELDS.items() if f == fields]
             report.update(buckets=mod, hash_init=seed, hashmode=modes[0] if modes else None)
     sets = [s for s in _objects(ip_listing, "set") if s.get("name") == "owned"]
     if sets:
@@ -232,10 +314,11 @@ def describe(ip_listing, arp_listing):
         if name.startswith("bucket") and name[6:].isdigit():
             report["counters"][int(name[6:])] = {"packets": counter.get("packets", 0),
                                                  "bytes": counter.get("bytes", 0)}
-    for expr in _rules(arp_listing or {}, "output"):
-        for node in _walk(expr):
-            if "mangle" in node:
-                report["clustermac"] = node["mangle"].get("value")
+    for key, value in _mangles(rewrite_listing or {}, "output"):
+        if isinstance(value, str):  # ARP: "arp saddr ether" set "03:c1:..."
+            report["clustermac"] = value
+        elif key.get("payload", {}).get("offset") == 208:  # IPv6: the option's MAC
+            report["clustermac"] = ":".join("%02x" % b for b in value.to_bytes(6, "big"))
     return report
 
 
@@ -245,6 +328,7 @@ class NftBackend(Backend):
     # The agent's ceiling (one named counter and one map entry per bucket).
     max_buckets = 256
     graceful_handover = True
+    ipv6 = True
 
     def __init__(self):
         self._ctx = None
@@ -297,33 +381,35 @@ class NftBackend(Backend):
     def state(self, params, placement):
         """The VIP's state: the full check through libnftables, or its remembered verdict.
 
-        The full check reads both tables as JSON through libnftables, ~9 ms of
-        a ~20 ms monitor.  Its verdict depends only on the parameters and the
-        rules, so it is remembered (in memo_path) with the rules' bytes as the
-        kernel dumps them; while those bytes are unchanged the monitor reads
-        just them and the owned set over nfnetlink, well under 1 ms.  Any
-        change to a rule, a chain's rules or a table's presence misses the
-        memo and takes the full check again.
+        The full check reads the tables as JSON through libnftables, ~9 ms of
+        a ~20 ms monitor.  Its verdict depends only on the parameters, the
+        NIC's MAC (IPv6) and the rules, so it is remembered (in memo_path)
+        with the rules' bytes as the kernel dumps them; while those bytes are
+        unchanged the monitor reads just them and the owned set over
+        nfnetlink, well under 1 ms.  Any change to a rule, a chain's rules or
+        a table's presence misses the memo and takes the full check again.
         """
-        name = table_name(params.vip)
+        both = tables(params)
+        family, name = both[0]
         joined = address.multicast_joined(placement.nic, params.clustermac)
-        key = _memo_key(params, placement)
-        seen = _fingerprint(params.vip)
+        nic_mac = address.nic_mac(placement.nic) if params.ipv6 else None
+        key = _memo_key(params, placement, nic_mac)
+        seen = _fingerprint(both)
         if seen is not None and self._recall(key) == seen:
             try:
                 owned = frozenset(int.from_bytes(k, sys.byteorder)
-                                  for k in nfnl.set_keys("ip", name, "owned"))
+                                  for k in nfnl.set_keys(family, name, "owned"))
             except OSError:
                 pass  # the set vanished since: the full check says what is missing
             else:
                 return VipState(owned=owned, missing=() if joined else (
                     _multicast_missing(params, placement),))
-        state = parse_state(self._list_table("ip", name), self._list_table("arp", name),
-                            params, placement, joined)
+        listings = [self._list_table(f, n) for f, n in both]
+        state = parse_state(listings[0], listings[-1], params, placement, joined, nic_mac)
         rules_complete = state is not None and set(state.missing) <= {
             _multicast_missing(params, placement)}
         # Remembered only when the rules did not change while they were checked.
-        if rules_complete and seen is not None and _fingerprint(params.vip) == seen:
+        if rules_complete and seen is not None and _fingerprint(both) == seen:
             self._remember(key, seen)
         return state
 
@@ -349,48 +435,58 @@ class NftBackend(Backend):
             _unlink(scratch)  # only a cache: the next call checks fully again
 
     def create(self, params, placement, owned):
-        self._run(build_create_script(params, placement, owned), "create the tables")
+        nic_mac = None
+        if params.ipv6:
+            nic_mac = address.nic_mac(placement.nic)
+            if nic_mac is None:
+                raise GenericError("cannot read the MAC address of %s" % placement.nic)
+        self._run(build_create_script(params, placement, owned, nic_mac), "create the tables")
         step("nft:tables-created")
         address.join_multicast(placement.nic, params.clustermac)
 
     def add_bucket(self, params, bucket):
-        self._run(element_command("add", params.vip, bucket), "add bucket %d" % bucket)
+        self._run(element_command("add", params, bucket), "add bucket %d" % bucket)
 
     def remove_bucket(self, params, bucket):
         # nft 1.0.6 has no "destroy element": the caller only removes what it saw.
-        self._run(element_command("delete", params.vip, bucket), "remove bucket %d" % bucket)
+        self._run(element_command("delete", params, bucket), "remove bucket %d" % bucket)
 
     def inventory(self):
         rc, output, error = self._nft().json_cmd({"nftables": [{"list": {"tables": None}}]})
         if rc != 0:
             raise GenericError("nft: cannot list tables: %s" % _first_error_line(error))
-        names = sorted(t["name"] for t in _objects(output or {}, "table")
-                       if t.get("family") == "ip" and t.get("name", "").startswith("clusterip_"))
-        return [describe(self._list_table("ip", name), self._list_table("arp", name))
-                for name in names]
+        found = sorted((t["family"], t["name"]) for t in _objects(output or {}, "table")
+                       if t.get("family") in ("ip", "ip6")
+                       and t.get("name", "").startswith("clusterip_"))
+        reports = []
+        for family, name in found:
+            listing = self._list_table(family, name)
+            reports.append(describe(listing, self._list_table("arp", name)
+                                    if family == "ip" else listing))
+        return reports
 
     def destroy(self, params, placement):
         _unlink(self.memo_path)
-        self._run(build_destroy_script(params.vip), "delete the tables")
+        self._run(build_destroy_script(params), "delete the tables")
         step("nft:tables-deleted")
         if placement is not None:
             address.leave_multicast(placement.nic, params.clustermac)
 
 
-def _memo_key(params, placement):
+def _memo_key(params, placement, nic_mac):
     """What the full check's verdict depends on besides the rules: the parameters
-    (but not the instance's bucket: instances share one table) and placement."""
-    return repr((params._replace(bucket=0), placement)).encode()
+    (but not the instance's bucket: instances share one table), the placement
+    and the NIC's MAC (in the IPv6 rewrite)."""
+    return repr((params._replace(bucket=0), placement, nic_mac)).encode()
 
 
-def _fingerprint(vip):
-    """The rules of both tables as the kernel encodes them; None without the ip table."""
-    name = table_name(vip)
-    ip_rules = nfnl.rules("ip", name)
-    if not ip_rules:
+def _fingerprint(family_tables):
+    """The rules of the VIP's tables as the kernel encodes them; None without the first."""
+    found = [nfnl.rules(family, name) for family, name in family_tables]
+    if not found[0]:
         return None
-    return b"".join(chain + len(expressions).to_bytes(4, "big") + expressions
-                    for chain, expressions in ip_rules + [(b"arp", b"")] + nfnl.rules("arp", name))
+    return b"\0".join(b"".join(chain + len(expressions).to_bytes(4, "big") + expressions
+                               for chain, expressions in rules) for rules in found)
 
 
 def _unlink(path):
