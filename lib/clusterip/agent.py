@@ -108,8 +108,10 @@ class Instance:
         backend = self.backend if p.cloned else None  # fail early (5/6) before touching anything
         if backend is not None:
             backend.check_libraries()
+        published = None
         if backend is not None and self.node_name:
-            self._check_peers(backend)
+            published = self._check_peers(backend)
+        first_here = True  # the first instance of the VIP on this node
         with self.lock():
             step("start:locked")
             placement = address.resolve(p)
@@ -120,6 +122,7 @@ class Instance:
                 self._announce(placement, None)
             else:
                 state = backend.state(p, placement)
+                first_here = state is None
                 if state is None or state.missing:
                     # First instance on this node, or something is broken: (re)build
                     # the filter before the address exists, so the node never accepts
@@ -139,21 +142,31 @@ class Instance:
             running, missing = self.problems()
         if not running or missing:
             raise _Failed("start did not complete: missing %s" % ", ".join(missing))
+        # Published once the bucket is served (a failover's traffic need not wait
+        # for attrd_updater, ~20 ms), and not again by every further instance on
+        # a node that published it when its first instance started.
+        if published is not None and (first_here or published.get(self.node_name) != backend.name):
+            from clusterip import peers
+
+            peers.publish(p.vip, self.node_name, backend.name, self.log)
         self.log.info("started: %s" % self._describe(placement))
         return ocf.SUCCESS
 
     def _check_peers(self, backend):
+        """What the nodes published for the VIP; InvalidArgument (2) when another
+        node serves it with a different backend."""
         from clusterip import peers
 
         vip = self.params.vip
-        others = peers.conflicts(peers.published(vip, self.log), self.node_name, backend.name)
+        published = peers.published(vip, self.log)
+        others = peers.conflicts(published, self.node_name, backend.name)
         if others:
             raise InvalidArgument(
                 "this node would serve %s with backend %s but %s: nodes that hash "
                 "differently drop or duplicate traffic; give all nodes the same kernel "
                 "capability or set backend= explicitly" % (vip, backend.name, ", ".join(
                     "%s uses %s" % item for item in sorted(others.items()))))
-        peers.publish(vip, self.node_name, backend.name, self.log)
+        return published
 
     def _name(self):
         p = self.params

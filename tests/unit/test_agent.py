@@ -263,6 +263,19 @@ def test_start_publishes_its_backend_under_pacemaker(node, monkeypatch):
     assert published == [("n0", "fake")]
 
 
+def test_only_the_first_instance_on_a_node_publishes(node, monkeypatch):
+    from clusterip import peers
+
+    published = []
+    monkeypatch.setattr(peers, "published", lambda vip, log: dict(published))
+    monkeypatch.setattr(peers, "publish", lambda vip, node, backend, log: published.append((node, backend)))
+    for instance in (0, 1, 2):  # a failover brings instances to a node that serves one
+        env = env_for(node, instance)
+        env["OCF_RESKEY_CRM_meta_on_node"] = "n0"
+        assert agent.main(["clusterip", "start"], env) == 0
+    assert published == [("n0", "fake")]
+
+
 def test_ipv6_announces_the_33_33_cluster_mac_cloned_and_its_own_mac_plain(node):
     vip6 = "2001:db8::a:100"
     assert act(node, "start", 0, ip=vip6) == 0
