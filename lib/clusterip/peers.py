@@ -6,7 +6,10 @@ whose nodes chose differently would drop some connections and answer others
 twice.  Each node publishes the backend it serves a VIP with as a transient
 Pacemaker node attribute, ``clusterip-backend-<VIP>``; a start compares with
 what the other nodes published and refuses (exit 2: this node's choice does
-not fit the cluster) on a mismatch.
+not fit the cluster) on a mismatch.  An IPv6 VIP's name has colons
+(``clusterip-backend-2001:db8::100``): Pacemaker keeps attribute names
+verbatim and sanitises only the CIB's nvpair id (':' -> '.'), so no
+escaping is needed (the cluster tier checks it).
 
 Only under Pacemaker (it passes ``OCF_RESKEY_CRM_meta_on_node``); a failure
 to reach the attribute daemon is logged, not fatal: it must not turn a

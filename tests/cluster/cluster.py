@@ -2,9 +2,9 @@
 
 The cluster tier's harness.  It builds on :class:`netlab.Lab` (the switch
 namespace with bridge br0, node namespaces n0..n2 with eth0 at
-198.18.0.11-13/16, a client namespace with hundreds of source addresses,
-TCP responders, independent oracles) and turns every node namespace into a
-cluster node:
+198.18.0.11-13/16 (``ipv6=True``: also 2001:db8::11-13/64), a client
+namespace with hundreds of source addresses, TCP responders, independent
+oracles) and turns every node namespace into a cluster node:
 
 * **One "init" per node**, started as ``ip netns exec <ns> unshare --mount
   --uts --propagation private sh node-init.sh ...`` (see node-init.sh for
@@ -295,11 +295,14 @@ class Cluster:
 
     ``token`` None: Corosync's default timings; an int: ``totem.token`` in ms.
     ``log`` receives progress lines (default: print to stderr with a clock).
+    ``ipv6``: the lab's IPv6 addresses too (see :class:`netlab.Lab`): the
+    nodes and the client keep their IPv4 addresses (Corosync runs over them),
+    the client's many sources are IPv6 ones instead.
     """
 
     def __init__(self, nodes=3, token=None, sources=200, prefix=None, log=None,
-                 up_timeout=120.0, lifetime=3600, dc_deadtime="5s"):
-        self.lab = netlab.Lab(nodes=nodes, sources=sources, prefix=prefix)
+                 up_timeout=120.0, lifetime=3600, dc_deadtime="5s", ipv6=False):
+        self.lab = netlab.Lab(nodes=nodes, sources=sources, prefix=prefix, ipv6=ipv6)
         self.token = token
         self.dc_deadtime = dc_deadtime
         self.nodes = list(self.lab.node_names)
@@ -667,10 +670,11 @@ class Cluster:
                 found.setdefault(bucket, []).append(node)
         return found
 
-    def leftovers(self, node):
-        """Everything of the VIP left on ``node``: address, nft tables, multicast MACs."""
+    def leftovers(self, node, vips=(VIP,)):
+        """Everything of the ``vips`` left on ``node``: address, nft tables, multicast MACs."""
         lab = self.lab
-        found = ["address %s" % a for a in lab.addresses(node) if a.startswith(VIP + "/")]
+        found = ["address %s" % a for vip in vips for a in lab.addresses(node, ipv6=":" in vip)
+                 if a.startswith(vip + "/")]
         found += ["nft table %s %s" % t for t in lab.nft_tables(node)
                   if t[1].startswith(TABLE_PREFIX)]
         found += ["multicast MAC %s" % m

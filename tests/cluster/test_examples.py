@@ -5,6 +5,12 @@ of mixed backends.
   connection answered by exactly one node.
 * ``two-vips.crm`` on three nodes: two independent clones, each spread one
   bucket per node, each VIP's connections answered by exactly one node.
+* ``ipv6.crm`` (dual stack) on three nodes with IPv6 in the lab: both clones
+  spread one bucket per node; every connection to either VIP answered by
+  exactly one node, the one whose kernel owns the bucket Pacemaker placed
+  there; the client resolves the IPv6 VIP to its cluster MAC; every node
+  publishes the mixed-backend guard's attribute for the IPv6 VIP, a name with
+  colons, which Pacemaker keeps verbatim; stopping both clones leaves nothing.
 * Mixed backends: a node that announces another backend for the VIP (the
   transient node attribute ``clusterip-backend-<VIP>``, as a node running the
   CLUSTERIP backend publishes it) makes the other nodes refuse to start their
@@ -14,14 +20,23 @@ of mixed backends.
 """
 
 import os
+import re
 
 import cluster
+import netlab
 import scenarios
 from cluster import wait_until
 
 EXAMPLES = cluster.CRM_EXAMPLES
 PORT = scenarios.PORT
 VIPS = {"web-ip": "198.18.0.100", "mail-ip": "198.18.0.101"}
+# ipv6.crm: the primitive of each family and the scenario family of its VIP,
+# their hash mode, and the IPv6 VIP's default cluster MAC (README "IPv6":
+# 33:33 followed by the VIP's last four bytes).
+DUAL_STACK = {"web-ip": scenarios.IPV4, "web-ip6": scenarios.IPV6}
+HASHMODE = "sourceip-sourceport"
+VIP6 = scenarios.IPV6.vip
+CLUSTER_MAC6 = "33:33:00:00:01:00"
 
 
 def spread(c, primitive, buckets):
@@ -36,9 +51,11 @@ def spread(c, primitive, buckets):
 
 
 def kernel_owned(c, vip):
-    """{node: buckets} from nft's own listing of each node's set "owned"."""
-    table = "clusterip_" + vip.replace(".", "_")
-    return {node: sorted(c.lab.nft_set_elements(node, "ip", table, "owned") or [])
+    """{node: buckets} from nft's own listing of each node's set "owned"
+    (table clusterip_<VIP with "_" for "." or ":">, family ip or ip6)."""
+    family = "ip6" if ":" in vip else "ip"
+    table = "clusterip_" + vip.replace(".", "_").replace(":", "_")
+    return {node: sorted(c.lab.nft_set_elements(node, family, table, "owned") or [])
             for node in c.nodes}
 
 
@@ -57,6 +74,15 @@ def answered_once(c, vip):
     accepted = sum(len(c.lab.accepted(node)) for node in c.nodes)
     assert accepted == len(pairs) * c.answered_rounds, (accepted, len(pairs))
     return served
+
+
+def published_backends(c, reader, vip):
+    """{node: backend} of the VIP's attribute as ``attrd_updater --query --all`` on
+    node ``reader`` prints it (empty values, i.e. withdrawn ones, left out)."""
+    result = c.node_exec(reader, ["attrd_updater", "--name", "clusterip-backend-" + vip,
+                                "--query", "--all"], check=False, timeout=30)
+    return {host: value for host, value in re.findall(
+        r'host="([^"]*)" value="([^"]*)"', result.stdout) if value}
 
 
 def test_two_node_example_two_buckets_per_node():
@@ -109,3 +135,63 @@ def test_two_vips_example_and_mixed_backends_refused():
         # No node that refused holds the VIP's filter: nobody hashes differently.
         for node in ("n0", "n1"):
             assert kernel_owned(c, VIPS["web-ip"])[node] == [], node
+
+
+def test_ipv6_dual_stack_example():
+    with cluster.Cluster(nodes=3, ipv6=True) as c:
+        c.load_crm(os.path.join(EXAMPLES, "ipv6.crm"))
+        for primitive, family in DUAL_STACK.items():
+            by_node = wait_until(lambda: spread(c, primitive, 3), 90, primitive + " placed")
+            assert sorted(by_node) == c.nodes, (primitive, by_node)
+            # Each node's kernel owns the bucket Pacemaker placed there and no other,
+            # so the node that answers a connection owns that connection's bucket.
+            assert kernel_owned(c, family.vip) == {n: sorted(b) for n, b in by_node.items()}
+
+        # One round per family through scenarios.Dataplane: one clean answer per
+        # connection, and the answering node's responder the only one that
+        # accepted it.  Lab.accepted() reads a node's latest responder, so each
+        # family's responders start right before its round (the IPv6 ones listen
+        # IPv6-only, beside the IPv4 ones on the same port).  IPv4 connects from
+        # the client's own address with 200 source ports, the lab's many sources
+        # being IPv6 ones: sourceip-sourceport spreads them over the buckets.
+        pairs = {scenarios.IPV4: [(netlab.CLIENT_ADDRESS, port) for port in range(21000, 21200)],
+                 scenarios.IPV6: [(source, port) for source in c.lab.sources
+                                  for port in scenarios.SOURCE_PORTS]}
+        for family, round_pairs in pairs.items():
+            for node in c.nodes:
+                c.lab.start_responder(node, PORT, bind=family.bind)
+            plane = scenarios.Dataplane(c.lab, "nft", HASHMODE, log=c.log, family=family)
+            # Warm the client's neighbour entry for the VIP (the answer does not matter).
+            c.lab.run("client", "ping", "-c", "1", "-W", "1", family.vip, check=False)
+            answers = plane.traffic_round(family.vip, round_pairs)
+            assert set(answers.values()) == set(c.nodes), (family.vip, answers)
+        # The nodes answer Neighbour Solicitations for the IPv6 VIP, and solicit
+        # the client from it, with the cluster MAC (the client knows no node's
+        # own), and every node has joined that MAC.
+        plane.cluster_mac = CLUSTER_MAC6  # plane: the IPv6 round's, the last
+        plane.assert_client_resolves_the_cluster_mac()
+        for node in c.nodes:
+            assert CLUSTER_MAC6 in c.lab.multicast_macs(node), node
+
+        # The mixed-backend guard's attribute for the IPv6 VIP, a name with colons:
+        # every node reads every node's backend, and the CIB holds the name
+        # verbatim (Pacemaker sanitises only the nvpair's id: ':' -> '.').
+        everyone = {node: "nft" for node in c.nodes}
+        for node in c.nodes:
+            wait_until(lambda: published_backends(c, node, VIP6) == everyone, 30,
+                       "every node's backend for %s read on %s" % (VIP6, node))
+        xml = c.node_exec("n0", ["cibadmin", "--query", "--scope", "status"]).stdout
+        assert xml.count('name="clusterip-backend-%s" value="nft"' % VIP6) == 3, xml
+
+        for primitive in DUAL_STACK:
+            c.crm("n0", "resource", "stop", primitive + "-clone")
+        wait_until(lambda: not any(node for primitive in DUAL_STACK
+                                   for node in c.status().buckets(primitive).values()),
+                   60, "both clones stopped")
+        c.wait_settled(60)
+        vips = [family.vip for family in DUAL_STACK.values()]
+        leftovers = {node: c.leftovers(node, vips) for node in c.nodes}
+        assert not any(leftovers.values()), "left behind: %s" % leftovers
+        # The last instance to stop on a node withdraws the node's backend.
+        wait_until(lambda: not any(published_backends(c, "n0", vip) for vip in vips), 30,
+                   "every node's backend for %s withdrawn" % " and ".join(vips))
