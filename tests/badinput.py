@@ -4,7 +4,9 @@ meta-attribute of the agent, as hypothesis strategies.
 Shared by the unit tier (tests/unit/test_bad_input.py: agent.main against
 fakes) and the root tiers (tests/netns/test_reliability.py: the real agent in
 a namespace).  Every generated case changes exactly ONE field of a valid
-cloned configuration (:data:`VALID`), and the value is invalid whatever the
+cloned configuration (:data:`VALID_PARAMS` and :data:`VALID_META`, or with
+``ipv6`` the same with the IPv6 VIP of :data:`VALID_PARAMS6`), and the value
+is invalid whatever the
 node looks like - never merely "absent here" (a well-formed NIC name that
 does not exist is a different, tested case) - so the agent must answer 6
 (or 2) with one exit reason and change nothing.
@@ -26,6 +28,11 @@ VALID_PARAMS = {"ip": VIP, "cidr_netmask": str(PREFIXLEN), "nic": "eth0",
                 "hashmode": "sourceip", "clustermac": "03:c1:c6:12:00:64",
                 "hash_init": "12345"}
 VALID_META = {"clone": "0", "clone_max": "3", "globally_unique": "true"}
+# The same with an IPv6 VIP (nft backend only): hostile values beside a valid IPv6 address.
+VIP6 = "2001:db8::100"
+PREFIXLEN6 = 64
+VALID_PARAMS6 = dict(VALID_PARAMS, ip=VIP6, cidr_netmask=str(PREFIXLEN6),
+                     clustermac="33:33:00:00:01:00")
 
 HASHMODES = ("sourceip", "sourceip-sourceport", "sourceip-sourceport-destport")
 BACKENDS = ("auto", "nft", "clusterip")
@@ -225,14 +232,16 @@ def _uint(text, high):
     return bool(_UINT.match(text)) and int(text) <= high
 
 
-def _valid_ip(text):
+def _valid_ip(text, prefixlen):
     if "%" in text:  # a scope id: ipaddress takes it, the agent (inet_pton) does not
         return False
     try:
         ip = ipaddress.ip_address(text)
     except ValueError:
         return False
-    network = ipaddress.ip_network("%s/%d" % (text, PREFIXLEN), strict=False)
+    if prefixlen > ip.max_prefixlen:
+        return False
+    network = ipaddress.ip_network("%s/%d" % (text, prefixlen), strict=False)
     if ip.version == 6:
         # Global unicast or unique local, not the subnet-router anycast address.
         return (ip in ipaddress.ip_network("2000::/3") or ip in ipaddress.ip_network("fc00::/7")) \
@@ -250,11 +259,13 @@ def _valid_mac(text):
 
 
 # What the meta-data documents as valid for each field (after stripping blanks),
-# given the rest of VALID_PARAMS / VALID_META: generated values must fail it.
-def validity(limit):
+# given the rest of VALID_PARAMS (VALID_PARAMS6) / VALID_META: generated values
+# must fail it.
+def validity(limit, ipv6=False):
+    prefixlen, longest = (PREFIXLEN6, 128) if ipv6 else (PREFIXLEN, 32)
     return {
-        "ip": _valid_ip,
-        "cidr_netmask": lambda t: _uint(t, 32) and int(t) >= 1,
+        "ip": lambda t: _valid_ip(t, prefixlen),
+        "cidr_netmask": lambda t: _uint(t, longest) and int(t) >= 1,
         "nic": lambda t: bool(re.match(r"\A[A-Za-z0-9_.-]{1,15}\Z", t)) and t not in (".", ".."),
         "clustermac": _valid_mac,
         "hashmode": lambda t: t in HASHMODES,
@@ -268,14 +279,15 @@ def validity(limit):
     }
 
 
-def cases(limit):
+def cases(limit, ipv6=False):
     """(where, field, value): one invalid field; where is "param" or "meta".
 
     ``limit`` is the bucket limit of the backend the agent will use (clone_max
-    above it is invalid).  A blank value means "the default" to the agent, so
-    none is generated; nor is any value that is valid after stripping blanks.
+    above it is invalid); ``ipv6``: the case is for VALID_PARAMS6.  A blank
+    value means "the default" to the agent, so none is generated; nor is any
+    value that is valid after stripping blanks.
     """
-    valid = validity(limit)
+    valid = validity(limit, ipv6)
     fields = [
         ("param", "ip", ip_values()), ("param", "cidr_netmask", cidr_values()),
         ("param", "nic", nic_values()), ("param", "clustermac", mac_values()),
@@ -291,10 +303,10 @@ def cases(limit):
         for where, field, values in fields])
 
 
-def configuration(case, backend):
+def configuration(case, backend, ipv6=False):
     """(params, meta) of the valid configuration with the case's one field replaced."""
     where, field, value = case
-    params = dict(VALID_PARAMS, backend=backend)
+    params = dict(VALID_PARAMS6 if ipv6 else VALID_PARAMS, backend=backend)
     meta = dict(VALID_META)
     (params if where == "param" else meta)[field] = value
     return params, meta

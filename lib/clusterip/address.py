@@ -115,14 +115,16 @@ def resolve(params):
     return Placement(nic=nic, prefixlen=prefix)
 
 
+_UNUSABLE = rtnl.IFA_F_TENTATIVE | rtnl.IFA_F_DADFAILED  # IPv6: left so by DAD
+
+
 def address_present(vip, placement):
     """True when the VIP is configured on the chosen NIC with the chosen prefix
     and usable (IPv6: not left tentative or dadfailed by someone's ``ip addr add``
     without nodad)."""
     index = _ifindex(placement.nic)
     return index is not None and any(
-        (found, prefixlen) == (index, placement.prefixlen)
-        and not flags & (rtnl.IFA_F_TENTATIVE | rtnl.IFA_F_DADFAILED)
+        (found, prefixlen) == (index, placement.prefixlen) and not flags & _UNUSABLE
         for found, prefixlen, flags in _vip_addresses(inet.parse(vip)))
 
 
@@ -138,6 +140,11 @@ def add_address(vip, placement):
     index = _ifindex(placement.nic)
     if index is None:
         raise InvalidArgument("nic %s does not exist on this node" % placement.nic)
+    if (index, placement.prefixlen) in {(found, prefixlen) for found, prefixlen, flags
+                                        in _vip_addresses(packed) if flags & _UNUSABLE}:
+        # Added by hand without nodad: tentative or dadfailed, never usable; an
+        # add would leave it so (EEXIST), so it is replaced by one with nodad.
+        rtnl.delete_address(index, packed, placement.prefixlen)
     try:
         rtnl.add_address(index, packed, placement.prefixlen, broadcast, label)
     except OSError as error:

@@ -3,10 +3,17 @@
 Concurrency (16 instances of one VIP, and two VIPs, started and stopped
 concurrently in random order), crashes (SIGKILL at every step of start and
 stop, through the test-only pause in clusterip.testhooks), tampering (each
-piece of a running VIP removed in turn, and the NIC itself), hostile input
-through the real agent, and environment faults (not root, libraries missing,
-a kernel without the backend, an interface name the filter language cannot
-hold).
+piece of a running VIP removed in turn, the NIC itself and its MAC), hostile
+input through the real agent, and environment faults (not root, libraries
+missing, a kernel without the backend, an interface name the filter language
+cannot hold).
+
+Where the address family matters, a test runs once per family the backend
+serves (:data:`FAMILIES`): IPv4, and on the nft backend IPv6 (an ``ip6``
+table, the Neighbour Advertisement rewrite, the address added nodad; the
+two-VIP test then runs dual stack, one VIP of each family).  The clusterip
+backend refuses IPv6 (tests/legacy/guest_clusterip_checks.py), so there the
+IPv6 cases are not generated at all.
 
 Shared with the legacy tier: it runs this file inside a Linux 6.1 guest with
 CLUSTERIP_TEST_BACKEND=clusterip, where each system call is ~10x slower, so
@@ -21,6 +28,7 @@ step cannot go untested.
 
 import collections
 import concurrent.futures
+import ipaddress
 import json
 import os
 import random
@@ -49,10 +57,17 @@ def _count(name, host, legacy):
 ROUNDS = _count("CLUSTERIP_TEST_ROUNDS", 100, 6)
 CRASH_CYCLES = _count("CLUSTERIP_TEST_CRASH_CYCLES", 10, 1)
 BAD_INPUTS = _count("CLUSTERIP_TEST_BAD_INPUTS", 200, 25)
+# IPv6 repeats what the IPv4 runs already cover (locking, markers, the
+# bucket set) over its own pieces: fewer repetitions keep the tier's time.
+FEWER_FOR_IPV6 = 0.3
 SEED = int(os.environ.get("CLUSTERIP_TEST_SEED") or random.SystemRandom().randrange(10 ** 6))
 
 VIP, VIP2 = scenarios.VIP, "198.18.0.101"
-PREFIXLEN = 16
+VIP6_2 = "2001:db8::101"  # beside scenarios.VIP6
+PREFIXLEN = scenarios.PREFIXLEN
+# The families the backend under test serves, by test id.
+FAMILIES = {"ipv4": scenarios.IPV4, **({"ipv6": scenarios.IPV6} if BACKEND == "nft" else {})}
+per_family = pytest.mark.parametrize("family", list(FAMILIES.values()), ids=list(FAMILIES))
 INSTANCES = 16  # the CLUSTERIP kernel's limit, and plenty for nft
 # Long action timeouts: a stale lock would then cost 0.75 of it (45 s on the
 # host), far above what any action needs, so a slow action is visible.
@@ -61,9 +76,26 @@ QUICK = 5.0 * SCALE  # what the first action after a crash may take, at most
 BUCKET_LIMIT = 16 if LEGACY else 256
 
 
+def is_ipv6(vip):
+    return ":" in vip
+
+
+def prefixlen(vip):
+    return scenarios.PREFIXLEN6 if is_ipv6(vip) else PREFIXLEN
+
+
+def second_vip(family):
+    """Another VIP of ``family`` on the same subnet."""
+    return VIP6_2 if family.ipv6 else VIP2
+
+
+def repeat(count, family):
+    return count if not family.ipv6 else max(1, round(count * FEWER_FOR_IPV6))
+
+
 def params_for(vip=VIP, **overrides):
-    return dict({"ip": vip, "cidr_netmask": PREFIXLEN, "nic": "eth0", "hashmode": "sourceip",
-                 "backend": BACKEND}, **overrides)
+    return dict({"ip": vip, "cidr_netmask": prefixlen(vip), "nic": "eth0",
+                 "hashmode": "sourceip", "backend": BACKEND}, **overrides)
 
 
 def meta_for(instance, total, interval=0, timeout_ms=ACTION_TIMEOUT_MS):
@@ -72,12 +104,25 @@ def meta_for(instance, total, interval=0, timeout_ms=ACTION_TIMEOUT_MS):
 
 
 def cluster_mac(vip):
-    """The default cluster MAC as the meta-data documents it: 03:c1 + the VIP's octets."""
+    """The default cluster MAC as the meta-data documents it: 03:c1 + the IPv4 VIP's
+    octets, 33:33 + the last four bytes of an IPv6 VIP."""
+    if is_ipv6(vip):
+        return "33:33:" + ":".join("%02x" % b for b in ipaddress.IPv6Address(vip).packed[-4:])
     return "03:c1:" + ":".join("%02x" % int(octet) for octet in vip.split("."))
 
 
 def table_name(vip):
-    return "clusterip_" + vip.replace(".", "_")
+    return "clusterip_" + vip.replace(".", "_").replace(":", "_")
+
+
+def filter_family(vip):
+    """The nft family of the VIP's filter table (with the set "owned")."""
+    return "ip6" if is_ipv6(vip) else "ip"
+
+
+def nft_families(vip):
+    """The families of the VIP's nft tables: IPv6 keeps its rewrite in the ip6 table."""
+    return ["ip6"] if is_ipv6(vip) else ["arp", "ip"]
 
 
 def reasons(stderr):
@@ -127,18 +172,21 @@ def expect(lab, node, action, instance, rc, total=3, vip=VIP, **options):
 
 # --- independent oracles ------------------------------------------------------------
 
-Observed = collections.namedtuple("Observed", "filters owned addresses joined markers")
+Observed = collections.namedtuple("Observed", "vip filters owned address joined markers")
 
 
 def observe(lab, node, vips):
     """{vip: Observed} read with the system's tools (and a listing of HA_RSCTMP).
 
-    filters: the nft tables ("ip", "arp") or the CLUSTERIP rules for the VIP;
-    owned: the buckets in the set / the /proc file (None: no set / no file);
-    addresses: how often the VIP is on eth0; joined: eth0 is in the cluster
-    MAC's multicast group; markers: buckets with a "started here" marker.
+    filters: the nft tables ("ip", "arp"; "ip6") or the CLUSTERIP rules for
+    the VIP; owned: the buckets in the set / the /proc file (None: no set / no
+    file); address: the flags of the VIP on eth0 (None: absent); joined: eth0
+    is in the cluster MAC's multicast group; markers: buckets with a "started
+    here" marker.
     """
-    addresses = lab.addresses(node)
+    addresses = {}
+    for ipv6 in {is_ipv6(vip) for vip in vips}:
+        addresses.update(lab.addresses(node, ipv6=ipv6, flags=True))
     macs = lab.multicast_macs(node)
     markers = collections.defaultdict(set)
     for name in os.listdir(lab.rsctmp(node)):
@@ -158,14 +206,15 @@ def observe(lab, node, vips):
             owned = None
             for item in ruleset:
                 s = item.get("set")
-                if s and s["table"] == name and s["name"] == "owned" and s["family"] == "ip":
+                if s and s["table"] == name and s["name"] == "owned" \
+                        and s["family"] == filter_family(vip):
                     owned = {e["elem"]["val"] if isinstance(e, dict) else e
                              for e in s.get("elem", [])}
         else:
             filters = [rule for rule in rules if "-d %s/32 " % vip in rule]
             text = lab.clusterip_proc(node, vip)
             owned = None if text is None else {int(b) for b in text.split(",") if b.strip()}
-        result[vip] = Observed(filters, owned, addresses.count("%s/%d" % (vip, PREFIXLEN)),
+        result[vip] = Observed(vip, filters, owned, addresses.get("%s/%d" % (vip, prefixlen(vip))),
                                cluster_mac(vip) in macs, markers.get(vip, set()))
     return result
 
@@ -173,15 +222,17 @@ def observe(lab, node, vips):
 def differences(observed, expected):
     """Why ``observed`` (one VIP) is not the state of exactly ``expected`` buckets started."""
     problems = []
-    one_filter = ["arp", "ip"] if BACKEND == "nft" else 1
+    one_filter = nft_families(observed.vip) if BACKEND == "nft" else 1
     filters = observed.filters if BACKEND == "nft" else len(observed.filters)
     if expected:
         if filters != one_filter:
             problems.append("filter %s, expected exactly %s" % (observed.filters, one_filter))
         if observed.owned != set(expected):
             problems.append("owned buckets %s, expected %s" % (observed.owned, sorted(expected)))
-        if observed.addresses != 1:
-            problems.append("address present %d times" % observed.addresses)
+        if observed.address is None:
+            problems.append("address missing")
+        elif {"tentative", "dadfailed"} & set(observed.address):
+            problems.append("address unusable: %s" % observed.address)
         if not observed.joined:
             problems.append("multicast group not joined")
     else:
@@ -189,7 +240,7 @@ def differences(observed, expected):
             problems.append("filter left behind: %s" % observed.filters)
         if observed.owned is not None:
             problems.append("bucket state left behind: %s" % observed.owned)
-        if observed.addresses:
+        if observed.address is not None:
             problems.append("address left behind")
         if observed.joined:
             problems.append("multicast group left joined")
@@ -208,8 +259,14 @@ def assert_state(lab, node, expected, what=""):
 
 
 @pytest.fixture
-def lab():
-    with Lab(nodes=1, sources=0, timeout_scale=SCALE) as lab:
+def family():
+    """IPv4, unless the test is parametrized with ``per_family`` (which overrides this)."""
+    return scenarios.IPV4
+
+
+@pytest.fixture
+def lab(family):
+    with Lab(nodes=1, sources=0, timeout_scale=SCALE, ipv6=family.ipv6) as lab:
         yield lab
 
 
@@ -319,12 +376,16 @@ def _concurrency(lab, vips, total, rounds):
         len(bad), rounds, SEED, bad[:3], "; the last stop left: %s" % left if left else "")
 
 
-def test_sixteen_instances_of_one_vip_started_and_stopped_concurrently(lab):
-    _concurrency(lab, [VIP], INSTANCES, ROUNDS)
+@per_family
+def test_sixteen_instances_of_one_vip_started_and_stopped_concurrently(lab, family):
+    _concurrency(lab, [family.vip], INSTANCES, repeat(ROUNDS, family))
 
 
-def test_two_vips_on_one_nic_started_and_stopped_concurrently(lab):
-    _concurrency(lab, [VIP, VIP2], 8, max(2, ROUNDS // 5))
+@per_family
+def test_two_vips_on_one_nic_started_and_stopped_concurrently(lab, family):
+    # The IPv4 VIP and another of ``family``: two IPv4 VIPs, or dual stack.
+    other = family.vip if family.ipv6 else VIP2
+    _concurrency(lab, [VIP, other], 8, max(2, ROUNDS // 5))
 
 
 # --- 2. crashes --------------------------------------------------------------------
@@ -363,29 +424,29 @@ def test_every_pause_point_of_this_backend_is_covered():
         sorted(mine - covered), sorted(covered - mine))
 
 
-def break_shared_piece(lab, node):
+def break_shared_piece(lab, node, vip):
     """Make the running VIP need a rebuild of its filter (state "missing" a piece)."""
-    if BACKEND == "nft":
-        lab.run(node, "nft", "delete", "table", "arp", table_name(VIP))
+    if BACKEND == "nft" and is_ipv6(vip):
+        lab.run(node, "nft", "flush", "chain", "ip6", table_name(vip), "output")
+    elif BACKEND == "nft":
+        lab.run(node, "nft", "delete", "table", "arp", table_name(vip))
     else:
         # A duplicate of the CLUSTERIP rule (the kernel accepts it: same config).
-        (rule,) = [r for r in lab.iptables_legacy_rules(node)
-                   if "CLUSTERIP" in r and "-d %s/32 " % VIP in r]
-        lab.run(node, "iptables-legacy", "-w", *rule.split())
+        lab.run(node, "iptables-legacy", "-w", *_clusterip_rule(lab, node).split())
 
 
 class Crasher:
     """Kills in one node of the lab, one after another."""
 
-    def __init__(self, lab, node):
-        self.lab, self.node = lab, node
+    def __init__(self, lab, node, vip):
+        self.lab, self.node, self.vip = lab, node, vip
         self.running = set()
         self.kills = collections.Counter()
         self.stop_seconds = []
         self.count = 0
 
     def expect(self, action, instance, rc, **options):
-        return expect(self.lab, self.node, action, instance, rc, **options)
+        return expect(self.lab, self.node, action, instance, rc, vip=self.vip, **options)
 
     def ensure(self, wanted):
         for instance in sorted(self.running - wanted):
@@ -401,7 +462,8 @@ class Crasher:
         name = "%s-%d" % (node, self.count)
         pause_file = os.path.join(lab.directory, "pause-" + name)
         log = os.path.join(lab.directory, "paused-%s.log" % name)
-        env = lab.agent_env(node, "vip:%d" % instance, params_for(), meta_for(instance, 3),
+        env = lab.agent_env(node, "vip:%d" % instance, params_for(self.vip),
+                            meta_for(instance, 3),
                             extra_env={"CLUSTERIP_TEST_PAUSE_AT": step,
                                        "CLUSTERIP_TEST_PAUSE_FILE": pause_file,
                                        "CLUSTERIP_TEST_PAUSE_SECONDS": str(300 * SCALE)})
@@ -443,17 +505,18 @@ class Crasher:
             name, stop.seconds)
         others = self.running - {victim}
         if not others:
-            assert_state(lab, node, {VIP: set()}, "%s: stop after the kill" % name)
+            assert_state(lab, node, {self.vip: set()}, "%s: stop after the kill" % name)
         self.expect("start", victim, 0)
         self.expect("monitor", victim, 0, interval=10000)
         for other in sorted(others):
-            call = Call(node, "monitor", other, 3, interval=10000).run(lab)
+            call = Call(node, "monitor", other, 3, vip=self.vip, interval=10000).run(lab)
             if call.rc != 0:
                 assert others_may_break and call.rc == 1, "%s: %s" % (name, call)
                 self.expect("start", other, 0)
                 self.expect("monitor", other, 0, interval=10000)
         self.running = others | {victim}
-        assert_state(lab, node, {VIP: {i + 1 for i in self.running}}, "%s: recovered" % name)
+        assert_state(lab, node, {self.vip: {i + 1 for i in self.running}},
+                     "%s: recovered" % name)
 
     def cycles(self, count):
         for _ in range(count):
@@ -461,31 +524,34 @@ class Crasher:
                 for step in steps:
                     self.ensure(before)
                     if name == "repair-start":
-                        break_shared_piece(self.lab, self.node)
+                        break_shared_piece(self.lab, self.node, self.vip)
                     self.pause_and_kill(action, 0, step)
                     self.recover("%s: %s at %s" % (self.node, name, step), 0, others_may_break)
         self.ensure(set())
-        assert_state(self.lab, self.node, {VIP: set()}, "%s: after the last stop" % self.node)
+        assert_state(self.lab, self.node, {self.vip: set()},
+                     "%s: after the last stop" % self.node)
         return self
 
 
-def test_sigkill_at_every_step_leaves_a_recoverable_node():
+@per_family
+def test_sigkill_at_every_step_leaves_a_recoverable_node(family):
+    cycles = repeat(CRASH_CYCLES, family)
     # Two nodes crash in parallel (independent namespaces): twice the kills per minute.
-    workers = 2 if CRASH_CYCLES > 1 else 1
+    workers = 2 if cycles > 1 else 1
     began = time.monotonic()
-    with Lab(nodes=workers, sources=0, timeout_scale=SCALE) as lab:
-        shares = [CRASH_CYCLES // workers + (1 if i < CRASH_CYCLES % workers else 0)
+    with Lab(nodes=workers, sources=0, timeout_scale=SCALE, ipv6=family.ipv6) as lab:
+        shares = [cycles // workers + (1 if i < cycles % workers else 0)
                   for i in range(workers)]
         with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
-            crashers = list(pool.map(lambda i: Crasher(lab, "n%d" % i).cycles(shares[i]),
-                                     range(workers)))
+            crashers = list(pool.map(
+                lambda i: Crasher(lab, "n%d" % i, family.vip).cycles(shares[i]), range(workers)))
     kills = sum((c.kills for c in crashers), collections.Counter())
     total = sum(kills.values())
     stops = [s for c in crashers for s in c.stop_seconds]
     seconds = time.monotonic() - began
-    report("%d kills (%s) in %.1f s, %.2f s per kill (%d node(s) in parallel); first stop "
+    report("%s: %d kills (%s) in %.1f s, %.2f s per kill (%d node(s) in parallel); first stop "
            "after a kill: median %.2f s, max %.2f s" % (
-               total, dict(kills), seconds, seconds / total, workers,
+               family.vip, total, dict(kills), seconds, seconds / total, workers,
                statistics.median(stops), max(stops)))
 
 
@@ -502,67 +568,85 @@ def _clusterip_rule(lab, node):
     return rule
 
 
-def tamperings():
+def tamperings(vip):
     """name -> (remove the piece in n0, instances affected, words the reason must contain).
 
     Instances 0 and 1 run (buckets 1 and 2 of 3).  A remover returning False
     says the kernel did not let the piece be removed (nothing to check)."""
-    name = table_name(VIP)
+    name, ip = table_name(vip), filter_family(vip)
+    address = "%s/%d" % (vip, prefixlen(vip))
 
     def remove_address(lab):
-        lab.run("n0", "ip", "addr", "del", "%s/%d" % (VIP, PREFIXLEN), "dev", "eth0")
+        lab.run("n0", "ip", "addr", "del", address, "dev", "eth0")
 
     def remove_bucket_2(lab):
         if BACKEND == "nft":
             _nft_json(lab, "n0", {"delete": {"element": {
-                "family": "ip", "table": name, "name": "owned", "elem": [2]}}})
+                "family": ip, "table": name, "name": "owned", "elem": [2]}}})
         else:
-            lab.run("n0", "sh", "-c", "echo -2 > /proc/net/ipt_CLUSTERIP/%s" % VIP)
+            lab.run("n0", "sh", "-c", "echo -2 > /proc/net/ipt_CLUSTERIP/%s" % vip)
 
     def remove_multicast(lab):
-        result = lab.run("n0", "ip", "maddr", "del", cluster_mac(VIP), "dev", "eth0",
+        result = lab.run("n0", "ip", "maddr", "del", cluster_mac(vip), "dev", "eth0",
                          check=False)
         if result.returncode != 0:
             report("'ip maddr del %s' refused (%s): the membership is the kernel's own"
-                   % (cluster_mac(VIP), result.stderr.strip()))
+                   % (cluster_mac(vip), result.stderr.strip()))
             return False
-        return cluster_mac(VIP) not in lab.multicast_macs("n0")
+        return cluster_mac(vip) not in lab.multicast_macs("n0")
 
     common = {
-        "address": (remove_address, {0, 1}, ["address %s/%d" % (VIP, PREFIXLEN)]),
+        "address": (remove_address, {0, 1}, ["address " + address]),
         "bucket 2": (remove_bucket_2, {1}, ["bucket 2"]),
         "multicast membership": (remove_multicast, {0, 1}, ["multicast"]),
     }
-    if BACKEND == "nft":
+    if BACKEND != "nft":
         return dict(common, **{
-            "ip table": (lambda lab: lab.run("n0", "nft", "delete", "table", "ip", name),
-                         {0, 1}, ["table ip %s" % name]),
+            "CLUSTERIP rule": (
+                lambda lab: lab.run("n0", "iptables-legacy", "-w",
+                                    *_clusterip_rule(lab, "n0").replace("-A ", "-D ", 1).split()),
+                {0, 1}, ["CLUSTERIP rule"]),
+        })
+    # The rewrite: of ARP (its own arp table), of Neighbour Advertisements (the ip6 table).
+    rewrite, family = ("Neighbour Advertisement rewrite", "ip6") if is_ipv6(vip) \
+        else ("ARP rewrite", "arp")
+    to_another_mac = ("ip6 saddr %s icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert } "
+                      "@th,208,48 set 0x030000000001" if is_ipv6(vip) else
+                      "arp saddr ip %s arp saddr ether set 03:00:00:00:00:01") % vip
+    nft = dict(common, **{
+        "%s table" % ip: (lambda lab: lab.run("n0", "nft", "delete", "table", ip, name),
+                          {0, 1}, ["nft tables" if is_ipv6(vip) else "table ip %s" % name]),
+        # Rules changed in place, tables kept: the monitor's remembered verdict
+        # (NftBackend.state) must not outlive them.
+        "bucket filter (flushed)": (
+            lambda lab: lab.run("n0", "nft", "flush", "chain", ip, name, "vip"),
+            {0, 1}, ["bucket filter"]),
+        "prerouting rule (another NIC)": (
+            lambda lab: _replace_rules(lab, ip, name, "prerouting",
+                                       'iifname "lo" %s daddr %s jump vip' % (ip, vip)),
+            {0, 1}, ["prerouting rule"]),
+        "%s (flushed)" % rewrite: (
+            lambda lab: lab.run("n0", "nft", "flush", "chain", family, name, "output"),
+            {0, 1}, [rewrite]),
+        "%s (another MAC)" % rewrite: (
+            lambda lab: _replace_rules(lab, family, name, "output",
+                                       'oifname "eth0" ' + to_another_mac),
+            {0, 1}, [rewrite]),
+        "%s (another NIC)" % rewrite: (
+            lambda lab: _retarget_rewrite(lab, family, name), {0, 1}, [rewrite]),
+    })
+    if is_ipv6(vip):
+        nft["address (tentative: re-added without nodad)"] = (
+            lambda lab: _readd_tentative(lab, address), {0, 1}, ["address " + address])
+    else:
+        nft.update({
             "arp table (the ARP rewrite)": (
                 lambda lab: lab.run("n0", "nft", "delete", "table", "arp", name),
-                {0, 1}, ["ARP rewrite"]),
-            "both tables": (lambda lab: [lab.run("n0", "nft", "delete", "table", family, name)
-                                         for family in ("ip", "arp")], {0, 1}, ["nft tables"]),
-            # Rules changed in place, tables kept: the monitor's remembered verdict
-            # (NftBackend.state) must not outlive them.
-            "bucket filter (flushed)": (
-                lambda lab: lab.run("n0", "nft", "flush", "chain", "ip", name, "vip"),
-                {0, 1}, ["bucket filter"]),
-            "prerouting rule (another NIC)": (
-                lambda lab: _replace_rules(lab, "ip", name, "prerouting",
-                                           'iifname "lo" ip daddr %s jump vip' % VIP),
-                {0, 1}, ["prerouting rule"]),
-            "ARP rewrite (another MAC)": (
-                lambda lab: _replace_rules(lab, "arp", name, "output",
-                                           'oifname "eth0" arp saddr ip %s arp saddr ether set '
-                                           '03:00:00:00:00:01' % VIP),
-                {0, 1}, ["ARP rewrite"]),
+                {0, 1}, [rewrite]),
+            "both tables": (lambda lab: [lab.run("n0", "nft", "delete", "table", f, name)
+                                         for f in ("ip", "arp")], {0, 1}, ["nft tables"]),
         })
-    return dict(common, **{
-        "CLUSTERIP rule": (
-            lambda lab: lab.run("n0", "iptables-legacy", "-w",
-                                *_clusterip_rule(lab, "n0").replace("-A ", "-D ", 1).split()),
-            {0, 1}, ["CLUSTERIP rule"]),
-    })
+    return nft
 
 
 def _replace_rules(lab, family, table, chain, rule):
@@ -570,10 +654,26 @@ def _replace_rules(lab, family, table, chain, rule):
             % (family, table, chain, family, table, chain, rule))
 
 
-def _monitors(lab, affected, needles, label):
+def _retarget_rewrite(lab, family, table):
+    """The agent's own rewrite rule, moved to another NIC (its writes unchanged)."""
+    listing = lab.run("n0", "nft", "list", "chain", family, table, "output").stdout
+    (rule,) = [line.strip() for line in listing.splitlines() if 'oifname "eth0"' in line]
+    _replace_rules(lab, family, table, "output", rule.replace('oifname "eth0"', 'oifname "lo"'))
+
+
+def _readd_tentative(lab, address):
+    """The VIP re-added by hand without nodad: tentative (Duplicate Address Detection
+    kept running for a minute), so the kernel does not use it."""
+    lab.run("n0", "ip", "addr", "del", address, "dev", "eth0")
+    lab.run("n0", "sysctl", "-q", "-w", "net.ipv6.conf.eth0.dad_transmits=60")
+    lab.run("n0", "ip", "addr", "add", address, "dev", "eth0")
+    assert "tentative" in lab.addresses("n0", ipv6=True, flags=True)[address]
+
+
+def _monitors(lab, vip, affected, needles, label):
     """Instances 0, 1: 1 naming the piece if affected, else 0; instance 2: probe 7."""
     for instance in (0, 1):
-        call = Call("n0", "monitor", instance, 3, interval=10000).run(lab)
+        call = Call("n0", "monitor", instance, 3, vip=vip, interval=10000).run(lab)
         if instance in affected:
             found = reasons(call.err)
             assert call.rc == 1 and len(found) == 1, "%s: %s\n%s" % (label, call, call.err)
@@ -583,45 +683,73 @@ def _monitors(lab, affected, needles, label):
         else:
             assert call.rc == 0, "%s: %s (its own pieces are intact)\n%s" % (
                 label, call, call.err)
-    expect(lab, "n0", "monitor", 2, 7)  # a probe of an instance that never ran here
+    expect(lab, "n0", "monitor", 2, 7, vip=vip)  # a probe of an instance that never ran here
 
 
-@pytest.mark.parametrize("piece", sorted(tamperings()))
-def test_tampering_is_detected_repaired_and_cleaned_up(lab, piece):
-    remove, affected, needles = tamperings()[piece]
+@pytest.mark.parametrize("family, piece", [
+    (family, piece) for family in FAMILIES.values() for piece in sorted(tamperings(family.vip))],
+    ids=lambda value: value if isinstance(value, str) else "ipv6" if value.ipv6 else "ipv4")
+def test_tampering_is_detected_repaired_and_cleaned_up(lab, family, piece):
+    vip = family.vip
+    remove, affected, needles = tamperings(vip)[piece]
     for instance in (0, 1):
-        expect(lab, "n0", "start", instance, 0)
-    _monitors(lab, set(), needles, "before")
+        expect(lab, "n0", "start", instance, 0, vip=vip)
+    _monitors(lab, vip, set(), needles, "before")
     if remove(lab) is False:
         # Not removable (CLUSTERIP holds its own membership): it must still be intact.
-        _monitors(lab, set(), needles, "after a refused removal")
-        assert_state(lab, "n0", {VIP: {1, 2}}, piece)
+        _monitors(lab, vip, set(), needles, "after a refused removal")
+        assert_state(lab, "n0", {vip: {1, 2}}, piece)
     else:
-        _monitors(lab, affected, needles, "%s removed" % piece)
+        _monitors(lab, vip, affected, needles, "%s removed" % piece)
         for instance in sorted(affected):  # Pacemaker's recovery: start the failed ones
-            expect(lab, "n0", "start", instance, 0)
-        _monitors(lab, set(), needles, "%s repaired" % piece)
-        assert_state(lab, "n0", {VIP: {1, 2}}, "%s repaired" % piece)
+            expect(lab, "n0", "start", instance, 0, vip=vip)
+        _monitors(lab, vip, set(), needles, "%s repaired" % piece)
+        assert_state(lab, "n0", {vip: {1, 2}}, "%s repaired" % piece)
         remove(lab)  # and once more: stop must clean up a tampered node too
     for instance in (0, 1):
-        expect(lab, "n0", "stop", instance, 0)
-    assert_state(lab, "n0", {VIP: set()}, "stopped after %s was removed" % piece)
+        expect(lab, "n0", "stop", instance, 0, vip=vip)
+    assert_state(lab, "n0", {vip: set()}, "stopped after %s was removed" % piece)
     for instance in (0, 1, 2):
-        expect(lab, "n0", "monitor", instance, 7)
+        expect(lab, "n0", "monitor", instance, 7, vip=vip)
 
 
-def test_the_nic_disappearing_fails_the_monitor_and_stop_succeeds(lab):
+@per_family
+def test_the_nic_mac_changing_under_a_running_vip(lab, family):
+    # The Neighbour Advertisement rewrite matches the NIC's MAC (its checksum
+    # compensation depends on it); the ARP rewrite does not care.
+    vip = family.vip
     for instance in (0, 1):
-        expect(lab, "n0", "start", instance, 0)
+        expect(lab, "n0", "start", instance, 0, vip=vip)
+    new_mac = "02:00:00:00:0c:01"
+    lab.run("n0", "ip", "link", "set", "eth0", "address", new_mac)
+    needles = ["Neighbour Advertisement rewrite"]
+    _monitors(lab, vip, {0, 1} if family.ipv6 else set(), needles, "the NIC's MAC changed")
+    for instance in (0, 1):
+        expect(lab, "n0", "start", instance, 0, vip=vip)
+    _monitors(lab, vip, set(), needles, "restarted")
+    assert_state(lab, "n0", {vip: {1, 2}}, "restarted after the NIC's MAC changed")
+    if family.ipv6:  # the rule now matches the new MAC (the option's length 1, the MAC)
+        listing = lab.run("n0", "nft", "list", "chain", "ip6", table_name(vip), "output").stdout
+        assert "@th,200,56 0x1%s " % new_mac.replace(":", "") in listing, listing
+    for instance in (0, 1):
+        expect(lab, "n0", "stop", instance, 0, vip=vip)
+    assert_state(lab, "n0", {vip: set()}, "stopped")
+
+
+@per_family
+def test_the_nic_disappearing_fails_the_monitor_and_stop_succeeds(lab, family):
+    vip = family.vip
+    for instance in (0, 1):
+        expect(lab, "n0", "start", instance, 0, vip=vip)
     lab.run("n0", "ip", "link", "del", "eth0")
     for instance in (0, 1):
-        call = expect(lab, "n0", "monitor", instance, 1, interval=10000)
+        call = expect(lab, "n0", "monitor", instance, 1, vip=vip, interval=10000)
         assert len(reasons(call.err)) == 1 and "eth0" in call.err, call.err
-    expect(lab, "n0", "monitor", 2, 7)
+    expect(lab, "n0", "monitor", 2, 7, vip=vip)
     for instance in (0, 1):
-        expect(lab, "n0", "stop", instance, 0)
+        expect(lab, "n0", "stop", instance, 0, vip=vip)
     if BACKEND == "nft":
-        assert [t for t in lab.nft_tables("n0") if t[1] == table_name(VIP)] == []
+        assert [t for t in lab.nft_tables("n0") if t[1] == table_name(vip)] == []
     else:
         assert not [r for r in lab.iptables_legacy_rules("n0") if "CLUSTERIP" in r]
         assert lab.clusterip_proc("n0", VIP) is None
@@ -646,19 +774,20 @@ def node_snapshot(lab, node):
     addresses = sorted((link["ifname"], "%s/%d" % (info["local"], info["prefixlen"]),
                         info.get("label"))
                        for link in json.loads(lab.run(node, "ip", "-j", "addr", "show").stdout)
-                       for info in link.get("addr_info", []) if info.get("family") == "inet")
+                       for info in link.get("addr_info", [])
+                       if info.get("family") in ("inet", "inet6"))
     multicast = sorted(lab.run(node, "cat", "/proc/net/dev_mcast").stdout.splitlines())
     return {"addresses": addresses, "filters": filters, "multicast": multicast, "proc": proc,
             "rsctmp": sorted(f for f in os.listdir(lab.rsctmp(node)) if not f.endswith(".lock"))}
 
 
-def generated_cases(count):
+def generated_cases(count, ipv6):
     found = []
 
     @seed(SEED)
     @settings(max_examples=count, database=None, deadline=None,
               suppress_health_check=list(HealthCheck))
-    @given(badinput.cases(BUCKET_LIMIT))
+    @given(badinput.cases(BUCKET_LIMIT, ipv6))
     def collect(case):
         found.append(case)
 
@@ -666,15 +795,18 @@ def generated_cases(count):
     return found
 
 
-def test_hostile_parameters_change_nothing_on_the_node(lab):
-    cases = generated_cases(BAD_INPUTS)
-    # A sentinel VIP runs throughout: nothing may touch it either.
-    expect(lab, "n0", "start", 0, 0, vip=VIP2, total=1)
+@per_family
+def test_hostile_parameters_change_nothing_on_the_node(lab, family):
+    # Each case: one hostile field beside a valid configuration of ``family``'s VIP.
+    cases = generated_cases(repeat(BAD_INPUTS, family), family.ipv6)
+    # A sentinel VIP of the family runs throughout: nothing may touch it either.
+    sentinel = second_vip(family)
+    expect(lab, "n0", "start", 0, 0, vip=sentinel, total=1)
     before = node_snapshot(lab, "n0")
     began = time.monotonic()
 
     def one(case):
-        params, meta = badinput.configuration(case, BACKEND)
+        params, meta = badinput.configuration(case, BACKEND, family.ipv6)
         meta.update(timeout=ACTION_TIMEOUT_MS)
         found = []
         for action in ("validate-all", "start", "stop"):
@@ -699,9 +831,10 @@ def test_hostile_parameters_change_nothing_on_the_node(lab):
         now = node_snapshot(lab, "n0")
         assert now == before, "one of these inputs changed the node: %r\nbefore %s\nafter %s" % (
             chunk, before, now)
-    expect(lab, "n0", "monitor", 0, 0, vip=VIP2, total=1, interval=10000)
-    report("%d generated inputs x (validate-all, start, stop) in %.1f s, by field %s" % (
-        len(cases), time.monotonic() - began, dict(collections.Counter(c[1] for c in cases))))
+    expect(lab, "n0", "monitor", 0, 0, vip=sentinel, total=1, interval=10000)
+    report("%s: %d generated inputs x (validate-all, start, stop) in %.1f s, by field %s" % (
+        family.vip, len(cases), time.monotonic() - began,
+        dict(collections.Counter(c[1] for c in cases))))
     assert not problems, "%d failures, e.g.:\n%s" % (len(problems), "\n".join(problems[:5]))
 
 

@@ -231,3 +231,13 @@ def test_ipv6_missing_pieces_are_named():
     assert any("hashmode sourceip" in m for m in state.missing)
     assert "multicast membership of eth0 in 33:33:00:00:01:00" in state.missing
     assert nft.parse_state(None, None, make6(), PLACEMENT6, True, NIC_MAC) is None
+
+
+def test_a_rewrite_for_another_nic_is_named():
+    # Its writes are right, but it rewrites what another NIC sends (the monitor
+    # once checked only the writes).
+    ip, arp, ip6 = (listing("nft-%s-table.json" % f) for f in ("ip", "arp", "ip6"))
+    assert "ARP rewrite to 03:c1:c6:12:00:64" in nft.parse_state(
+        ip, arp, make(), Placement(nic="eth1", prefixlen=16), True).missing
+    assert "Neighbour Advertisement rewrite to 33:33:00:00:01:00" in nft.parse_state(
+        ip6, ip6, make6(), Placement(nic="eth1", prefixlen=64), True, NIC_MAC).missing

@@ -277,7 +277,9 @@ def parse_state(ip_listing, rewrite_listing, params, placement, multicast_joined
             missing.append("prerouting rule for %s on %s" % (params.vip, placement.nic))
     writes = rewrite_writes(params, nic_mac)
     found = _mangles(rewrite_listing, "output") if rewrite_listing is not None else []
-    if len(_rules(rewrite_listing or {}, "output")) != 1 or not writes \
+    rewrites = _rules(rewrite_listing or {}, "output")
+    if len(rewrites) != 1 or not writes \
+            or not {placement.nic, params.vip} <= _matches(rewrites[0]) \
             or {value for _, value in found} != {value for _, value in writes}:
         missing.append("%s rewrite to %s" % ("Neighbour Advertisement" if params.ipv6 else "ARP",
                                              params.clustermac))
