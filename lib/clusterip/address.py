@@ -144,7 +144,12 @@ def add_address(vip, placement):
                                         in _vip_addresses(packed) if flags & _UNUSABLE}:
         # Added by hand without nodad: tentative or dadfailed, never usable; an
         # add would leave it so (EEXIST), so it is replaced by one with nodad.
-        rtnl.delete_address(index, packed, placement.prefixlen)
+        try:
+            rtnl.delete_address(index, packed, placement.prefixlen)
+        except OSError as error:
+            if error.errno != errno.EADDRNOTAVAIL:  # gone meanwhile: fine
+                raise GenericError("cannot replace the tentative %s/%d on %s: %s" % (
+                    vip, placement.prefixlen, placement.nic, error.strerror)) from None
     try:
         rtnl.add_address(index, packed, placement.prefixlen, broadcast, label)
     except OSError as error:
