@@ -10,6 +10,7 @@ module here and one line in ``_REGISTRY``.
 
 import collections
 import importlib
+import os
 
 from clusterip.errors import NotConfigured, NotInstalled
 
@@ -51,6 +52,40 @@ class Backend:
         """Whether the running kernel has the mechanism (what backend=auto looks at)."""
         raise NotImplementedError
 
+    # --- the remembered full check (the monitor's fast path) ------------------
+    #
+    # A backend's full check reads its rules through a library whose import
+    # costs more than the rest of the monitor.  Its verdict depends only on the
+    # parameters and on the rules, so the backend may keep it in memo_path,
+    # keyed by memo_key() and stored with the rules' raw bytes as the kernel
+    # reports them; while the kernel reports the same bytes, the verdict holds.
+
+    def recall(self, key):
+        """The rule bytes remembered for this key, or None."""
+        if self.memo_path is None:
+            return None
+        try:
+            with open(self.memo_path, "rb") as f:
+                stored_key, _, fingerprint = f.read().partition(b"\n")
+        except OSError:
+            return None
+        return fingerprint if stored_key == key else None
+
+    def remember(self, key, fingerprint):
+        if self.memo_path is None:
+            return
+        scratch = "%s.%d" % (self.memo_path, os.getpid())  # concurrent monitors: rename
+        try:
+            with open(scratch, "wb") as f:
+                f.write(key + b"\n" + fingerprint)
+            os.replace(scratch, self.memo_path)
+        except OSError:
+            _unlink(scratch)  # only a cache: the next call checks fully again
+
+    def forget(self):
+        if self.memo_path is not None:
+            _unlink(self.memo_path)
+
     def check_available(self):
         """Raise NotInstalled when this kernel cannot run the backend (every action)."""
         raise NotImplementedError
@@ -82,6 +117,20 @@ class Backend:
         [{"vip", "backend", "nic", "clustermac", "hashmode", "hash_init",
         "buckets", "owned": [..], "counters": {bucket: {"packets", "bytes"}}}]."""
         raise NotImplementedError
+
+
+def memo_key(params, placement, *more):
+    """What a full check's verdict depends on besides the rules: the parameters
+    (but not the instance's bucket: instances share the VIP's rules), the
+    placement, and whatever else the backend names."""
+    return repr((params._replace(bucket=0), placement) + more).encode()
+
+
+def _unlink(path):
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
 
 
 def inventory():

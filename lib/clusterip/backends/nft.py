@@ -27,11 +27,10 @@ monitor's common case, nothing changed since the last full check, reads the
 kernel over nfnetlink instead (:mod:`clusterip.nfnl`, see NftBackend.state).
 """
 
-import os
 import sys
 
 from clusterip import address, nfnl
-from clusterip.backends import Backend, VipState
+from clusterip.backends import Backend, VipState, memo_key
 from clusterip.errors import GenericError, NotInstalled
 from clusterip.testhooks import step
 
@@ -395,9 +394,9 @@ class NftBackend(Backend):
         family, name = both[0]
         joined = address.multicast_joined(placement.nic, params.clustermac)
         nic_mac = address.nic_mac(placement.nic) if params.ipv6 else None
-        key = _memo_key(params, placement, nic_mac)
+        key = memo_key(params, placement, nic_mac)  # the MAC: in the IPv6 rewrite
         seen = _fingerprint(both)
-        if seen is not None and self._recall(key) == seen:
+        if seen is not None and self.recall(key) == seen:
             try:
                 owned = frozenset(int.from_bytes(k, sys.byteorder)
                                   for k in nfnl.set_keys(family, name, "owned"))
@@ -412,29 +411,8 @@ class NftBackend(Backend):
             _multicast_missing(params, placement)}
         # Remembered only when the rules did not change while they were checked.
         if rules_complete and seen is not None and _fingerprint(both) == seen:
-            self._remember(key, seen)
+            self.remember(key, seen)
         return state
-
-    def _recall(self, key):
-        if self.memo_path is None:
-            return None
-        try:
-            with open(self.memo_path, "rb") as f:
-                stored_key, _, fingerprint = f.read().partition(b"\n")
-        except OSError:
-            return None
-        return fingerprint if stored_key == key else None
-
-    def _remember(self, key, fingerprint):
-        if self.memo_path is None:
-            return
-        scratch = "%s.%d" % (self.memo_path, os.getpid())  # concurrent monitors: rename
-        try:
-            with open(scratch, "wb") as f:
-                f.write(key + b"\n" + fingerprint)
-            os.replace(scratch, self.memo_path)
-        except OSError:
-            _unlink(scratch)  # only a cache: the next call checks fully again
 
     def create(self, params, placement, owned):
         nic_mac = None
@@ -468,18 +446,11 @@ class NftBackend(Backend):
         return reports
 
     def destroy(self, params, placement):
-        _unlink(self.memo_path)
+        self.forget()
         self._run(build_destroy_script(params), "delete the tables")
         step("nft:tables-deleted")
         if placement is not None:
             address.leave_multicast(placement.nic, params.clustermac)
-
-
-def _memo_key(params, placement, nic_mac):
-    """What the full check's verdict depends on besides the rules: the parameters
-    (but not the instance's bucket: instances share one table), the placement
-    and the NIC's MAC (in the IPv6 rewrite)."""
-    return repr((params._replace(bucket=0), placement, nic_mac)).encode()
 
 
 def _fingerprint(family_tables):
@@ -489,14 +460,6 @@ def _fingerprint(family_tables):
         return None
     return b"\0".join(b"".join(chain + len(expressions).to_bytes(4, "big") + expressions
                                for chain, expressions in rules) for rules in found)
-
-
-def _unlink(path):
-    try:
-        if path is not None:
-            os.unlink(path)
-    except OSError:
-        pass
 
 
 def _first_error_line(text):
