@@ -606,6 +606,13 @@ def tamperings(vip):
                 lambda lab: lab.run("n0", "iptables-legacy", "-w",
                                     *_clusterip_rule(lab, "n0").replace("-A ", "-D ", 1).split()),
                 {0, 1}, ["CLUSTERIP rule"]),
+            # Changed in place, the table otherwise the same: the monitor's
+            # remembered verdict (ClusteripBackend.state) must not outlive it.
+            "CLUSTERIP rule (another NIC, in place)": (
+                lambda lab: lab.run("n0", "iptables-legacy", "-w", *_clusterip_rule(lab, "n0")
+                                    .replace("-A INPUT ", "-R INPUT 1 ", 1)
+                                    .replace(" -i eth0 ", " -i lo ", 1).split()),
+                {0, 1}, ["CLUSTERIP rule"]),
         })
     # The rewrite: of ARP (its own arp table), of Neighbour Advertisements (the ip6 table).
     rewrite, family = ("Neighbour Advertisement rewrite", "ip6") if is_ipv6(vip) \
