@@ -77,12 +77,12 @@ def _multicast_missing(params, placement):
     return "multicast membership of %s in %s" % (placement.nic, params.clustermac)
 
 
-def _filter_table():
-    """The filter table's bytes (counters zeroed), or None when unreadable."""
+def _input_chain():
+    """filter INPUT's bytes (counters zeroed), or None when unreadable."""
     from clusterip import iptread
 
     try:
-        return iptread.table_bytes("filter")
+        return iptread.chain_bytes("filter", iptread.NF_INET_LOCAL_IN)
     except OSError:
         return None
 
@@ -263,19 +263,23 @@ class ClusteripBackend(Backend):
 
     def state(self, params, placement):
         """The VIP's state: the full check through python-iptables, or its
-        remembered verdict while the filter table is byte for byte the same
-        (see Backend.recall and clusterip.iptread)."""
+        remembered verdict while filter INPUT is byte for byte the same (see
+        Backend.recall and clusterip.iptread)."""
+        from clusterip import iptread  # here: ctypes, which backend=auto on nft never needs
+
         owned = self._read_owned(params.vip)
         joined = placement is None or address.multicast_joined(placement.nic, params.clustermac)
         key = memo_key(params, placement)
-        seen = _filter_table()
+        seen = _input_chain()
+        if owned is None and seen is not None and not iptread.has_target(seen, TARGET):
+            return None  # no bucket file, no CLUSTERIP rule at all: nothing of the VIP
         if owned is not None and seen is not None and self.recall(key) == seen:
             return VipState(owned=owned, missing=() if joined else (
                 _multicast_missing(params, placement),))
         state = self._full_state(params, placement, owned, joined)
         # Remembered only when the table did not change while it was checked.
         if state is not None and set(state.missing) <= {_multicast_missing(params, placement)} \
-                and seen is not None and _filter_table() == seen:
+                and seen is not None and _input_chain() == seen:
             self.remember(key, seen)
         return state
 
