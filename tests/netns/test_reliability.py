@@ -933,6 +933,11 @@ def test_a_missing_library_is_5_with_a_reason(lab, module):
     before = node_snapshot(lab, "n0")
     for action in ("validate-all", "start", "monitor"):
         rc, _, err = run_agent(lab, "n0", action, env, argv=[python, script])
+        if action == "monitor" and LEGACY and rc == 7 and not err.strip():
+            # The CLUSTERIP backend's monitor sees "no bucket file, no CLUSTERIP
+            # rule" without python-iptables (clusterip.iptread): not running, and
+            # the start that follows says 5.
+            continue
         assert rc == 5, "%s without %s: exit %d\n%s" % (action, module, rc, err)
         _one_reason(rc, err, module)
     rc, _, err = run_agent(lab, "n0", "stop", env, argv=[python, script])
