@@ -82,6 +82,27 @@ class Backend:
         except OSError:
             _unlink(scratch)  # only a cache: the next call checks fully again
 
+    def checked_state(self, key, seen, fingerprint, fast, full, multicast):
+        """The remembered verdict while the rules read the same, else full()'s.
+
+        ``seen``: the rules' bytes as read at the start of the call (None:
+        unreadable); ``fingerprint()`` reads them again; ``fast()``: the owned
+        buckets without the full check, or None when they cannot be read so;
+        ``full()``: the full check's VipState (or None: nothing there);
+        ``multicast``: the missing-membership message, None when joined.  A
+        full verdict is remembered only when it found every rule and the rules
+        did not change while it ran.
+        """
+        if seen is not None and self.recall(key) == seen:
+            owned = fast()
+            if owned is not None:
+                return VipState(owned=owned, missing=() if multicast is None else (multicast,))
+        state = full()
+        if state is not None and set(state.missing) <= {multicast} \
+                and seen is not None and fingerprint() == seen:
+            self.remember(key, seen)
+        return state
+
     def forget(self):
         if self.memo_path is not None:
             _unlink(self.memo_path)
@@ -117,6 +138,11 @@ class Backend:
         [{"vip", "backend", "nic", "clustermac", "hashmode", "hash_init",
         "buckets", "owned": [..], "counters": {bucket: {"packets", "bytes"}}}]."""
         raise NotImplementedError
+
+
+def multicast_missing(params, placement):
+    """How the monitor names a NIC that left the cluster MAC's multicast group."""
+    return "multicast membership of %s in %s" % (placement.nic, params.clustermac)
 
 
 def memo_key(params, placement, *more):

@@ -19,7 +19,7 @@ import sys
 import time
 
 from clusterip import address
-from clusterip.backends import Backend, VipState, memo_key
+from clusterip.backends import Backend, VipState, memo_key, multicast_missing
 from clusterip.errors import GenericError, NotInstalled
 from clusterip.testhooks import step
 
@@ -71,10 +71,6 @@ def _kernel_has_clusterip():
         except OSError:
             continue
     return False
-
-
-def _multicast_missing(params, placement):
-    return "multicast membership of %s in %s" % (placement.nic, params.clustermac)
 
 
 def _input_chain():
@@ -269,19 +265,13 @@ class ClusteripBackend(Backend):
 
         owned = self._read_owned(params.vip)
         joined = placement is None or address.multicast_joined(placement.nic, params.clustermac)
-        key = memo_key(params, placement)
         seen = _input_chain()
         if owned is None and seen is not None and not iptread.has_target(seen, TARGET):
             return None  # no bucket file, no CLUSTERIP rule at all: nothing of the VIP
-        if owned is not None and seen is not None and self.recall(key) == seen:
-            return VipState(owned=owned, missing=() if joined else (
-                _multicast_missing(params, placement),))
-        state = self._full_state(params, placement, owned, joined)
-        # Remembered only when the table did not change while it was checked.
-        if state is not None and set(state.missing) <= {_multicast_missing(params, placement)} \
-                and seen is not None and _input_chain() == seen:
-            self.remember(key, seen)
-        return state
+        return self.checked_state(
+            memo_key(params, placement), seen, _input_chain, lambda: owned,
+            lambda: self._full_state(params, placement, owned, joined),
+            None if joined else multicast_missing(params, placement))
 
     def _full_state(self, params, placement, owned, joined):
         table, chain = self._table()
@@ -302,7 +292,7 @@ class ClusteripBackend(Backend):
                 missing.append("CLUSTERIP rule matching the configuration (%s)"
                                % ", ".join(differs or ["duplicate rules"]))
         if not joined:
-            missing.append(_multicast_missing(params, placement))
+            missing.append(multicast_missing(params, placement))
         return VipState(owned=owned or frozenset(), missing=tuple(missing))
 
     def create(self, params, placement, owned):

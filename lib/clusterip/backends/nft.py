@@ -30,7 +30,7 @@ kernel over nfnetlink instead (:mod:`clusterip.nfnl`, see NftBackend.state).
 import sys
 
 from clusterip import address, nfnl
-from clusterip.backends import Backend, VipState, memo_key
+from clusterip.backends import Backend, VipState, memo_key, multicast_missing
 from clusterip.errors import GenericError, NotInstalled
 from clusterip.testhooks import step
 
@@ -235,10 +235,6 @@ def _matches(expr):
     return {node["right"] for node in _walk(expr) if isinstance(node.get("right"), str)}
 
 
-def _multicast_missing(params, placement):
-    return "multicast membership of %s in %s" % (placement.nic, params.clustermac)
-
-
 def _mangles(listing, chain):
     """[(key, value)] of every payload write in a chain's rules."""
     return [(node["mangle"]["key"], node["mangle"].get("value"))
@@ -283,7 +279,7 @@ def parse_state(ip_listing, rewrite_listing, params, placement, multicast_joined
         missing.append("%s rewrite to %s" % ("Neighbour Advertisement" if params.ipv6 else "ARP",
                                              params.clustermac))
     if not multicast_joined:
-        missing.append(_multicast_missing(params, placement))
+        missing.append(multicast_missing(params, placement))
     return VipState(owned=owned, missing=tuple(missing))
 
 
@@ -394,25 +390,22 @@ class NftBackend(Backend):
         family, name = both[0]
         joined = address.multicast_joined(placement.nic, params.clustermac)
         nic_mac = address.nic_mac(placement.nic) if params.ipv6 else None
-        key = memo_key(params, placement, nic_mac)  # the MAC: in the IPv6 rewrite
-        seen = _fingerprint(both)
-        if seen is not None and self.recall(key) == seen:
+
+        def owned():
             try:
-                owned = frozenset(int.from_bytes(k, sys.byteorder)
-                                  for k in nfnl.set_keys(family, name, "owned"))
+                return frozenset(int.from_bytes(k, sys.byteorder)
+                                 for k in nfnl.set_keys(family, name, "owned"))
             except OSError:
-                pass  # the set vanished since: the full check says what is missing
-            else:
-                return VipState(owned=owned, missing=() if joined else (
-                    _multicast_missing(params, placement),))
-        listings = [self._list_table(f, n) for f, n in both]
-        state = parse_state(listings[0], listings[-1], params, placement, joined, nic_mac)
-        rules_complete = state is not None and set(state.missing) <= {
-            _multicast_missing(params, placement)}
-        # Remembered only when the rules did not change while they were checked.
-        if rules_complete and seen is not None and _fingerprint(both) == seen:
-            self.remember(key, seen)
-        return state
+                return None  # the set vanished since: the full check says what is missing
+
+        def full():
+            listings = [self._list_table(f, n) for f, n in both]
+            return parse_state(listings[0], listings[-1], params, placement, joined, nic_mac)
+
+        return self.checked_state(
+            memo_key(params, placement, nic_mac),  # the MAC: in the IPv6 rewrite
+            _fingerprint(both), lambda: _fingerprint(both), owned, full,
+            None if joined else multicast_missing(params, placement))
 
     def create(self, params, placement, owned):
         nic_mac = None
