@@ -348,10 +348,7 @@ class Lab:
         return found if flags else sorted(found)
 
     def nft_ruleset(self, ns):
-        """The whole ruleset as the list under "nftables" of ``nft -j list ruleset``.
-
-        Only JSON: nft 1.0.6 segfaults printing a ``typeof jhash`` set as text.
-        """
+        """The whole ruleset as the list under "nftables" of ``nft -j list ruleset``."""
         out = self.run(ns, "nft", "-j", "list", "ruleset").stdout
         return json.loads(out or '{"nftables": []}')["nftables"]
 
@@ -359,6 +356,38 @@ class Lab:
         """[(family, name)] of every nft table in ``ns``."""
         return sorted((item["table"]["family"], item["table"]["name"])
                       for item in self.nft_ruleset(ns) if "table" in item)
+
+    def nft_listing_failures(self, ns):
+        """The nft listings an administrator runs that fail in ``ns``: [(command, exit)].
+
+        By exit status, not output: nft has crashed (SIGSEGV, exit -11 here)
+        printing sets it could load (a ``typeof jhash`` set, on every version).
+        Each clusterip table is also listed alone, its set ``owned`` and each
+        of its elements.
+        """
+        commands = [[*flags, "list", what] for flags in ([], ["-j"], ["-a"], ["-s"], ["-j", "-a"])
+                    for what in ("ruleset", "tables", "sets", "counters")]
+        for family, table in self.nft_tables(ns):
+            if table.startswith("clusterip"):
+                commands += [[*flags, "list", "table", family, table] for flags in ([], ["-j"])]
+                elements = self.nft_set_elements(ns, family, table, "owned") or []
+                if family != "arp":
+                    commands += [[*flags, "list", "set", family, table, "owned"]
+                                 for flags in ([], ["-j"])]
+                commands += [["get", "element", family, table, "owned", "{ %d }" % element]
+                             for element in elements]
+        failed = []
+        for command in commands:
+            result = self.run(ns, "nft", *command, check=False)
+            if result.returncode != 0:
+                failed.append((" ".join(["nft", *command]), result.returncode))
+        return failed
+
+    def nft_counters(self, ns, family, table):
+        """{name: packets} of the table's named counters (``nft -j list counters``)."""
+        out = self.run(ns, "nft", "-j", "list", "counters", "table", family, table).stdout
+        return {item["counter"]["name"]: item["counter"]["packets"]
+                for item in json.loads(out)["nftables"] if "counter" in item}
 
     def nft_set_elements(self, ns, family, table, set_name):
         """The elements of an nft set (ints/strings), or None if the set does not exist."""

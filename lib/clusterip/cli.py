@@ -68,6 +68,9 @@ def render(vips, cluster):
         lines.append("%s  backend %s  nic %s  mac %s  hashmode %s  hash_init %s  buckets %s"
                      % (vip["vip"], vip["backend"], vip["nic"], vip["clustermac"],
                         vip["hashmode"], vip["hash_init"], vip["buckets"]))
+        if vip.get("problem"):
+            lines.append("  %s; owned here: %s" % (
+                vip["problem"], ",".join(map(str, vip["owned"])) or "none"))
         owners = (cluster or {}).get(vip["vip"], {})
         header = "  bucket  here  packets      bytes" + ("  cluster" if cluster else "")
         lines.append(header)

@@ -14,8 +14,9 @@ from clusterip import rtnl
 
 NETLINK_NETFILTER = 12
 NFNL_SUBSYS_NFTABLES = 10
-NFT_MSG_GETTABLE, NFT_MSG_GETRULE, NFT_MSG_GETSETELEM = 1, 7, 13
+NFT_MSG_GETTABLE, NFT_MSG_GETRULE, NFT_MSG_GETSET, NFT_MSG_GETSETELEM = 1, 7, 10, 13
 NFTA_TABLE_NAME = 1
+NFTA_SET_TABLE, NFTA_SET_NAME, NFTA_SET_USERDATA = 1, 2, 13
 NFTA_RULE_TABLE, NFTA_RULE_CHAIN, NFTA_RULE_EXPRESSIONS = 1, 2, 4
 NFTA_SET_ELEM_LIST_TABLE, NFTA_SET_ELEM_LIST_SET, NFTA_SET_ELEM_LIST_ELEMENTS = 1, 2, 3
 NFTA_LIST_ELEM = 1
@@ -52,6 +53,22 @@ def rules(family, table):
     return [(attrs.get(NFTA_RULE_CHAIN, b""), attrs.get(NFTA_RULE_EXPRESSIONS, b""))
             for attrs in _dump(family, NFT_MSG_GETRULE, [(NFTA_RULE_TABLE, wanted)])
             if attrs.get(NFTA_RULE_TABLE) == wanted]
+
+
+def set_userdata(family, table):
+    """{set name: the user data nft stored with it (b"" without)}; {} without the table.
+
+    nft keeps a set's ``typeof`` declaration there, which decides whether nft
+    can print the set at all (see clusterip.backends.nft.lists_safely).
+    """
+    wanted = _name(table)
+    try:
+        return {attrs[NFTA_SET_NAME].rstrip(b"\0").decode(errors="replace"):
+                attrs.get(NFTA_SET_USERDATA, b"")
+                for attrs in _dump(family, NFT_MSG_GETSET, [(NFTA_SET_TABLE, wanted)])
+                if attrs.get(NFTA_SET_TABLE) == wanted and NFTA_SET_NAME in attrs}
+    except FileNotFoundError:
+        return {}
 
 
 def set_keys(family, table, name):

@@ -250,6 +250,13 @@ def differences(observed, expected):
     return problems
 
 
+def assert_nft_lists(lab, what, node="n0"):
+    """Every nft listing an administrator runs works on the node (nft backend)."""
+    if BACKEND == "nft":
+        failed = lab.nft_listing_failures(node)
+        assert not failed, "%s: nft listings failed: %s" % (what, failed)
+
+
 def assert_state(lab, node, expected, what=""):
     """expected: {vip: buckets started}; fails with every difference."""
     observed = observe(lab, node, list(expected))
@@ -628,6 +635,9 @@ def tamperings(vip):
         "bucket filter (flushed)": (
             lambda lab: lab.run("n0", "nft", "flush", "chain", ip, name, "vip"),
             {0, 1}, ["bucket filter"]),
+        "packet counter (a bucket chain flushed)": (
+            lambda lab: lab.run("n0", "nft", "flush", "chain", ip, name, "bucket2"),
+            {0, 1}, ["packet counter per bucket"]),
         "prerouting rule (another NIC)": (
             lambda lab: _replace_rules(lab, ip, name, "prerouting",
                                        'iifname "lo" %s daddr %s jump vip' % (ip, vip)),
@@ -702,19 +712,23 @@ def test_tampering_is_detected_repaired_and_cleaned_up(lab, family, piece):
     for instance in (0, 1):
         expect(lab, "n0", "start", instance, 0, vip=vip)
     _monitors(lab, vip, set(), needles, "before")
+    assert_nft_lists(lab, "started")
     if remove(lab) is False:
         # Not removable (CLUSTERIP holds its own membership): it must still be intact.
         _monitors(lab, vip, set(), needles, "after a refused removal")
         assert_state(lab, "n0", {vip: {1, 2}}, piece)
     else:
+        assert_nft_lists(lab, "%s removed" % piece)
         _monitors(lab, vip, affected, needles, "%s removed" % piece)
         for instance in sorted(affected):  # Pacemaker's recovery: start the failed ones
             expect(lab, "n0", "start", instance, 0, vip=vip)
         _monitors(lab, vip, set(), needles, "%s repaired" % piece)
         assert_state(lab, "n0", {vip: {1, 2}}, "%s repaired" % piece)
+        assert_nft_lists(lab, "%s repaired" % piece)
         remove(lab)  # and once more: stop must clean up a tampered node too
     for instance in (0, 1):
         expect(lab, "n0", "stop", instance, 0, vip=vip)
+        assert_nft_lists(lab, "instance %d stopped" % instance)
     assert_state(lab, "n0", {vip: set()}, "stopped after %s was removed" % piece)
     for instance in (0, 1, 2):
         expect(lab, "n0", "monitor", instance, 7, vip=vip)

@@ -1,12 +1,13 @@
 """The nft backend's pure parts: the script it loads, the JSON it sends and
-how it reads a listing.  The listings in data/ were recorded from nft 1.0.6
-after two instances (buckets 1 and 3 of 3) started in a network namespace;
-nft-ip-table-graceful.json from build_create_script(make(graceful="true"),
-PLACEMENT, {1, 3}) loaded into one."""
+how it reads a listing.  The listings in data/nft-<version>/ were recorded
+by record_nft_listings.py with each nft the project supports (their JSON
+differs): the backend's create scripts for buckets 1 and 3 of 3 loaded into
+a network namespace; every test that reads one runs once per version."""
 
 import copy
 import json
 import os
+import sys
 
 import pytest
 
@@ -28,9 +29,36 @@ def make(hashmode="sourceip-sourceport-destport", total=3, seed="4660", graceful
         "OCF_RESKEY_graceful_handover": graceful})
 
 
+VERSIONS = sorted(d for d in os.listdir(DATA) if d.startswith("nft-"))
+RECORDED = None  # data/nft-<version>, set per test by recorded_by
+
+
+@pytest.fixture(autouse=True, params=VERSIONS)
+def recorded_by(request, monkeypatch):
+    monkeypatch.setattr(sys.modules[__name__], "RECORDED", os.path.join(DATA, request.param))
+
+
 def listing(name):
-    with open(os.path.join(DATA, name), encoding="utf-8") as f:
+    with open(os.path.join(RECORDED, name), encoding="utf-8") as f:
         return json.load(f)
+
+
+def test_listings_of_every_supported_nft_are_recorded():
+    # Debian 12 and Debian 13.
+    assert {"nft-1.0.6", "nft-1.1.3"} <= set(VERSIONS)
+
+
+def test_a_set_declared_typeof_jhash_is_recognised_as_unlistable():
+    userdata = {name: bytes.fromhex(data) for name, data in listing("userdata.json").items()}
+    assert nft.lists_safely(userdata["new"]) and not nft.lists_safely(userdata["old"])
+    assert nft.lists_safely(b"")  # a set without user data (a plain type)
+
+
+def test_the_owned_set_is_keyed_like_symhash_and_names_the_real_hash():
+    script = nft.build_create_script(make(), PLACEMENT, {1, 3})
+    assert "typeof symhash mod 3 offset 1\n" in script
+    assert 'comment "keys: %s"' % nft.hash_expression(make()) in script
+    assert "jhash" not in script.split("set owned {", 1)[1].split("\n", 2)[1]
 
 
 @pytest.mark.parametrize("hashmode, fields", [
@@ -54,7 +82,23 @@ def test_create_script_replaces_both_tables_in_one_transaction():
     assert "!= @owned drop" in script and "meta pkttype set host" in script
     assert 'oifname "eth0" arp saddr ip 198.18.0.100 arp saddr ether set 03:c1:c6:12:00:64' \
         in script
-    assert '3 : "bucket3"' in script and "counter bucket3 {}" in script
+    assert "3 : jump bucket3 }" in script and "counter bucket3 {}" in script
+    assert 'chain bucket3 {\n    counter name "bucket3"\n  }' in script
+
+
+@pytest.mark.parametrize("tamper", ["flush a bucket chain", "drop a jump", "delete a counter"])
+def test_a_bucket_that_stopped_counting_is_noticed(tamper):
+    ip = copy.deepcopy(listing("nft-ip-table.json"))
+    items = ip["nftables"]
+    if tamper == "flush a bucket chain":
+        items[:] = [i for i in items if i.get("rule", {}).get("chain") != "bucket2"]
+    elif tamper == "delete a counter":
+        items[:] = [i for i in items if i.get("counter", {}).get("name") != "bucket2"]
+    else:
+        vmap = [n for i in items for n in nft._walk(i) if "vmap" in n][0]["vmap"]
+        del vmap["data"]["set"][1]
+    state = nft.parse_state(ip, listing("nft-arp-table.json"), make(), PLACEMENT, True)
+    assert "packet counter per bucket" in state.missing
 
 
 GRACEFUL = ["meta l4proto tcp ct state established,related meta pkttype set host accept",
@@ -241,3 +285,16 @@ def test_a_rewrite_for_another_nic_is_named():
         ip, arp, make(), Placement(nic="eth1", prefixlen=16), True).missing
     assert "Neighbour Advertisement rewrite to 33:33:00:00:01:00" in nft.parse_state(
         ip6, ip6, make6(), Placement(nic="eth1", prefixlen=64), True, NIC_MAC).missing
+
+
+# --- the layout before (what a node upgraded in place still runs) -----------
+
+def test_the_layout_1_converter_yields_what_the_old_agent_loaded():
+    import layout1
+
+    for name, script in (
+            ("layout-1-ipv4.nft", nft.build_create_script(make(), PLACEMENT, {1, 3})),
+            ("layout-1-ipv6.nft", nft.build_create_script(make6(), PLACEMENT6, {1, 3},
+                                                          NIC_MAC))):
+        with open(os.path.join(DATA, name), encoding="utf-8") as f:
+            assert layout1.from_layout2(script) == f.read(), name

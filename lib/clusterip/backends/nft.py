@@ -5,9 +5,10 @@ for ``:``):
 
 * ``ip`` (IPv6: ``ip6``): a prerouting chain at priority -150 (after
   conntrack, before the routing decision) sends packets for the VIP on the
-  NIC to chain ``vip``, which counts them per bucket, lets ICMP errors for
-  this node's own connections through (IPv6: and Neighbour Discovery for the
-  VIP, which every node answers, as every node answers ARP), drops every
+  NIC to chain ``vip``, which counts them per bucket (a ``vmap`` jump to chain
+  ``bucket<k>`` holding the named counter ``bucket<k>``), lets ICMP errors
+  for this node's own connections through (IPv6: and Neighbour Discovery for
+  the VIP, which every node answers, as every node answers ARP), drops every
   packet whose ``jhash`` bucket is not in the set ``owned``, and marks the
   rest as addressed to this host (they arrived with a multicast destination
   MAC, which TCP would discard).  With ``graceful_handover`` it first lets
@@ -19,6 +20,15 @@ for ``:``):
   table that rewrites the link-layer address option of the Neighbour
   Advertisements and Solicitations the node sends from the VIP (see
   :func:`rewrite_writes` for how their checksum stays valid).
+
+Why this shape (see :func:`build_create_script`): every nft that admins run
+(1.0.6 in Debian 12, 1.1.3 in Debian 13, 1.1.7) must list these tables
+without crashing, as text and as JSON, and load its own text listing back.
+A set declared ``typeof jhash ...`` (the layout before) crashes them all:
+nft keeps only the hash's parameters in the set's user data, not the hashed
+expression, and printing the set dereferences the missing expression.  Such
+tables, left by an older clusterip, are recognised over nfnetlink before
+anything lists them (:func:`lists_safely`), and start rebuilds them.
 
 Moving a bucket is one element added to or deleted from ``owned``: atomic,
 no rule reload.  The module splits into pure builders (text and JSON, unit
@@ -62,6 +72,20 @@ _ND_OPTION = "@th,200,56"  # option length and MAC
 _ND_MAC = "@th,208,48"
 
 
+# The tables' layout, part of the monitor's memo key: a verdict remembered for
+# the tables of an older layout must not vouch for them after an upgrade.
+LAYOUT = 2
+# nft's user data of a set (libnftnl "udata": type byte, length byte, value):
+# the typeof declaration is a nested expression whose kind and parameters are
+# u32 in host order.  A hash expression of type jhash there is what nft
+# cannot print (see lists_safely).
+_UDATA_SET_KEY_TYPEOF = 3
+_UDATA_TYPEOF_EXPR, _UDATA_TYPEOF_DATA = 0, 1
+_EXPR_HASH = 24  # nft's expr_types: stored in user data, so stable across versions
+_UDATA_HASH_TYPE = 0
+_NFT_HASH_JENKINS = 0
+
+
 def table_name(vip):
     return "clusterip_" + vip.replace(".", "_").replace(":", "_")
 
@@ -93,9 +117,10 @@ def hash_expression(params):
 def vip_chain_rules(params):
     """The rules of chain ``vip`` in order: what create() loads and state() expects."""
     hashed = hash_expression(params)
-    counter_map = ", ".join('%d : "bucket%d"' % (b, b) for b in range(1, params.total_buckets + 1))
+    jumps = ", ".join("%d : jump bucket%d" % (b, b) for b in range(1, params.total_buckets + 1))
     return [
-        "counter name %s map { %s }" % (hashed, counter_map),
+        # The packet counter of its bucket (see build_create_script).
+        "%s vmap { %s }" % (hashed, jumps),
         # Neighbour Discovery addressed to the VIP, whatever its hash: a
         # client's unicast reachability probes (every node answers, as every
         # node answers ARP), and the Advertisements answering a node's own
@@ -159,14 +184,28 @@ def build_create_script(params, placement, owned, nic_mac=None):
     leading add+delete makes the script replace an existing table (adding a
     table that exists is a no-op, deleting one that is missing an error).
     ``nic_mac``: the NIC's own MAC, needed for IPv6 (see rewrite_writes).
+
+    The shape is the one every nft lists (measured on 1.0.6, 1.1.3, 1.1.7):
+    * ``owned`` is declared ``typeof symhash mod N offset 1``: its key is what
+      jhash yields too, a 32-bit integer in host order, and symhash has no
+      inner expression that nft would have to keep (``typeof jhash ...``
+      crashes every listing).  The set's comment names the real hash.
+    * the per-bucket packet counters are named counters ``bucket<k>``, each
+      in a chain of its own that an anonymous ``jhash ... vmap`` jumps to:
+      one hash and one lookup per packet whatever N (per-bucket rules
+      ``jhash ... == k`` would cost N), and counted on every version (nft
+      1.1.7 never counts through ``counter name jhash ... map { ... }``).
     """
     name = table_name(params.vip)
     ip = _ip(params)
     hashed = hash_expression(params)
     elements = ", ".join(str(b) for b in sorted(owned))
-    counters = "\n".join("  counter bucket%d {}" % b for b in range(1, params.total_buckets + 1))
+    buckets = range(1, params.total_buckets + 1)
+    counters = "\n".join("  counter bucket%d {}" % b for b in buckets)
+    bucket_chains = "\n".join('  chain bucket%d {\n    counter name "bucket%d"\n  }' % (b, b)
+                              for b in buckets)
     vip_rules = "\n".join("    " + rule for rule in vip_chain_rules(params))
-    owned_line = "; elements = { %s }" % elements if elements else ""
+    owned_line = "\n    elements = { %s }" % elements if elements else ""
     output = f"""  chain output {{
     type filter hook output priority 0; policy accept;
     {rewrite_rule(params, placement, nic_mac)}
@@ -174,8 +213,12 @@ def build_create_script(params, placement, owned, nic_mac=None):
 """
     return "".join("add table %s %s\ndelete table %s %s\n" % (family, name, family, name)
                    for family, name in tables(params)) + f"""table {ip} {name} {{
-  set owned {{ typeof {hashed}{owned_line}; }}
+  set owned {{
+    typeof symhash mod {params.total_buckets} offset 1
+    comment "keys: {hashed}"{owned_line}
+  }}
 {counters}
+{bucket_chains}
   chain prerouting {{
     type filter hook prerouting priority -150; policy accept;
     iifname "{placement.nic}" {ip} daddr {params.vip} jump vip
@@ -199,6 +242,38 @@ def element_command(verb, params, bucket):
     return {"nftables": [{verb: {"element": {
         "family": _ip(params), "table": table_name(params.vip), "name": "owned",
         "elem": [bucket]}}}]}
+
+
+def _udata(data):
+    """{type: value} of libnftnl user data (TLVs: a type byte, a length byte)."""
+    found, offset = {}, 0
+    while offset + 2 <= len(data):
+        kind, length = data[offset], data[offset + 1]
+        found[kind] = data[offset + 2:offset + 2 + length]
+        offset += 2 + length
+    return found
+
+
+def lists_safely(userdata):
+    """Whether nft can print a set with this user data (its bytes over nfnetlink).
+
+    False for a set declared ``typeof jhash ...``: nft stores only the hash's
+    type, modulus, seed and offset there, not the hashed expression, and
+    printing the set dereferences the missing expression (nft 1.0.6 crashes
+    listing it as text, libnftables 1.1.x as JSON too: in-process).
+    """
+    typeof = _udata(_udata(userdata).get(_UDATA_SET_KEY_TYPEOF, b""))
+    if int.from_bytes(typeof.get(_UDATA_TYPEOF_EXPR, b""), sys.byteorder) != _EXPR_HASH:
+        return True
+    data = _udata(typeof.get(_UDATA_TYPEOF_DATA, b""))
+    return int.from_bytes(data.get(_UDATA_HASH_TYPE, b"\xff"), sys.byteorder) \
+        != _NFT_HASH_JENKINS
+
+
+def old_layout(family, name):
+    """How the monitor names a table nft cannot list: built by an older clusterip."""
+    return ("nft table %s %s in the layout of an older clusterip (a set declared "
+            "typeof jhash, which crashes nft listings)" % (family, name))
 
 
 def _walk(node):
@@ -228,6 +303,23 @@ def _hash_config(expr):
                       for p in _walk(jhash.get("expr")) if "payload" in p]
             return jhash.get("mod"), jhash.get("seed"), jhash.get("offset"), fields
     return None
+
+
+def _counts_every_bucket(listing, total):
+    """Whether chain vip jumps to chain bucket<k> for every bucket k, and each
+    of those chains holds exactly the named counter bucket<k>, which exists."""
+    wanted = {k: "bucket%d" % k for k in range(1, total + 1)}
+    jumps = {}
+    for expr in _rules(listing, "vip"):
+        for node in _walk(expr):
+            if "vmap" in node:
+                jumps = {key: target.get("jump", {}).get("target")
+                         for key, target in node["vmap"].get("data", {}).get("set", [])
+                         if isinstance(target, dict)}
+    named = {c.get("name") for c in _objects(listing, "counter")}
+    return jumps == wanted and all(
+        _rules(listing, chain) == [[{"counter": chain}]] and chain in named
+        for chain in wanted.values())
 
 
 def _matches(expr):
@@ -267,6 +359,8 @@ def parse_state(ip_listing, rewrite_listing, params, placement, multicast_joined
                            "graceful_handover %s"
                            % (params.total_buckets, params.hashmode, params.hash_init,
                               "on" if params.graceful_handover else "off"))
+        if not _counts_every_bucket(ip_listing, params.total_buckets):
+            missing.append("packet counter per bucket")
         steering = _rules(ip_listing, "prerouting")
         if len(steering) != 1 or not {placement.nic, params.vip} <= _matches(steering[0]):
             missing.append("prerouting rule for %s on %s" % (params.vip, placement.nic))
@@ -317,6 +411,17 @@ def describe(ip_listing, rewrite_listing):
         elif key.get("payload", {}).get("offset") == 208:  # IPv6: the option's MAC
             report["clustermac"] = ":".join("%02x" % b for b in value.to_bytes(6, "big"))
     return report
+
+
+def describe_old_layout(family, name):
+    """What ``clusterip status`` can say of a table nft cannot list: its owned
+    buckets (over nfnetlink) and that the next start rebuilds it."""
+    keys = nfnl.set_keys(family, name, "owned")
+    vip = name[len("clusterip_"):].replace("_", ":" if family == "ip6" else ".")
+    return {"backend": "nft", "vip": vip, "nic": None, "clustermac": None,
+            "hashmode": None, "hash_init": None, "buckets": None,
+            "owned": sorted(int.from_bytes(k, sys.byteorder) for k in keys),
+            "counters": {}, "problem": old_layout(family, name) + "; a start rebuilds it"}
 
 
 class NftBackend(Backend):
@@ -398,12 +503,20 @@ class NftBackend(Backend):
             except OSError:
                 return None  # the set vanished since: the full check says what is missing
 
+        # Before anything lists the table: one libnftables listing of a set nft
+        # cannot print kills this process.  Start rebuilds the table, keeping
+        # its owned buckets (read here over nfnetlink).
+        if not all(lists_safely(data) for data in nfnl.set_userdata(family, name).values()):
+            return VipState(owned=owned() or frozenset(), missing=tuple(
+                [old_layout(family, name)]
+                + ([] if joined else [multicast_missing(params, placement)])))
+
         def full():
             listings = [self._list_table(f, n) for f, n in both]
             return parse_state(listings[0], listings[-1], params, placement, joined, nic_mac)
 
         return self.checked_state(
-            memo_key(params, placement, nic_mac),  # the MAC: in the IPv6 rewrite
+            memo_key(params, placement, nic_mac, LAYOUT),  # the MAC: in the IPv6 rewrite
             _fingerprint(both), lambda: _fingerprint(both), owned, full,
             None if joined else multicast_missing(params, placement))
 
@@ -425,14 +538,15 @@ class NftBackend(Backend):
         self._run(element_command("delete", params, bucket), "remove bucket %d" % bucket)
 
     def inventory(self):
-        rc, output, error = self._nft().json_cmd({"nftables": [{"list": {"tables": None}}]})
-        if rc != 0:
-            raise GenericError("nft: cannot list tables: %s" % _first_error_line(error))
-        found = sorted((t["family"], t["name"]) for t in _objects(output or {}, "table")
-                       if t.get("family") in ("ip", "ip6")
-                       and t.get("name", "").startswith("clusterip_"))
+        # Table names over nfnetlink: "list tables" would make nft read every set.
+        found = sorted((family, name) for family in ("ip", "ip6")
+                       for name in nfnl.table_names(family) if name.startswith("clusterip_"))
         reports = []
         for family, name in found:
+            userdata = nfnl.set_userdata(family, name)
+            if not all(lists_safely(data) for data in userdata.values()):
+                reports.append(describe_old_layout(family, name))
+                continue
             listing = self._list_table(family, name)
             reports.append(describe(listing, self._list_table("arp", name)
                                     if family == "ip" else listing))

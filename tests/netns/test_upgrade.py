@@ -1,0 +1,100 @@
+"""A node upgraded in place: the agent meets the nft tables of the layout before.
+
+Before layout 2 the agent declared its set ``owned`` as ``typeof jhash ...``,
+which nft cannot print: every listing of it crashes (nft 1.0.6 as text,
+libnftables 1.1.x as JSON too, which is in-process for the agent).  A node
+running those tables when the agent is upgraded must see no action crash;
+the monitor names the old layout, start rebuilds it in one transaction with
+the node's owned buckets kept, stop removes it.  The old tables are made
+with tests/layout1.py, whose output tests/unit pins to the old agent's own.
+"""
+
+import json
+import os
+
+import layout1
+from clusterip import params as agent_params
+from clusterip.address import Placement
+from clusterip.backends import nft
+
+from test_reliability import (assert_nft_lists, assert_state, expect, lab,  # noqa: F401 (lab)
+                              params_for, per_family, prefixlen, reasons, table_name)
+
+STATUS = os.environ.get("VENV", "/opt/clusterip") + "/bin/clusterip"
+OLD = "older clusterip"  # what the monitor's reason says of the old layout
+
+
+def load_layout_1(lab, vip, owned):
+    """Replace n0's tables of ``vip`` with the ones the old agent built (same
+    parameters, these buckets owned), as a node upgraded in place has them."""
+    env = {"OCF_RESKEY_" + k: str(v) for k, v in params_for(vip).items()}
+    env.update({"OCF_RESKEY_CRM_meta_clone": "0", "OCF_RESKEY_CRM_meta_clone_max": "3",
+                "OCF_RESKEY_CRM_meta_globally_unique": "true"})
+    parsed = agent_params.parse(env)
+    nic_mac = None
+    if parsed.ipv6:
+        links = json.loads(lab.run("n0", "ip", "-j", "link", "show", "eth0").stdout)
+        nic_mac = links[0]["address"]
+    script = nft.build_create_script(parsed, Placement(nic="eth0", prefixlen=prefixlen(vip)),
+                                     owned, nic_mac)
+    lab.run("n0", "nft", "-f", "-", input=layout1.from_layout2(script))
+
+
+def running_on_layout_1(lab, family):
+    """Instances 0 and 1 of the family's VIP started in n0, their tables then
+    swapped for the old agent's; returns the VIP."""
+    for instance in (0, 1):
+        expect(lab, "n0", "start", instance, 0, vip=family.vip)
+    load_layout_1(lab, family.vip, {1, 2})
+    return family.vip
+
+
+def expect_old_layout_named(lab, vip, instance):
+    call = expect(lab, "n0", "monitor", instance, 1, vip=vip, interval=10000)
+    found = reasons(call.err)
+    assert len(found) == 1 and OLD in found[0] and table_name(vip) in found[0], call.err
+
+
+@per_family
+def test_monitor_and_status_name_the_old_layout_without_listing_it(lab, family):
+    vip = running_on_layout_1(lab, family)
+    for instance in (0, 1):
+        expect_old_layout_named(lab, vip, instance)
+    expect(lab, "n0", "monitor", 2, 7, vip=vip)  # a probe: not running here
+    expect(lab, "n0", "validate-all", 0, 0, vip=vip)
+    status = lab.run("n0", STATUS, "status", check=False)
+    assert status.returncode == 0 and OLD in status.stdout \
+        and "owned here: 1,2" in status.stdout, status
+    report = json.loads(lab.run("n0", STATUS, "status", "--json").stdout)["node"]
+    assert [(v["vip"], v["owned"]) for v in report] == [(vip, [1, 2])], report
+
+
+@per_family
+def test_start_rebuilds_the_old_layout_keeping_the_owned_buckets(lab, family):
+    vip = running_on_layout_1(lab, family)
+    expect(lab, "n0", "start", 1, 0, vip=vip)  # one instance's start rebuilds the whole VIP
+    assert_nft_lists(lab, "rebuilt by start")
+    assert_state(lab, "n0", {vip: {1, 2}}, "rebuilt by start")
+    for instance in (0, 1):
+        expect(lab, "n0", "monitor", instance, 0, vip=vip, interval=10000)
+
+
+@per_family
+def test_pacemakers_recovery_stop_then_start_on_the_old_layout(lab, family):
+    vip = running_on_layout_1(lab, family)
+    expect_old_layout_named(lab, vip, 0)
+    expect(lab, "n0", "stop", 0, 0, vip=vip)  # its bucket leaves the old set
+    expect_old_layout_named(lab, vip, 1)  # instance 1 still runs, in the old layout
+    expect(lab, "n0", "start", 0, 0, vip=vip)
+    assert_nft_lists(lab, "recovered")
+    assert_state(lab, "n0", {vip: {1, 2}}, "recovered")
+
+
+@per_family
+def test_stop_removes_the_old_layout(lab, family):
+    vip = running_on_layout_1(lab, family)
+    for instance in (1, 0):
+        expect(lab, "n0", "stop", instance, 0, vip=vip)
+    assert_state(lab, "n0", {vip: set()}, "stopped")
+    for instance in (0, 1, 2):
+        expect(lab, "n0", "monitor", instance, 7, vip=vip)
