@@ -11,7 +11,8 @@ proves both userlands (Python, nft, Pacemaker, crmsh) on the host's kernel.
     tests/roots.py run SUITE [--bind DIR]... -- CMD ARGS...
 
 Importable too: ``ensure(suite)`` returns the root's path, ``run(suite, argv,
-binds)`` the command's exit code.
+binds)`` the command's exit code, ``with build_lock(suite):`` keeps a rebuild
+out while the caller changes the root.
 
 The cache is /var/cache/clusterip/roots/SUITE (kept between CI runs on one
 machine).  A root counts as built only when its stamp file holds the stamp
@@ -19,13 +20,18 @@ of the current recipe (this file's RECIPE plus tests/setup-host, which
 installs the packages inside): a changed recipe rebuilds it.  A build goes
 into a temporary directory beside it and is renamed into place when
 complete, so a killed build never leaves a half root that passes as done.
-Measured on a 2-core machine: see README.rst (Tests).
+
+Measured on a 2-core Debian 12 machine (host kernel 6.18): a fresh build
+(debootstrap, then setup-host's packages, the agent, pytest) 77 s for
+bookworm and 80 s for trixie, ~850 MB each; a cached ensure 0.12 s; entering
+a root for a trivial command 0.14 s.
 """
 
 import argparse
 import fcntl
 import hashlib
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -159,14 +165,10 @@ def host_mirrors():
         try:
             with open("/etc/apt/sources.list") as f:
                 for line in f:
-                    words = [w for w in line.split("#")[0].split()]
-                    if words[:1] == ["deb"]:
-                        if len(words) > 1 and words[1].startswith("["):
-                            while words[1] and not words[1].endswith("]"):
-                                del words[1]
-                            del words[1]
-                        if len(words) >= 3:
-                            entries.append((words[1], words[2]))
+                    # deb [signed-by=...] URI SUITE COMPONENT...
+                    words = re.sub(r"\[[^]]*\]", " ", line.split("#")[0]).split()
+                    if words[:1] == ["deb"] and len(words) >= 3:
+                        entries.append((words[1], words[2]))
         except FileNotFoundError:
             pass
     mirror = next((uri for uri, suite in entries if "-" not in suite), DEFAULT_MIRROR)
@@ -201,6 +203,8 @@ def _copy_in(root, path):
     """The host's file at the same path inside the root (if the host has it)."""
     if os.path.isfile(path):
         os.makedirs(os.path.dirname(root + path), exist_ok=True)
+        if os.path.islink(root + path):  # an absolute link would resolve on the host
+            os.remove(root + path)
         shutil.copyfile(path, root + path)
 
 
@@ -232,20 +236,27 @@ def configure(root, suite):
 
 
 def _remove(path):
+    """Best effort: what is left is removed by the next ensure (under its lock),
+    and a directory not named SUITE never passes as a root."""
     # --one-file-system: never follow a mount some process left inside.
-    subprocess.run(["rm", "-rf", "--one-file-system", path], check=True)
+    if subprocess.run(["rm", "-rf", "--one-file-system", path]).returncode != 0:
+        print("roots: could not remove all of %s" % path, file=sys.stderr, flush=True)
 
 
 def _build(suite, tmp):
     mirror, _ = host_mirrors()
     print("roots: debootstrap %s from %s into %s" % (suite, mirror, tmp), flush=True)
     # Its own mount namespace: the proc/sys mounts debootstrap makes inside
-    # the target vanish with it even when it is killed.  --force-check-gpg:
-    # the Release file must verify against the host's archive keyring (that
-    # of Debian 12 carries the Debian 13 keys and vice versa), never skipped.
-    subprocess.run(["unshare", "--mount", "--propagation", "private", "debootstrap",
-                    "--force-check-gpg", "--keyring=" + KEYRING] + RECIPE["debootstrap"]
-                   + [suite, tmp, mirror], check=True, env={"PATH": PATH})
+    # the target vanish with it even when it is killed.  Its own PID
+    # namespace, whose first process dies with unshare (--kill-child): when
+    # we are interrupted, no dpkg or wget of it goes on writing into the
+    # directory.  --force-check-gpg: the Release file must verify against
+    # the host's archive keyring (that of Debian 12 carries the Debian 13
+    # keys and vice versa), never skipped.
+    subprocess.run(["unshare", "--mount", "--propagation", "private", "--pid", "--fork",
+                    "--kill-child", "--mount-proc", "debootstrap", "--force-check-gpg",
+                    "--keyring=" + KEYRING] + RECIPE["debootstrap"] + [suite, tmp, mirror],
+                   check=True, env={"PATH": PATH})
     configure(tmp, suite)
     print("roots: tests/setup-host --no-uml inside the %s root" % suite, flush=True)
     rc = _run_in(tmp, [SETUP_HOST, "--no-uml"])
@@ -261,14 +272,20 @@ def _lock(suite, kind, mode):
     return f
 
 
+def build_lock(suite):
+    """Held while a root of ``suite`` is built or replaced: hold it to change
+    a root (say, install into it with run()) without a rebuild meanwhile."""
+    os.makedirs(CACHE, exist_ok=True)
+    return _lock(suite, "build", fcntl.LOCK_EX)
+
+
 def ensure(suite):
     """The root of ``suite``, built now unless the cache holds the current recipe's."""
     if suite not in SUITES.values():
         raise RootError("unknown suite %r (one of %s)" % (suite, ", ".join(SUITES.values())))
-    os.makedirs(CACHE, exist_ok=True)
     root = os.path.join(CACHE, suite)
     stamp = recipe_stamp(suite)
-    with _lock(suite, "build", fcntl.LOCK_EX):  # two builders of one suite wait for each other
+    with build_lock(suite):  # two builders of one suite wait for each other
         if _read(os.path.join(root, STAMP_FILE)) == stamp:
             configure(root, suite)
             print("roots: %s root cached at %s" % (suite, root), flush=True)
@@ -307,8 +324,10 @@ def _run_in(root, argv, binds=()):
         if not os.path.isdir(path):
             raise RootError("--bind %s: not a directory" % path)
         mounts.append(path)
+    # --kill-child: when we are killed, the command gets SIGTERM (the tests
+    # then tear down their namespaces and clusters).
     result = subprocess.run(["unshare", "--mount", "--propagation", "private", "--fork",
-                             "sh", "-c", ENTER, "enter", root] + mounts
+                             "--kill-child=SIGTERM", "sh", "-c", ENTER, "enter", root] + mounts
                             + ["--", CHECKOUT] + env + list(argv), env={"PATH": PATH})
     # A command killed by a signal: the shell's 128+N, as bash reports it.
     return 128 - result.returncode if result.returncode < 0 else result.returncode
@@ -349,6 +368,9 @@ def main(args=None):
     except (RootError, OSError, subprocess.CalledProcessError) as error:
         print("roots: %s" % error, file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # also SIGTERM; the command inside got SIGTERM too
+        print("roots: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":
