@@ -284,3 +284,31 @@ def test_ipv6_announces_the_33_33_cluster_mac_cloned_and_its_own_mac_plain(node)
     assert act(node, "stop", 0, ip=vip6) == 0 and node.addresses == {}
     assert act(node, "start", ip="2001:DB8::a:100") == 0  # plain, canonicalised
     assert node.announced[-1] == ("eth0", vip6, None)
+
+
+def test_a_backend_that_cannot_build_its_rule_is_5_on_start_and_validate_only(
+        node, monkeypatch, capsys):
+    # The clusterip backend's check_libraries with python-iptables unable to
+    # set options (libxtables 1.8.11, ldx/python-iptables#353), on the fake
+    # node: start refuses before touching anything, the monitor never runs
+    # the probe (its hot path), stop succeeds.
+    from clusterip.backends import clusterip
+    from unit.test_clusterip_backend import FakeIptc
+
+    real = clusterip.ClusteripBackend()
+    monkeypatch.setattr(clusterip, "_import_iptc", lambda: FakeIptc(option_works=False))
+    checks = []
+
+    def check_libraries():
+        checks.append(1)
+        real.check_libraries()
+    monkeypatch.setattr(node.backend, "check_libraries", check_libraries)
+
+    for action in ("start", "validate-all"):
+        assert act(node, action, 0) == 5
+        assert "python-iptables#353" in reason(capsys) and len(checks) == 1
+        checks.clear()
+    assert node.backend.calls == [] and not node.addresses
+    assert act(node, "monitor", 0) == 7 and checks == []
+    assert act(node, "stop", 0) == 0
+    assert node.backend.calls == [] and not node.addresses

@@ -1,10 +1,15 @@
 """The CLUSTERIP backend's pure parts; the rest runs for real in the legacy tier."""
 
+import json
+import os
+
 import pytest
 
 from clusterip import backends, params
 from clusterip.backends import clusterip, nft  # noqa: F401 (registry modules)
 from clusterip.errors import NotConfigured, NotInstalled
+
+LIB = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(clusterip.__file__))))
 
 
 def clone(backend="auto", total=3, ip="192.0.2.10", **extra):
@@ -71,3 +76,139 @@ def test_what_clusterip_cannot_do_is_refused_with_6_where_it_is_chosen(
     assert backends.select(clone(requested, graceful_handover="false")).name == "clusterip"
     monkeypatch.setattr(backends.nft.NftBackend, "check_available", lambda self: None)
     assert backends.select(clone("nft", **extra)).name == "nft"
+
+
+# python-iptables that cannot set options with this libxtables (1.8.11 and the
+# layout python-iptables 1.2.0 assumes, ldx/python-iptables#353): start and
+# validate-all say 5 before touching anything.  The real libraries: the legacy
+# tier (a guest over a Debian 13 root) and test_option_probe_on_this_host.
+
+class FakeXTablesError(Exception):
+    pass
+
+
+class FakeIptc:
+    """The few names the probe uses, as python-iptables spells them."""
+
+    def __init__(self, option_works=True, match_exists=True, version="1.2.0"):
+        test = self
+
+        class Rule:
+            pass
+
+        class Match:
+            def __init__(self, rule, name):
+                if not match_exists:
+                    raise FakeXTablesError("can't find match %s" % name)
+                self.name = name
+                self.parameters = {}
+
+            def set_parameter(self, option, value):
+                test.calls.append((self.name, option, value))
+                if not option_works:
+                    raise FakeXTablesError("b'%s': no such parameter b'%s'" % (self.name, option))
+                self.parameters[option] = value
+
+        self.calls = []
+        self.Rule, self.Match = Rule, Match
+        self.version = type("version", (), {"__version__": version})
+        self.xtables = type("xtables", (), {"_lib_xtables": type(
+            "lib", (), {"_name": "/nonexistent/libxtables.so.12"})})
+
+
+DPKG_STATUS_113 = """Package: libxtables12
+Status: install ok installed
+Architecture: amd64
+Version: 1.8.11-2
+
+Package: libxtst6
+Status: install ok installed
+Version: 2:1.2.3-1.1
+"""
+
+
+@pytest.fixture
+def dpkg_status(tmp_path, monkeypatch):
+    path = tmp_path / "status"
+    path.write_text(DPKG_STATUS_113)
+    monkeypatch.setattr(clusterip, "DPKG_STATUS", str(path))
+    return path
+
+
+def backend_with(monkeypatch, fake):
+    backend = clusterip.ClusteripBackend()
+    monkeypatch.setattr(clusterip, "_import_iptc", lambda: fake)
+    return backend
+
+
+def test_options_that_cannot_be_set_are_5_naming_versions_issue_and_remedies(
+        monkeypatch, dpkg_status):
+    fake = FakeIptc(option_works=False)
+    with pytest.raises(NotInstalled) as raised:
+        backend_with(monkeypatch, fake).check_libraries()
+    reason = str(raised.value)
+    for words in ("python-iptables 1.2.0", "libxtables 1.8.11 ", "no such parameter b'sport'",
+                  "ldx/python-iptables#353", "https://github.com/ldx/python-iptables/issues/353",
+                  "backend=nft", "iptables <= 1.8.10", "Debian 12"):
+        assert words in reason, (words, reason)
+    assert "\n" not in reason  # one ocf-exit-reason line
+    # The probe: the udp match's second option, on a rule only in memory.
+    assert fake.calls == [("udp", "sport", "53")]
+
+
+def test_options_that_can_be_set_pass_and_the_probe_runs_once_per_process(monkeypatch):
+    fake = FakeIptc()
+    backend = backend_with(monkeypatch, fake)
+    backend.check_libraries()
+    backend.check_libraries()
+    assert fake.calls == [("udp", "sport", "53")]
+
+
+def test_a_probe_that_cannot_run_proves_nothing(monkeypatch):
+    # No udp match at all: not this bug; the real work reports its own error.
+    backend_with(monkeypatch, FakeIptc(match_exists=False)).check_libraries()
+
+
+def test_the_refusal_repeats_in_a_later_check(monkeypatch, dpkg_status):
+    backend = backend_with(monkeypatch, FakeIptc(option_works=False))
+    for _ in range(2):
+        with pytest.raises(NotInstalled, match="python-iptables#353"):
+            backend.check_libraries()
+
+
+@pytest.mark.parametrize("status, version", [
+    (DPKG_STATUS_113, "1.8.11"),
+    ("Package: libxtables12\nStatus: install ok installed\nVersion: 1:1.8.12\n", "1.8.12"),
+    ("Package: libxtables12\nStatus: deinstall ok config-files\nVersion: 1.8.9-2\n",
+     "libxtables.so.12"),
+    ("", "libxtables.so.12"),
+])
+def test_libxtables_version_from_dpkg_else_the_library_file(tmp_path, monkeypatch,
+                                                            status, version):
+    path = tmp_path / "status"
+    path.write_text(status)
+    monkeypatch.setattr(clusterip, "DPKG_STATUS", str(path))
+    assert clusterip._libxtables_version(FakeIptc()) == version
+
+
+def test_option_probe_on_this_host():
+    # The real python-iptables and libxtables of this machine (Debian 12:
+    # 1.8.9, options work; Debian 13: 1.8.11, they do not), in a child process
+    # so that a crash would be a failure here, not the end of the run.  No
+    # root and no CLUSTERIP needed: without CAP_NET_RAW libxtables assumes
+    # revision 0 of udp, as root it asks the kernel's x_tables core.
+    import subprocess
+    import sys
+
+    code = ("import json; from clusterip.backends import clusterip as c; i = c._import_iptc(); "
+            "print(json.dumps([c._option_problem(i), c._libxtables_version(i), "
+            "i.version.__version__]))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            env=dict(os.environ, PYTHONPATH=LIB), timeout=60)
+    assert result.returncode == 0, result.stderr
+    problem, libxtables, python_iptables = json.loads(result.stdout)
+    release = tuple(int(part) for part in libxtables.split(".")[:3])
+    broken = release >= (1, 8, 11) and python_iptables == "1.2.0"
+    assert (problem is not None) == broken, (problem, libxtables, python_iptables)
+    if broken:
+        assert "no such parameter" in problem

@@ -11,6 +11,11 @@ python-iptables has no locking and its autocommit swallows commit errors:
 every change holds ``/run/xtables.lock`` (the lock iptables itself takes)
 around refresh -> modify -> commit, with ``autocommit=False`` and an explicit
 ``commit()``.
+
+python-iptables (1.2.0 and before) cannot set match or target options with
+libxtables 1.8.11 and later (see _option_problem): start and validate-all
+refuse with 5 there, before touching anything.  CLUSTERIP kernels (<= 6.2)
+come with iptables <= 1.8.10 userspace (Debian 12: 1.8.9).
 """
 
 import errno
@@ -30,6 +35,8 @@ TARGET = "CLUSTERIP"
 # RHEL/SUSE; used to find libip4tc, libxtables and the xtables extensions.
 _LIB_DIRS = ("/usr/lib/x86_64-linux-gnu", "/lib/x86_64-linux-gnu",
              "/usr/lib/aarch64-linux-gnu", "/usr/lib64", "/usr/lib", "/lib64", "/lib")
+UPSTREAM_ISSUE = "ldx/python-iptables#353 (https://github.com/ldx/python-iptables/issues/353)"
+DPKG_STATUS = "/var/lib/dpkg/status"
 
 
 def proc_path(vip):
@@ -146,6 +153,73 @@ def _import_iptc():
     return iptc
 
 
+def _option_problem(iptc):
+    """Why python-iptables cannot set an option of a match here, or None.
+
+    iptables 1.8.11 added a member (``base``) to libxtables' struct
+    xt_option_entry, keeping the soname libxtables.so.12.  python-iptables
+    declares that struct in ctypes with the old layout, so it walks an
+    extension's option table with the old stride (48 bytes, now 56): it finds
+    the first option, then reads the next name from the first entry's new
+    member and padding, which are 0 - a NULL name, the table's end - and
+    reports "no such parameter" for every other option (upstream
+    ldx/python-iptables#353, open).  The CLUSTERIP rule needs five options,
+    "--hashmode" the first to fail.
+
+    The probe sets the udp match's *second* option on a rule that exists only
+    in memory: nothing is committed, and udp is part of every kernel's
+    x_tables core, so it works without CLUSTERIP (the host kernel has none).
+    With the mismatch the lookup stops at that NULL name, before any parser
+    runs (it never calls into libxtables with a misread entry); without it,
+    it is the parse every rule option goes through.  About 1 ms.  A udp match
+    that cannot be created at all proves nothing either way: None, and the
+    real work reports its own error.
+    """
+    try:
+        match = iptc.Match(iptc.Rule(), "udp")
+    except Exception:  # python-iptables raises XTablesError, ValueError...
+        return None
+    try:
+        match.set_parameter("sport", "53")
+    except Exception as error:
+        return "%s: %s" % (type(error).__name__, error)
+    return None
+
+
+def _libxtables_version(iptc):
+    """The installed libxtables' release ("1.8.11"), from the package that
+    ships it (dpkg); else the library's file name (libxtables.so.12.7.0,
+    which names the ABI, not the release)."""
+    try:
+        with open(DPKG_STATUS, encoding="utf-8", errors="replace") as f:
+            stanzas = f.read().split("\n\n")
+    except OSError:
+        stanzas = []
+    for stanza in stanzas:
+        fields = dict(line.split(": ", 1) for line in stanza.splitlines()
+                      if ": " in line and not line.startswith(" "))
+        if fields.get("Package", "").startswith("libxtables") \
+                and fields.get("Status") == "install ok installed" and "Version" in fields:
+            # "1:1.8.11-2" -> "1.8.11": no epoch, no Debian revision.
+            return fields["Version"].split(":")[-1].rsplit("-", 1)[0]
+    try:
+        return os.path.basename(os.path.realpath(iptc.xtables._lib_xtables._name))
+    except Exception:
+        return "unknown"
+
+
+def _option_reason(iptc, problem):
+    try:
+        version = iptc.version.__version__
+    except AttributeError:
+        version = "(unknown version)"
+    return ("python-iptables %s cannot set match or target options with libxtables %s "
+            "(%s), so the clusterip backend cannot build its CLUSTERIP rule here: upstream "
+            "%s, open; use backend=nft on every node, or iptables <= 1.8.10 "
+            "(Debian 12 userspace) for backend=clusterip"
+            % (version, _libxtables_version(iptc), problem, UPSTREAM_ISSUE))
+
+
 class ClusteripBackend(Backend):
     name = "clusterip"
     filter_description = "CLUSTERIP rule"
@@ -166,6 +240,7 @@ class ClusteripBackend(Backend):
 
     def __init__(self):
         self._iptc = None
+        self._options_work = False
 
     def _lib(self):
         if self._iptc is None:
@@ -181,7 +256,12 @@ class ClusteripBackend(Backend):
                                "use backend=nft")
 
     def check_libraries(self):
-        self._lib()
+        iptc = self._lib()
+        if not self._options_work:  # once per process (start, validate-all)
+            problem = _option_problem(iptc)
+            if problem is not None:
+                raise NotInstalled(_option_reason(iptc, problem))
+            self._options_work = True
 
     # --- rules ----------------------------------------------------------------
 
