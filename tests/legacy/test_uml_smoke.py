@@ -1,5 +1,6 @@
-"""The legacy tier's foundation: a Linux 6.1 user-mode-linux guest boots here and
-its kernel really has a working CLUSTERIP target.
+"""The legacy tier's foundation: a Linux 6.1 user-mode-linux guest boots here,
+over the tier's Debian 12 root (guest_roots.py), and its kernel really has a
+working CLUSTERIP target.
 
 Runs on the host, as root.  When the guest cannot run (package missing, not
 root) these tests fail; they never skip, so CI cannot pass without the tier.
@@ -18,7 +19,10 @@ import pytest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import uml  # noqa: E402  (a sibling file, not a package)
 
+CHECKOUT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
 VIP = "10.9.0.100"
+VENV_PYTHON = "/opt/clusterip/bin/python3"  # the root's venv (make install)
 PROC = f"/proc/net/ipt_CLUSTERIP/{VIP}"
 GUEST_RC = 42  # the script's own exit code, to check that it comes back
 
@@ -49,8 +53,10 @@ ip netns exec smoke sh -c 'echo -1 > {PROC}'
 echo "buckets_removed=$(ip netns exec smoke cat {PROC})"
 echo "rule_listed=$(ip netns exec smoke iptables-legacy -S INPUT | grep -c CLUSTERIP)"
 echo "host_ns_buckets=$(ls /proc/net/ipt_CLUSTERIP 2>/dev/null | wc -l)"
-echo "python=$({sys.executable} -c 'import sys; print(sys.version.split()[0])')"
-echo "iptc_sees=$(ip netns exec smoke {sys.executable} -c '{IPTC_PROBE}')"
+echo "python=$({VENV_PYTHON} -c 'import sys; print(sys.version.split()[0])')"
+echo "iptc_sees=$(ip netns exec smoke {VENV_PYTHON} -c '{IPTC_PROBE}')"
+echo "debian=$(cat /etc/debian_version)"
+echo "checkout_ro=$(touch {CHECKOUT}/.uml-smoke 2>&1 || echo refused)"
 touch /usr/lib/guest-only-file && echo "root_writable=ok"
 echo written-in-guest > "$OUT/report"
 exit {GUEST_RC}
@@ -58,46 +64,47 @@ exit {GUEST_RC}
 
 
 @pytest.fixture(scope="module")
-def guest(tmp_path_factory):
-    found = uml.problems()
+def guest(tmp_path_factory, legacy_root):
+    found = uml.problems(legacy_root)
     assert found == [], "user-mode-linux guest cannot run: " + "; ".join(found)
     out = tmp_path_factory.mktemp("uml-smoke")
     result = uml.capture(["sh", "-c", SCRIPT], cwd="/usr/lib",
                          env={"SMOKE_MARKER": "from-host", "OUT": str(out)},
-                         writable=[str(out)], timeout=120, echo=True)
+                         writable=[str(out)], readonly=[CHECKOUT], root=legacy_root,
+                         timeout=120, echo=True)
     facts = dict(re.findall(r"^(\w+)=(.*)$", result.output, re.M))
-    return result, facts, out
+    return result, facts, out, legacy_root
 
 
-def test_guest_can_run_here():
-    assert uml.problems() == []
+def test_guest_can_run_here(legacy_root):
+    assert uml.problems(legacy_root) == []
 
 
 def test_kernel_is_6_1(guest):
-    _, facts, _ = guest
+    _, facts, _, _ = guest
     assert facts["kernel"].startswith("6.1."), facts
 
 
 def test_exit_code_cwd_and_env_come_through(guest):
-    result, facts, _ = guest
+    result, facts, _, _ = guest
     assert result.returncode == GUEST_RC
     assert facts["cwd"] == "/usr/lib"
     assert facts["marker"] == "from-host"
 
 
 def test_clusterip_module_loads(guest):
-    _, facts, _ = guest
+    _, facts, _, _ = guest
     assert facts.get("modprobe") == "ok"
 
 
 def test_netns_veth_bridge(guest):
-    _, facts, _ = guest
+    _, facts, _, _ = guest
     assert facts.get("veth") == "ok"
     assert facts.get("bridge") == "ok"
 
 
 def test_clusterip_rule_and_proc_file(guest):
-    _, facts, _ = guest
+    _, facts, _, _ = guest
     assert facts.get("rule") == "ok"
     assert facts["rule_listed"] == "1"
     assert facts["buckets_new"] == "1"
@@ -108,34 +115,46 @@ def test_clusterip_rule_and_proc_file(guest):
 
 
 def test_python_runs_in_guest(guest):
-    _, facts, _ = guest
-    assert facts["python"] == sys.version.split()[0]
+    # The root's own interpreter, the one its venv was made with.
+    _, facts, _, root = guest
+    interpreter = os.path.basename(os.path.realpath(root.rstrip("/") + VENV_PYTHON))
+    assert re.fullmatch(r"python3\.\d+", interpreter), interpreter
+    assert facts["python"].startswith(interpreter[len("python"):] + "."), (facts, interpreter)
+
+
+def test_the_guest_runs_debian_12_userspace_with_the_checkout_read_only(guest):
+    _, facts, _, _ = guest
+    assert facts["debian"].startswith("12."), facts
+    assert "Read-only file system" in facts["checkout_ro"], facts
+    assert not os.path.exists(os.path.join(CHECKOUT, ".uml-smoke"))
 
 
 def test_python_iptables_sees_the_rule(guest):
-    _, facts, _ = guest
+    _, facts, _, _ = guest
     assert facts["iptc_sees"] == "CLUSTERIP"
 
 
 def test_guest_writes_stay_in_guest_except_shared_dir(guest):
-    _, facts, out = guest
+    _, facts, out, root = guest
     assert facts.get("root_writable") == "ok"
     assert not os.path.exists("/usr/lib/guest-only-file")
+    assert not os.path.exists(os.path.join(root, "usr/lib/guest-only-file"))
     assert (out / "report").read_text() == "written-in-guest\n"
 
 
-def test_timeout_kills_the_whole_guest(monkeypatch):
+def test_timeout_kills_the_whole_guest(monkeypatch, legacy_root):
     launched = []
     real_popen = subprocess.Popen
 
     def recording_popen(*args, **kwargs):
         proc = real_popen(*args, **kwargs)
-        launched.append(proc.pid)
+        if args[0][0] == uml.LINUX:  # not the shim's gcc
+            launched.append(proc.pid)
         return proc
     monkeypatch.setattr(uml.subprocess, "Popen", recording_popen)
 
     started = time.monotonic()
-    rc = uml.run(["sleep", "600"], timeout=5)
+    rc = uml.run(["sleep", "600"], timeout=5, root=legacy_root)
     assert rc == uml.TIMEOUT_RC
     assert time.monotonic() - started < 20
     [pgid] = launched  # UML ran as the leader of its own process group

@@ -5,14 +5,18 @@ Why: the `clusterip` backend needs the iptables CLUSTERIP target, which Linux 6.
 removed.  The test host runs a newer kernel, so the legacy test tier runs inside
 Debian 12's user-mode-linux package: Linux 6.1 built as an ordinary host program
 (`/usr/bin/linux.uml`, modules in `/usr/lib/uml/modules/<version>`, CLUSTERIP=m).
-No disk image is needed: the guest uses the host's own files.
+No disk image is needed: the guest boots over a directory of the host, its
+root (default the host's own `/`; the legacy tier passes a Debian 12 root, see
+guest_roots.py), whose userspace it runs: its Python, iptables, kmod, busybox.
 
     rc = run(["/opt/clusterip/bin/python3", "-m", "pytest", "tests/x"],
              cwd="/work/main", env={"PYTHONPATH": "lib"}, timeout=600,
+             root="/var/cache/clusterip/roots/bookworm", readonly=["/work/main"],
              writable=["/tmp/reports"])       # streams output, returns the exit code
     result = capture(["uname", "-r"])        # -> Result(returncode, output, ...)
-    python3 tests/legacy/uml.py [--timeout S] [--mem SIZE] [--cwd DIR] \
-        [--env NAME=VALUE | --env NAME]... [--writable DIR]... [-v] -- CMD ARGS...
+    python3 tests/legacy/uml.py [--timeout S] [--mem SIZE] [--cwd DIR] [--root DIR] \
+        [--env NAME=VALUE | --env NAME]... [--readonly DIR]... [--writable DIR]... \
+        [-v] -- CMD ARGS...
 
 How, and why each step is there
 -------------------------------
@@ -29,11 +33,15 @@ Host side (this module):
   and unlinks at once; `TMPDIR=/dev/shm` keeps that file in RAM (a disk-backed
   file makes every guest page fault a disk write).  Only touched pages cost host
   memory, and all of it is gone when the process dies.
-- `rootfstype=hostfs rootflags=/ ro`: the guest's root filesystem is the host's
-  `/`, read through hostfs (a UML filesystem that forwards to host system
-  calls), mounted read-only so the guest cannot change the host.
+- `rootfstype=hostfs rootflags=<root> ro`: the guest's root filesystem is the
+  host directory `root` (`/` by default), read through hostfs (a UML
+  filesystem that forwards to host system calls), mounted read-only so the
+  guest cannot change the host.
 - `init=<script>`: PID 1 is a generated sh script in a fresh private control
-  directory (created by mkdtemp, removed afterwards).
+  directory (created by mkdtemp, removed afterwards): under `root`'s /tmp,
+  since init must be a file of the root the guest boots over.
+- `LD_PRELOAD=<xstate shim>`: on hosts with AVX-512 or AMX, UML 6.1 cannot
+  restore its guests' FPU state without it (see XSTATE_SHIM).
 - `con=null con0=null,fd:1 ssl=null`: console 0 writes to our pipe (UML's stdout)
   and reads nothing; other consoles and serial lines are disabled (by default
   UML would try to open xterms or ptys for them).  `quiet` keeps the kernel's
@@ -53,9 +61,11 @@ Host side (this module):
   stderr.
 
 Guest side (the init script, PID 1):
-- mount /proc first (uname, modules and mounts need it), then load overlay.ko
-  by path with insmod: overlayfs is a module in this kernel and the host has no
-  /lib/modules/6.1.x, so modprobe cannot find it yet.
+- mount /proc first (uname, modules and mounts need it), then mount the
+  host's /usr/lib/uml/modules/<version> read-only through hostfs (the root
+  need not have the package) and load overlay.ko from there by path with the
+  root's insmod (kmod): overlayfs is a module in this kernel and the root has
+  no /lib/modules/6.1.x, so modprobe cannot find it yet.
 - a tmpfs over /run is the staging area; an overlay with the read-only hostfs
   root as lower layer and a tmpfs upper layer becomes the new root, so the
   guest may write anywhere (/usr/lib/ocf, /opt, /etc ...) and the host sees
@@ -73,8 +83,10 @@ Guest side (the init script, PID 1):
   without /lib/modules/6.1.x and `ip link add ... type veth` fails
   (measured).  pivot_root moves every task's root, kernel threads included.
   The old root is then detached (umount -l).
-- each host directory named in `writable` is mounted read-write (hostfs) at the
-  same path, e.g. to bring test reports back; everything else is read-only.
+- each host directory named in `readonly` is mounted read-only (hostfs) at the
+  same path (the checkout, which a root other than `/` does not hold), then
+  each one named in `writable` read-write, e.g. to bring test reports back;
+  everything else is the root, read-only below the overlay.
 - `lo` up and a hostname, as a booted system would have.
 - a `booted` flag in the control directory: UML answers a reboot by exec'ing
   itself with the same command line, which would run the command again and
@@ -88,7 +100,8 @@ Guest side (the init script, PID 1):
   kernel), falling back to the sysrq trigger where busybox is absent.
 
 Measured here (Debian 12 userland, host kernel 6.18, 2 cores, UML 6.1.176):
-launch to command start 1.6-2.4 s, a trivial command in ~2 s all told; host
+launch to command start 1.6-2.4 s (over the host's / and over the bookworm
+root alike: medians 1.94 and 2.06 s of 8 boots each), a trivial command in ~2 s all told; host
 memory ~60 MiB of guest RAM touched for a bare boot, ~80 MiB for the smoke test,
 ~120 MiB for the unit tier, plus ~15 MiB of UML's own; the guest is ~5-10x
 slower per process (python3 -c pass ~0.1-0.25 s, `import iptc` 1.8 s untuned).
@@ -133,6 +146,22 @@ BASE_ENV = {
 
 GUEST_CTL = "/run/uml-ctl"  # where the guest mounts the control directory
 
+# UML 6.1 restores a guest thread's FPU state with PTRACE_SETREGSET
+# (NT_X86_XSTATE) from a buffer of compile-time size (832 bytes), which the
+# host kernel refuses with EFAULT unless it is exactly the host's XSAVE size:
+# on a host with AVX-512 or AMX (2.7 KiB, 11 KiB) the guest's init dies at
+# once ("userspace - ptrace set fp regs failed, errno = 14", "Attempted to
+# kill init"); fixed upstream only in 6.13 ("um: switch to regset API and
+# depend on XSTATE"), and the kernel must stay 6.1 for CLUSTERIP.  Making
+# UML fall back to the 512-byte FXSAVE area (failing its GETREGSET probe) is
+# no cure: the host resets the vector state on every signal UML's stub takes
+# for a guest page fault, so the guest's AVX registers would be zeroed at
+# random (measured: static busybox and python3 crash, kmod misreads modules).
+# This shim, preloaded into linux.uml, keeps a full-size copy of each
+# thread's state behind UML's short buffer (see the C file); built with gcc
+# for every guest (0.1 s), a no-op where the sizes already match.
+XSTATE_SHIM = os.path.join(os.path.dirname(os.path.abspath(__file__)), "xstate_shim.c")
+
 Result = collections.namedtuple("Result", "returncode output boot_seconds seconds")
 Result.__doc__ = """returncode: the command's exit status, TIMEOUT_RC or INFRA_RC;
 output: its stdout+stderr (str, CRLF->LF); boot_seconds: launch of linux.uml
@@ -152,8 +181,14 @@ def kernel_version():
     return versions[-1] if versions else None
 
 
-def problems():
-    """Why a guest cannot run here, as a list of sentences (empty: it can)."""
+# What the init script runs from the guest's root (its userspace, not the
+# host's): kmod's insmod, util-linux's mount and pivot_root, coreutils.
+ROOT_NEEDS = ("bin/sh", "sbin/insmod", "bin/mount", "sbin/pivot_root", "bin/timeout",
+              "bin/env", "tmp")
+
+
+def problems(root="/"):
+    """Why a guest cannot run here over `root`, as a list of sentences (empty: it can)."""
     found = []
     hint = ("install it: apt-get install user-mode-linux (Debian 12), or "
             "dpkg -i the vendored user-mode-linux_6.1*.deb")
@@ -172,6 +207,15 @@ def problems():
                 found.append(f"{mods}/{mod} missing")
     if not os.access(MEMORY_DIR, os.W_OK):
         found.append(f"{MEMORY_DIR} not writable (guest memory lives there)")
+    if shutil.which("gcc", path="/usr/bin:/bin") is None:
+        found.append("gcc missing (builds the xstate shim, see XSTATE_SHIM): "
+                     "apt-get install gcc")
+    lacking = [need for need in ROOT_NEEDS
+               if not os.path.exists(os.path.join(root, "usr", need))
+               and not os.path.exists(os.path.join(root, need))]
+    if lacking:
+        found.append(f"the guest's root {root} lacks {', '.join(lacking)} (kmod, "
+                     "util-linux, coreutils: tests/setup-host installs them)")
     return found
 
 
@@ -195,11 +239,19 @@ def _guest_env(env):
     return merged
 
 
-def _init_script(argv, cwd, env, writable, ctl, token, timeout):
+def _init_script(argv, cwd, env, writable, ctl, token, timeout, readonly=(), ctl_seen=None):
+    """ctl: the control directory's host path; ctl_seen: the same directory as
+    the guest's root shows it before the overlay (ctl itself when the root is
+    the host's /)."""
     q = shlex.quote
     assignments = " ".join(q(f"{k}={v}") for k, v in env.items())
     command = " ".join(q(a) for a in argv)
+    ctl_seen = ctl_seen or ctl
     # "$R" (the new root) expands in the guest; the quoted host path follows it.
+    mount_readonly = "\n".join(
+        f"mkdir -p \"$R\"{q(d)} && mount -t hostfs -o ro,{q(d)} hostfs \"$R\"{q(d)} "
+        f"|| fail {q('cannot mount ' + d)}"
+        for d in readonly)
     mount_writable = "\n".join(
         f"mkdir -p \"$R\"{q(w)} && mount -t hostfs -o {q(w)} hostfs \"$R\"{q(w)} "
         f"|| fail {q('cannot mount ' + w)}"
@@ -230,12 +282,15 @@ release() {{  # unmount, retrying while killed processes die
 
 mount -t proc proc /proc || fail "cannot mount /proc"
 # UML answers a reboot by exec'ing itself again: never run the command twice.
-[ -e {q(ctl)}/booted ] && fail "the guest rebooted; powering off instead"
+[ -e {q(ctl_seen)}/booted ] && fail "the guest rebooted; powering off instead"
 V=$(uname -r)
-M=/usr/lib/uml/modules/$V
-insmod "$M/kernel/fs/overlayfs/overlay.ko" || fail "cannot load overlay.ko from $M"
 
 mount -t tmpfs -o mode=0755 tmpfs /run || fail "cannot mount staging tmpfs"
+# The package's modules, from the host (the guest's root need not have them).
+M=/run/modules
+mkdir -p $M && mount -t hostfs -o ro,{MODULES_ROOT}/"$V" hostfs $M \\
+    || fail "cannot mount the host's {MODULES_ROOT}/$V"
+insmod "$M/kernel/fs/overlayfs/overlay.ko" || fail "cannot load overlay.ko from $M"
 mkdir -p /run/ov/upper /run/ov/work /run/ov/root
 R=/run/ov/root
 mount -t overlay -o lowerdir=/,upperdir=/run/ov/upper,workdir=/run/ov/work overlay "$R" \\
@@ -250,12 +305,13 @@ mount -t tmpfs -o mode=1777 tmpfs "$R/dev/shm" &&
 mount -t tmpfs -o mode=0755 tmpfs "$R/run" &&
 mount -t tmpfs -o mode=1777 tmpfs "$R/tmp" || fail "cannot mount the pseudo filesystems"
 
-mkdir -p "$R/lib/modules/$V" && mount --bind "$R$M" "$R/lib/modules/$V" \\
+mkdir -p "$R/lib/modules/$V" && mount --bind $M "$R/lib/modules/$V" \\
     || fail "cannot bind the modules at /lib/modules/$V"
 
 mkdir -p "$R{GUEST_CTL}" && mount -t hostfs -o {q(ctl)} hostfs "$R{GUEST_CTL}" \\
     || fail "cannot mount the control directory"
 : > "$R{GUEST_CTL}/booted"
+{mount_readonly}
 {mount_writable}
 
 cd "$R" && mkdir -p .uml-oldroot && pivot_root . .uml-oldroot || fail "pivot_root failed"
@@ -396,32 +452,50 @@ def _no_core():
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
 
 
-def _guest(argv, cwd, env, timeout, mem, writable, sink):
+def _directories(paths, what):
+    found = [os.path.abspath(path) for path in (paths or ())]
+    for path in found:
+        _check_path(path, what)
+        if not os.path.isdir(path):
+            raise ValueError(f"{what} does not exist: {path}")
+    return found
+
+
+def _guest(argv, cwd, env, timeout, mem, writable, sink, root="/", readonly=()):
     if not argv:
         raise ValueError("empty command")
-    found = problems()
+    root = os.path.realpath(root)
+    _check_path(root, "root")
+    found = problems(root)
     if found:
         raise UMLError("cannot run a user-mode-linux guest: " + "; ".join(found))
     cwd = os.path.abspath(cwd or os.getcwd())
-    writable = [os.path.abspath(w) for w in (writable or ())]
-    for w in writable:
-        _check_path(w, "writable directory")
-        if not os.path.isdir(w):
-            raise ValueError(f"writable directory does not exist: {w}")
+    writable = _directories(writable, "writable directory")
+    readonly = _directories(readonly, "read-only directory")
     env = _guest_env(env)
 
-    ctl = tempfile.mkdtemp(prefix="clusterip-uml-")
+    # The init script must be a file of the guest's root: under its /tmp
+    # (hostfs shows the host's files there before the guest mounts its own).
+    ctl = tempfile.mkdtemp(prefix="clusterip-uml-",
+                           dir=None if root == "/" else os.path.join(root, "tmp"))
+    ctl_seen = ctl if root == "/" else "/" + os.path.relpath(ctl, root)
     try:
         _check_path(ctl, "control directory")
         token = secrets.token_hex(8)
         init = os.path.join(ctl, "init")
         with open(init, "w") as f:
             f.write(_init_script(list(map(str, argv)), cwd, env, writable, ctl, token,
-                                 timeout))
+                                 timeout, readonly, ctl_seen))
         os.chmod(init, 0o755)
-        cmdline = [LINUX, f"mem={mem}", "rootfstype=hostfs", "rootflags=/", "ro",
-                   f"init={init}", "quiet", "con=null", "con0=null,fd:1", "ssl=null",
-                   f"uml_dir={ctl}"]
+        shim = os.path.join(ctl, "xstate_shim.so")
+        built = subprocess.run(["gcc", "-shared", "-fPIC", "-O2", "-o", shim, XSTATE_SHIM,
+                                "-ldl", "-lpthread"], capture_output=True, text=True,
+                               env={"PATH": "/usr/bin:/bin"})
+        if built.returncode != 0:
+            raise UMLError("cannot build the xstate shim: " + built.stderr.strip())
+        cmdline = [LINUX, f"mem={mem}", "rootfstype=hostfs", f"rootflags={root}", "ro",
+                   f"init={ctl_seen}/init", "quiet", "con=null", "con0=null,fd:1",
+                   "ssl=null", f"uml_dir={ctl}"]
         splitter = _Splitter(token, sink)
         started = time.monotonic()
         deadline = started + timeout
@@ -430,7 +504,8 @@ def _guest(argv, cwd, env, timeout, mem, writable, sink):
             cmdline, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT, cwd=ctl, start_new_session=True,
             preexec_fn=_no_core,
-            env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "TMPDIR": MEMORY_DIR})
+            env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "TMPDIR": MEMORY_DIR,
+                 "LD_PRELOAD": shim})
         try:
             fd = proc.stdout.fileno()
             with selectors.DefaultSelector() as sel:
@@ -519,22 +594,27 @@ def _stream_sink(stream):
 
 
 def run(argv, cwd=None, env=None, timeout=DEFAULT_TIMEOUT, *, mem=DEFAULT_MEM,
-        writable=(), stream=None):
+        writable=(), readonly=(), root="/", stream=None):
     """Run argv in a fresh 6.1 guest; stream its output to `stream`
     (default sys.stdout) as it comes; return its exit code.
 
     cwd: directory inside the guest (default: ours; host paths are the same
     there).  env: variables added to BASE_ENV (None deletes one).  writable:
     host directories the guest may write to (mounted at the same paths).
-    Returns TIMEOUT_RC after killing the guest on timeout, INFRA_RC when the
-    guest never reported; raises UMLError when no guest can run here.
+    readonly: host directories the guest sees read-only at the same paths
+    (such as the checkout, over a root that is not the host's).  root: the
+    host directory the guest boots over, its userspace (default the host's
+    /; such as a debootstrapped root of tests/roots.py).  Returns TIMEOUT_RC
+    after killing the guest on timeout, INFRA_RC when the guest never
+    reported; raises UMLError when no guest can run here.
     """
-    rc, _, _ = _guest(argv, cwd, env, timeout, mem, writable, _stream_sink(stream))
+    rc, _, _ = _guest(argv, cwd, env, timeout, mem, writable, _stream_sink(stream),
+                      root, readonly)
     return rc
 
 
 def capture(argv, cwd=None, env=None, timeout=DEFAULT_TIMEOUT, *, mem=DEFAULT_MEM,
-            writable=(), echo=False, stream=None):
+            writable=(), readonly=(), root="/", echo=False, stream=None):
     """Like run(), but also collect the output; returns a Result.
     With echo=True the output is streamed as well."""
     chunks = []
@@ -544,7 +624,7 @@ def capture(argv, cwd=None, env=None, timeout=DEFAULT_TIMEOUT, *, mem=DEFAULT_ME
         chunks.append(data)
         if tee:
             tee(data)
-    rc, boot, total = _guest(argv, cwd, env, timeout, mem, writable, sink)
+    rc, boot, total = _guest(argv, cwd, env, timeout, mem, writable, sink, root, readonly)
     return Result(rc, b"".join(chunks).decode("utf-8", "replace"), boot, total)
 
 
@@ -564,6 +644,10 @@ def main(args=None):
                         help="set a variable in the guest; NAME alone copies ours")
     parser.add_argument("--writable", action="append", default=[], metavar="DIR",
                         help="host directory the guest may write to")
+    parser.add_argument("--readonly", action="append", default=[], metavar="DIR",
+                        help="host directory the guest sees read-only at the same path")
+    parser.add_argument("--root", default="/",
+                        help="host directory the guest boots over (default: /)")
     parser.add_argument("-v", "--verbose", action="store_true",
                         help="report timings on stderr")
     parser.add_argument("command", nargs=argparse.REMAINDER)
@@ -585,7 +669,8 @@ def main(args=None):
         signal.signal(signum, _interrupt)
     try:
         rc, boot, total = _guest(command, opts.cwd, env, opts.timeout, opts.mem,
-                                 opts.writable, _stream_sink(sys.stdout))
+                                 opts.writable, _stream_sink(sys.stdout), opts.root,
+                                 opts.readonly)
     except (UMLError, ValueError) as e:
         print(f"uml: {e}", file=sys.stderr)
         return INFRA_RC
