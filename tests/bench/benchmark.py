@@ -43,6 +43,7 @@ sys.path.insert(0, os.path.join(TESTS, "legacy"))
 
 import failover  # noqa: E402  (after the path: uml.py lives in tests/legacy)
 import guest_cloned  # noqa: E402
+import guest_roots  # noqa: E402
 import uml  # noqa: E402
 from measure import (ACTIONS, CLUSTERIP, IPADDR2, THEIR_VIP, VIP, Agent,  # noqa: E402
                      Namespace, compare_actions, monitor_with_rules,
@@ -85,11 +86,14 @@ def cloned_under_uml(rounds):
 
     Returns its result ({"actions": ..., "rules": ...}) or raises RuntimeError.
     """
-    problems = uml.problems()
+    # Over a Debian 12 root, as the legacy tier: CLUSTERIP needs its userspace.
+    root = guest_roots.legacy()
+    problems = uml.problems(root)
     if problems:
         raise RuntimeError("no Linux 6.1 guest here: " + "; ".join(problems))
     result = uml.capture([sys.executable, os.path.join(HERE, "guest_cloned.py"), str(rounds)],
-                         cwd=HERE, timeout=UML_TIMEOUT)
+                         cwd=HERE, timeout=UML_TIMEOUT, root=root,
+                         readonly=[os.path.dirname(TESTS)])
     for line in result.output.splitlines():
         if line.startswith(guest_cloned.RESULT_MARKER + " "):
             return json.loads(line[len(guest_cloned.RESULT_MARKER) + 1:])
