@@ -506,7 +506,7 @@ class NftBackend(Backend):
         # Before anything lists the table: one libnftables listing of a set nft
         # cannot print kills this process.  Start rebuilds the table, keeping
         # its owned buckets (read here over nfnetlink).
-        if not all(lists_safely(data) for data in nfnl.set_userdata(family, name).values()):
+        if not _listable(family, name):
             return VipState(owned=owned() or frozenset(), missing=tuple(
                 [old_layout(family, name)]
                 + ([] if joined else [multicast_missing(params, placement)])))
@@ -543,8 +543,7 @@ class NftBackend(Backend):
                        for name in nfnl.table_names(family) if name.startswith("clusterip_"))
         reports = []
         for family, name in found:
-            userdata = nfnl.set_userdata(family, name)
-            if not all(lists_safely(data) for data in userdata.values()):
+            if not _listable(family, name):
                 reports.append(describe_old_layout(family, name))
                 continue
             listing = self._list_table(family, name)
@@ -558,6 +557,12 @@ class NftBackend(Backend):
         step("nft:tables-deleted")
         if placement is not None:
             address.leave_multicast(placement.nic, params.clustermac)
+
+
+def _listable(family, name):
+    """Whether libnftables can list the table (asked over nfnetlink): no set of
+    it is one nft cannot print."""
+    return all(lists_safely(data) for data in nfnl.set_userdata(family, name).values())
 
 
 def _fingerprint(family_tables):
