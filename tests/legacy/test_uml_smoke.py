@@ -157,7 +157,8 @@ def test_timeout_kills_the_whole_guest(monkeypatch, legacy_root):
     monkeypatch.setattr(uml.subprocess, "Popen", recording_popen)
 
     started = time.monotonic()
-    rc = uml.run(["sleep", "600"], timeout=5, root=legacy_root)
+    # cwd "/": the caller's (the checkout) may sit under /tmp, which the guest has fresh.
+    rc = uml.run(["sleep", "600"], cwd="/", timeout=5, root=legacy_root)
     assert rc == uml.TIMEOUT_RC
     assert time.monotonic() - started < 20
     [pgid] = launched  # UML ran as the leader of its own process group
