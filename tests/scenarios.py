@@ -108,6 +108,12 @@ def table_name(vip):
     return "clusterip_" + vip.replace(".", "_").replace(":", "_")
 
 
+def assert_nft_lists(lab, what, node):
+    """Every nft listing an administrator runs works on the node (by exit status)."""
+    failed = lab.nft_listing_failures(node)
+    assert not failed, "%s on %s: nft listings failed: %s" % (what, node, failed)
+
+
 def agent_params(backend, hashmode, family=IPV4):
     return {"ip": family.vip, "cidr_netmask": family.prefixlen, "nic": "eth0",
             "hashmode": hashmode, "backend": backend}
@@ -162,14 +168,8 @@ class Dataplane:
                                        instance="vip:%d" % instance)
         assert got == rc, "%s of instance %d on %s: exit %d, expected %d\nstdout: %s\n" \
                           "stderr: %s" % (action, instance, node, got, rc, out, err)
-        if action != "monitor":
-            self.assert_nft_lists(node)
-
-    def assert_nft_lists(self, node):
-        """Every nft listing an administrator runs works with the agent's tables."""
-        if self.backend == "nft":
-            failed = self.lab.nft_listing_failures(node)
-            assert not failed, "nft listings failed on %s: %s" % (node, failed)
+        if action != "monitor" and self.backend == "nft":
+            assert_nft_lists(self.lab, "%s of instance %d" % (action, instance), node)
 
     def expect_monitor(self, node, instance, rc):
         """A recurring monitor when the instance should run, else a probe (interval 0)."""
