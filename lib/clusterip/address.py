@@ -2,26 +2,23 @@
 the announcement (gratuitous ARP for IPv4, an unsolicited Neighbour
 Advertisement for IPv6).
 
-The address goes through rtnetlink (:mod:`clusterip.rtnl`, standard library
-only: see there why not pyroute2).  Multicast membership uses the
-SIOCADDMULTI/SIOCDELMULTI ioctls, exactly what ``ip maddr add`` does: no
-library offers it and it needs nothing but a socket.  Every call is
+The address goes through rtnetlink (:mod:`clusterip.kernel.rtnl`),
+multicast membership and the announcement through :mod:`clusterip.kernel.link`;
+this module decides what is there and what to change.  Every call is
 idempotent: adding what exists or deleting what is gone is success.
 """
 
-import _socket  # not socket: see clusterip.rtnl
+import _socket  # not socket: see clusterip.kernel
 import collections
 import errno
-import fcntl
 import struct
 
-from clusterip import inet, rtnl
+from clusterip import inet
+from clusterip.kernel import link, rtnl
 from clusterip.errors import GenericError, InvalidArgument
 from clusterip.params import valid_nic_name
 
 RT_SCOPE_LINK = 253
-SIOCADDMULTI = 0x8931
-SIOCDELMULTI = 0x8932
 ETH_P_ARP = 0x0806
 ETH_P_IPV6 = 0x86DD
 IPPROTO_ICMPV6 = 58
@@ -175,17 +172,10 @@ def _mac_bytes(mac):
     return bytes(int(part, 16) for part in mac.split(":"))
 
 
-def _multicast_ioctl(request, nic, mac):
-    # struct ifreq: char ifr_name[16]; struct sockaddr ifr_hwaddr (family + 14 bytes).
-    ifreq = struct.pack("16sH14s", nic.encode(), _socket.AF_UNSPEC, _mac_bytes(mac))
-    with rtnl.open_socket(_socket.AF_INET, _socket.SOCK_DGRAM) as sock:
-        fcntl.ioctl(sock.fileno(), request, ifreq)
-
-
 def join_multicast(nic, mac):
     """Make the NIC accept frames for the cluster MAC (idempotent: a global membership)."""
     try:
-        _multicast_ioctl(SIOCADDMULTI, nic, mac)
+        link.add_multicast(nic, _mac_bytes(mac))
     except OSError as error:
         raise GenericError("cannot join %s to multicast MAC %s: %s"
                            % (nic, mac, error.strerror)) from None
@@ -193,23 +183,13 @@ def join_multicast(nic, mac):
 
 def leave_multicast(nic, mac):
     try:
-        _multicast_ioctl(SIOCDELMULTI, nic, mac)
+        link.delete_multicast(nic, _mac_bytes(mac))
     except OSError:
         pass  # not a member, or the NIC is gone: nothing to undo
 
 
 def multicast_joined(nic, mac):
-    """Read /proc/net/dev_mcast: 'ifindex name refcount global_use 03c1...'."""
-    wanted = mac.replace(":", "")
-    try:
-        with open("/proc/net/dev_mcast", encoding="ascii") as f:
-            for line in f:
-                fields = line.split()
-                if len(fields) == 5 and fields[1] == nic and fields[4] == wanted:
-                    return True
-    except OSError:
-        pass
-    return False
+    return (nic, mac.replace(":", "")) in link.read_multicast_macs()
 
 
 def nic_mac(nic):
@@ -234,14 +214,6 @@ def build_gratuitous_arp(nic_mac, sender_mac, vip, opcode):
             + sender_mac + ip + target_mac + ip)
 
 
-def ones_complement_sum(data):
-    """The 16-bit one's complement sum of data (RFC 1071), even length."""
-    total = sum(struct.unpack("!%dH" % (len(data) // 2), data))
-    while total > 0xFFFF:
-        total = (total & 0xFFFF) + (total >> 16)
-    return total
-
-
 def build_unsolicited_na(nic_mac, target_mac, vip):
     """An Ethernet frame to all nodes (ff02::1): a Neighbour Advertisement with
     the Override flag telling that vip is at target_mac (RFC 4861 7.2.6)."""
@@ -250,7 +222,7 @@ def build_unsolicited_na(nic_mac, target_mac, vip):
     body = struct.pack("!BBHI", ND_NEIGHBOR_ADVERT, 0, 0, 0x20000000) + packed \
         + struct.pack("!BB", 2, 1) + target_mac
     pseudo = packed + ALL_NODES + struct.pack("!I3xB", len(body), IPPROTO_ICMPV6)
-    checksum = 0xFFFF ^ ones_complement_sum(pseudo + body)
+    checksum = 0xFFFF ^ inet.ones_complement_sum(pseudo + body)
     body = body[:2] + struct.pack("!H", checksum) + body[4:]
     return (b"\x33\x33" + ALL_NODES[-4:] + nic_mac + struct.pack("!H", ETH_P_IPV6)
             + struct.pack("!IHBB", 0x60000000, len(body), IPPROTO_ICMPV6, 255)
@@ -267,16 +239,14 @@ def announce(nic, vip, mac=None):
     rewrite.  Best effort, like IPaddr2's send_arp and send_ua: a failure is
     returned for logging, never raised.
     """
+    def frames(nic_mac):
+        target = _mac_bytes(mac) if mac else nic_mac
+        if ":" in vip:
+            return [build_unsolicited_na(nic_mac, target, vip)]
+        return [build_gratuitous_arp(nic_mac, target, vip, opcode) for opcode in (1, 2)]
+
     try:
-        with rtnl.open_socket(_socket.AF_PACKET, _socket.SOCK_RAW) as sock:
-            sock.bind((nic, 0))
-            nic_mac = sock.getsockname()[4]
-            target = _mac_bytes(mac) if mac else nic_mac
-            if ":" in vip:
-                sock.send(build_unsolicited_na(nic_mac, target, vip))
-            else:
-                for opcode in (1, 2):
-                    sock.send(build_gratuitous_arp(nic_mac, target, vip, opcode))
+        link.send_frames(nic, frames)
     except OSError as error:
         return "announcing %s on %s failed: %s" % (vip, nic, error.strerror)
     return None

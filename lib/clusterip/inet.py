@@ -7,7 +7,8 @@ is a strict parser (the kernel's inet_pton) and prefix arithmetic on ints;
 the family is the length of the packed address.
 """
 
-import _socket  # not socket: see clusterip.rtnl
+import _socket  # not socket: see clusterip.kernel
+import struct
 
 _FAMILY = {4: _socket.AF_INET, 16: _socket.AF_INET6}
 
@@ -103,3 +104,11 @@ def _unusable_ipv6_reason(packed):
     if first & 0xE0 != 0x20 and first & 0xFE != 0xFC:
         return "reserved"
     return None
+
+
+def ones_complement_sum(data):
+    """The 16-bit one's complement sum of data (RFC 1071), even length."""
+    total = sum(struct.unpack("!%dH" % (len(data) // 2), data))
+    while total > 0xFFFF:
+        total = (total & 0xFFFF) + (total >> 16)
+    return total

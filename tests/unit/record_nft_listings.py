@@ -31,7 +31,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "..", "lib"))
 sys.path.insert(0, os.path.join(HERE, "..", ".."))
 
-from clusterip import nfnl  # noqa: E402
+from clusterip.kernel import nfnl  # noqa: E402
 from clusterip.backends import nft  # noqa: E402
 from tests.unit.test_nft_builders import (NIC_MAC, PLACEMENT, PLACEMENT6, make,  # noqa: E402
                                           make6)
@@ -72,7 +72,7 @@ def record(ns, out_dir):
     load(nft.build_create_script(make6(), PLACEMENT6, {1, 3}, NIC_MAC))
     write("nft-ip6-table.json", listing(ns, "ip6", table6))
     load(OLD_SET % nft.hash_expression(make()))
-    script = ("import sys; sys.path.insert(0, %r); from clusterip import nfnl; "
+    script = ("import sys; sys.path.insert(0, %r); from clusterip.kernel import nfnl; "
               "print(nfnl.set_userdata('ip', %%r)['owned'].hex())"
               % os.path.join(HERE, "..", "..", "lib"))
     userdata = {name: in_netns(ns, sys.executable, "-c", script % t, capture_output=True,

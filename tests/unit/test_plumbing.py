@@ -88,7 +88,7 @@ def test_unsolicited_neighbour_advertisement_frame():
 
 def test_rtnetlink_address_messages():
     """ifaddrmsg + IFA_LOCAL + IFA_ADDRESS; IPv6 additions carry IFA_F_NODAD."""
-    from clusterip import rtnl
+    from clusterip.kernel import rtnl
 
     vip = socket.inet_pton(socket.AF_INET6, "2001:db8::100")
     message = rtnl._address_message(3, vip, 64, rtnl.IFA_F_NODAD)

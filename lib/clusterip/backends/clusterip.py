@@ -82,10 +82,10 @@ def _kernel_has_clusterip():
 
 def _input_chain():
     """filter INPUT's bytes (counters zeroed), or None when unreadable."""
-    from clusterip import iptread
+    from clusterip.kernel import iptables
 
     try:
-        return iptread.chain_bytes("filter", iptread.NF_INET_LOCAL_IN)
+        return iptables.chain_bytes("filter", iptables.NF_INET_LOCAL_IN)
     except OSError:
         return None
 
@@ -340,13 +340,13 @@ class ClusteripBackend(Backend):
     def state(self, params, placement):
         """The VIP's state: the full check through python-iptables, or its
         remembered verdict while filter INPUT is byte for byte the same (see
-        Backend.recall and clusterip.iptread)."""
-        from clusterip import iptread  # here: ctypes, which backend=auto on nft never needs
+        Backend.recall and clusterip.kernel.iptables)."""
+        from clusterip.kernel import iptables  # here: ctypes, which backend=auto on nft never needs
 
         owned = self._read_owned(params.vip)
         joined = placement is None or address.multicast_joined(placement.nic, params.clustermac)
         seen = _input_chain()
-        if owned is None and seen is not None and not iptread.has_target(seen, TARGET):
+        if owned is None and seen is not None and not iptables.has_target(seen, TARGET):
             return None  # no bucket file, no CLUSTERIP rule at all: nothing of the VIP
         return self.checked_state(
             memo_key(params, placement), seen, _input_chain, lambda: owned,

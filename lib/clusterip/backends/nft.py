@@ -34,12 +34,13 @@ Moving a bucket is one element added to or deleted from ``owned``: atomic,
 no rule reload.  The module splits into pure builders (text and JSON, unit
 tested) and the one class that talks to libnftables, in-process.  The
 monitor's common case, nothing changed since the last full check, reads the
-kernel over nfnetlink instead (:mod:`clusterip.nfnl`, see NftBackend.state).
+kernel over nfnetlink instead (:mod:`clusterip.kernel.nfnl`, see NftBackend.state).
 """
 
 import sys
 
-from clusterip import address, nfnl
+from clusterip import address, inet
+from clusterip.kernel import nfnl
 from clusterip.backends import Backend, VipState, memo_key, multicast_missing
 from clusterip.errors import GenericError, NotInstalled
 from clusterip.testhooks import step
@@ -160,7 +161,7 @@ def rewrite_writes(params, nic_mac):
     if nic_mac is None:
         return []
     old, new = _mac_int(nic_mac).to_bytes(6, "big"), _mac_int(params.clustermac).to_bytes(6, "big")
-    compensation = address.ones_complement_sum(old + bytes(b ^ 0xFF for b in new))
+    compensation = inet.ones_complement_sum(old + bytes(b ^ 0xFF for b in new))
     return [(_ND_RESERVED, compensation), (_ND_MAC, _mac_int(params.clustermac))]
 
 
@@ -379,8 +380,6 @@ def parse_state(ip_listing, rewrite_listing, params, placement, multicast_joined
 
 def describe(ip_listing, rewrite_listing):
     """What one VIP's tables say, for ``clusterip status`` (see Backend.inventory)."""
-    from clusterip import inet
-
     report = {"backend": "nft", "vip": None, "nic": None, "clustermac": None,
               "hashmode": None, "hash_init": None, "buckets": None, "owned": [],
               "counters": {}}

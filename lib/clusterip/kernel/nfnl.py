@@ -1,16 +1,16 @@
-"""Read-only nfnetlink in the standard library: one nft table's rules and set elements.
+"""Read-only nfnetlink: one nft table's rules, set user data and set elements.
 
 Why: a cloned instance's monitor runs every few seconds on every node, and
 reading its tables through libnftables costs ~9 ms of a ~20 ms monitor (the
 Python binding imports json and ctypes, then a context loads the library).
 The same facts come back from two netlink dumps in well under a millisecond.
 This module does not interpret rules: the nft backend compares their bytes
-with those it saw at its last full check (see NftBackend.state).
+with those it saw at its last full check (see NftBackend).
 """
 
 import struct
 
-from clusterip import rtnl
+from clusterip.kernel import netlink
 
 NETLINK_NETFILTER = 12
 NFNL_SUBSYS_NFTABLES = 10
@@ -30,10 +30,9 @@ _NFGENMSG = struct.Struct("=BBH")  # family, version, resource id
 
 def _dump(family, message, attributes):
     payload = _NFGENMSG.pack(FAMILIES[family], 0, 0) + b"".join(
-        rtnl.attribute(kind, value) for kind, value in attributes)
-    for _, body in rtnl.exchange(NETLINK_NETFILTER, NFNL_SUBSYS_NFTABLES << 8 | message,
-                                 rtnl.NLM_F_DUMP, payload):
-        yield rtnl.attributes(body, _NFGENMSG.size)
+        netlink.attribute(kind, value) for kind, value in attributes)
+    return [netlink.attributes(body, _NFGENMSG.size) for _, body in
+            netlink.dump(NETLINK_NETFILTER, NFNL_SUBSYS_NFTABLES << 8 | message, payload)]
 
 
 def _name(text):
@@ -76,10 +75,10 @@ def set_keys(family, table, name):
     keys = []
     for attrs in _dump(family, NFT_MSG_GETSETELEM, [(NFTA_SET_ELEM_LIST_TABLE, _name(table)),
                                                     (NFTA_SET_ELEM_LIST_SET, _name(name))]):
-        for kind, element in rtnl.attribute_items(attrs.get(NFTA_SET_ELEM_LIST_ELEMENTS, b""), 0):
-            key = rtnl.attributes(element, 0).get(NFTA_SET_ELEM_KEY)
+        for kind, element in netlink.attribute_items(attrs.get(NFTA_SET_ELEM_LIST_ELEMENTS, b""), 0):
+            key = netlink.attributes(element, 0).get(NFTA_SET_ELEM_KEY)
             if kind == NFTA_LIST_ELEM and key is not None:
-                value = rtnl.attributes(key, 0).get(NFTA_DATA_VALUE)
+                value = netlink.attributes(key, 0).get(NFTA_DATA_VALUE)
                 if value is not None:
                     keys.append(value)
     return keys

@@ -4,7 +4,7 @@ Why: under a kernel with CLUSTERIP (<= 6.2) the monitor's full check reads
 the filter table through python-iptables, whose import loads three C
 libraries (~300 ms of a ~800 ms monitor under user-mode Linux, where IPaddr2
 takes ~1.2 s).  The clusterip backend remembers the verdict of its last full
-check with these bytes (see Backend.recall) and, while the table is the same,
+check with these bytes (see clusterip.memo) and, while the table is the same,
 reads only them: two getsockopt calls, the way iptables-save starts.
 
 ctypes, not the socket module: IPT_SO_GET_INFO and IPT_SO_GET_ENTRIES take the
@@ -14,7 +14,7 @@ table's name *in* the buffer they fill, which socket.getsockopt cannot pass.
 import ctypes
 import struct
 
-from clusterip import rtnl
+from clusterip.kernel import opened
 
 SOL_IP = 0
 NF_INET_LOCAL_IN = 1
@@ -42,7 +42,7 @@ def chain_bytes(table="filter", hook=NF_INET_LOCAL_IN):
     equal bytes, equal rules.  Only that chain: 10,000 rules elsewhere in the
     table then cost a copy, not a loop.  OSError when the table is missing."""
     libc = ctypes.CDLL(None, use_errno=True)
-    with rtnl.open_socket(2, 3, IPPROTO_RAW) as sock:  # AF_INET, SOCK_RAW
+    with opened(2, 3, IPPROTO_RAW) as sock:  # AF_INET, SOCK_RAW
         info = ctypes.create_string_buffer(_GETINFO.pack(table.encode(), 0, *[0] * 12),
                                            _GETINFO.size)
         fields = _GETINFO.unpack(_getsockopt(libc, sock.fileno(), IPT_SO_GET_INFO, info))

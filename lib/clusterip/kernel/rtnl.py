@@ -1,26 +1,19 @@
-"""rtnetlink in the standard library: IPv4 and IPv6 addresses and routes.
+"""rtnetlink: IPv4 and IPv6 addresses and routes.
 
-Why not pyroute2: importing it costs ~100-130 ms (its package imports
-everything), more than IPaddr2's whole start (~50 ms) on the same machine,
-and Pacemaker starts a fresh process for every action.  What the agent needs
-is four messages: dump addresses, dump routes, add and delete one address;
-each is a few struct packs.  The tests check the results through iproute2.
+What the agent needs is four messages: dump addresses, dump routes, add and
+delete one address; each is a few struct packs (see :mod:`clusterip.kernel`
+for why not pyroute2).
 """
 
-import _socket  # the C module: socket.py adds enum and selectors, ~2.5 ms per action
-import os
+import _socket
 import struct
+
+from clusterip.kernel import netlink
+from clusterip.kernel.netlink import NLM_F_CREATE, NLM_F_EXCL, attribute, attributes
 
 RTM_NEWADDR, RTM_DELADDR, RTM_GETADDR = 20, 21, 22
 RTM_GETROUTE = 26
 RTM_NEWROUTE = 24
-NLMSG_ERROR = 2
-NLMSG_DONE = 3
-NLM_F_REQUEST = 0x1
-NLM_F_ACK = 0x4
-NLM_F_EXCL = 0x200
-NLM_F_CREATE = 0x400
-NLM_F_DUMP = 0x300
 IFA_ADDRESS, IFA_LOCAL, IFA_LABEL, IFA_BROADCAST, IFA_FLAGS = 1, 2, 3, 4, 8
 # Every node holds the same cluster address: Duplicate Address Detection
 # would mark it "dadfailed" on all but the first.
@@ -31,56 +24,13 @@ RT_SCOPE_UNIVERSE = 0
 RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_TABLE = 1, 4, 5, 15
 _FAMILY = {4: _socket.AF_INET, 16: _socket.AF_INET6}
 
-_NLMSGHDR = struct.Struct("=IHHII")  # len, type, flags, seq, pid
-_RTATTR = struct.Struct("=HH")  # len, type
 _IFADDRMSG = struct.Struct("=BBBBI")  # family, prefixlen, flags, scope, index
 _RTMSG = struct.Struct("=BBBBBBBBI")  # family, dst_len, src_len, tos, table, proto, scope, type, flags
 
 
-class open_socket:
-    """A _socket.socket for a with-block (the C type has no __enter__/__exit__)."""
-
-    def __init__(self, *args):
-        self.sock = _socket.socket(*args)
-
-    def __enter__(self):
-        return self.sock
-
-    def __exit__(self, *exc):
-        self.sock.close()
-
-
-def _align(length):
-    return (length + 3) & ~3
-
-
-def attribute_items(data, offset):
-    """[(type, bytes)] of the attributes from offset to the end of data, in order
-    (a nested list repeats one type)."""
-    found = []
-    while offset + _RTATTR.size <= len(data):
-        length, kind = _RTATTR.unpack_from(data, offset)
-        if length < _RTATTR.size:
-            break
-        found.append((kind & 0x3FFF, data[offset + _RTATTR.size:offset + length]))
-        offset += _align(length)
-    return found
-
-
-def attributes(data, offset):
-    """{type: bytes} of the attributes from offset to the end of data."""
-    return dict(attribute_items(data, offset))
-
-
-def attribute(kind, value):
-    body = _RTATTR.pack(_RTATTR.size + len(value), kind) + value
-    return body + b"\0" * (_align(len(body)) - len(body))
-
-
 def _request(kind, flags, payload):
     """Send one change and wait for its acknowledgement; OSError(errno) on failure."""
-    for _ in exchange(_socket.NETLINK_ROUTE, kind, NLM_F_ACK | flags, payload):
-        pass
+    netlink.request(_socket.NETLINK_ROUTE, kind, flags, payload)
 
 
 def _address_message(index, packed, prefixlen, flags=0, extra=b""):
@@ -112,31 +62,7 @@ def delete_address(index, packed, prefixlen):
 
 def _dump(kind, payload):
     """Every message body of a dump request, as (type, bytes)."""
-    return exchange(_socket.NETLINK_ROUTE, kind, NLM_F_DUMP, payload)
-
-
-def exchange(protocol, kind, flags, payload):
-    """Send one netlink request; yield (type, body) of each answer until the dump
-    is done or the acknowledgement comes.  A negative acknowledgement is OSError.
-    (Shared with clusterip.nfnl: nfnetlink is the same framing.)"""
-    with open_socket(_socket.AF_NETLINK, _socket.SOCK_RAW, protocol) as sock:
-        header = _NLMSGHDR.pack(_NLMSGHDR.size + len(payload), kind,
-                                NLM_F_REQUEST | flags, 1, 0)
-        sock.sendto(header + payload, (0, 0))
-        while True:
-            data = sock.recv(1 << 16)
-            offset = 0
-            while offset + _NLMSGHDR.size <= len(data):
-                length, msg_type, _, _, _ = _NLMSGHDR.unpack_from(data, offset)
-                if msg_type == NLMSG_DONE:
-                    return
-                if msg_type == NLMSG_ERROR:  # error 0: the acknowledgement of a change
-                    error = -struct.unpack_from("=i", data, offset + _NLMSGHDR.size)[0]
-                    if error:
-                        raise OSError(error, os.strerror(error))
-                    return
-                yield msg_type, data[offset + _NLMSGHDR.size:offset + length]
-                offset += _align(max(length, _NLMSGHDR.size))
+    return netlink.dump(_socket.NETLINK_ROUTE, kind, payload)
 
 
 def addresses(family):

@@ -1,0 +1,109 @@
+"""Netlink framing: attributes, one change request, one dump.
+
+rtnetlink (:mod:`.rtnl`) and nfnetlink (:mod:`.nfnl`) share it.  A dump is
+read to its end before it is handed over: the kernel marks every message of
+a dump that changed while it was being read (``NLM_F_DUMP_INTR``, e.g. an
+address added meanwhile), and such a dump may lack entries or hold stale
+ones, so it is read again.
+"""
+
+import _socket
+import errno
+import os
+import struct
+
+from clusterip.kernel import opened
+
+NLMSG_ERROR = 2
+NLMSG_DONE = 3
+NLM_F_REQUEST = 0x1
+NLM_F_ACK = 0x4
+NLM_F_DUMP_INTR = 0x10
+NLM_F_EXCL = 0x200
+NLM_F_CREATE = 0x400
+NLM_F_DUMP = 0x300
+# Interrupted dumps in a row before giving up: each needs a change to the
+# dumped table during the read (microseconds), so three means a storm.
+DUMP_ATTEMPTS = 3
+
+HEADER = struct.Struct("=IHHII")  # len, type, flags, seq, pid
+_RTATTR = struct.Struct("=HH")  # len, type
+_ERROR = struct.Struct("=i")
+
+
+def align(length):
+    return (length + 3) & ~3
+
+
+def attribute_items(data, offset=0):
+    """[(type, bytes)] of the attributes from offset to the end of data, in order
+    (a nested list repeats one type)."""
+    found = []
+    while offset + _RTATTR.size <= len(data):
+        length, kind = _RTATTR.unpack_from(data, offset)
+        if length < _RTATTR.size:
+            break
+        found.append((kind & 0x3FFF, data[offset + _RTATTR.size:offset + length]))
+        offset += align(length)
+    return found
+
+
+def attributes(data, offset=0):
+    """{type: bytes} of the attributes from offset to the end of data."""
+    return dict(attribute_items(data, offset))
+
+
+def attribute(kind, value):
+    body = _RTATTR.pack(_RTATTR.size + len(value), kind) + value
+    return body + b"\0" * (align(len(body)) - len(body))
+
+
+def messages(data):
+    """[(type, flags, body)] of the netlink messages in one datagram."""
+    found, offset = [], 0
+    while offset + HEADER.size <= len(data):
+        length, kind, flags, _, _ = HEADER.unpack_from(data, offset)
+        found.append((kind, flags, data[offset + HEADER.size:offset + length]))
+        offset += align(max(length, HEADER.size))
+    return found
+
+
+def _socket_for(protocol):
+    """The socket a conversation uses (the unit tests put a fake here)."""
+    return opened(_socket.AF_NETLINK, _socket.SOCK_RAW, protocol)
+
+
+def _exchange(protocol, kind, flags, payload):
+    """Send one request; ([(type, body)] of the answers up to the end of the
+    dump or the acknowledgement, whether the kernel marked the dump
+    interrupted).  A negative acknowledgement is OSError(errno)."""
+    answers, interrupted = [], False
+    with _socket_for(protocol) as sock:
+        sock.sendto(HEADER.pack(HEADER.size + len(payload), kind, NLM_F_REQUEST | flags, 1, 0)
+                    + payload, (0, 0))
+        while True:
+            for msg_type, msg_flags, body in messages(sock.recv(1 << 16)):
+                interrupted = interrupted or bool(msg_flags & NLM_F_DUMP_INTR)
+                if msg_type == NLMSG_DONE:
+                    return answers, interrupted
+                if msg_type == NLMSG_ERROR:  # error 0: the acknowledgement of a change
+                    error = -_ERROR.unpack_from(body)[0] if len(body) >= _ERROR.size \
+                        else errno.EBADMSG
+                    if error:
+                        raise OSError(error, os.strerror(error))
+                    return answers, interrupted
+                answers.append((msg_type, body))
+
+
+def request(protocol, kind, flags, payload):
+    """Send one change and wait for its acknowledgement; OSError(errno) on failure."""
+    _exchange(protocol, kind, NLM_F_ACK | flags, payload)
+
+
+def dump(protocol, kind, payload):
+    """[(type, body)] of every message of a complete, uninterrupted dump."""
+    for _ in range(DUMP_ATTEMPTS):
+        answers, interrupted = _exchange(protocol, kind, NLM_F_DUMP, payload)
+        if not interrupted:
+            return answers
+    raise OSError(errno.EINTR, "netlink dump interrupted %d times in a row" % DUMP_ATTEMPTS)
