@@ -212,3 +212,21 @@ def test_option_probe_on_this_host():
     assert (problem is not None) == broken, (problem, libxtables, python_iptables)
     if broken:
         assert "no such parameter" in problem
+
+
+@pytest.mark.parametrize("multiarch, first", [
+    ("riscv64-linux-gnu", ("/usr/lib/riscv64-linux-gnu", "/lib/riscv64-linux-gnu")),
+    ("", ()), (None, ())])  # None/empty: a Python built off Debian (RHEL, SUSE)
+def test_library_directories_follow_the_interpreters_multiarch(monkeypatch, multiarch, first):
+    import sysconfig
+
+    monkeypatch.setattr(sysconfig, "get_config_var",
+                        lambda name: multiarch if name == "MULTIARCH" else None)
+    assert clusterip._lib_dirs() == first + ("/usr/lib64", "/usr/lib", "/lib64", "/lib")
+
+
+def test_this_machines_libxtables_is_found_in_the_first_directories():
+    # Debian 12 and 13 keep libxtables in /usr/lib/<multiarch> (x86_64-linux-gnu
+    # here, aarch64-linux-gnu, ...), where the old fixed list knew only two.
+    found = clusterip._fast_find_library("xtables", clusterip._lib_dirs())
+    assert found is not None and os.path.dirname(found) in clusterip._lib_dirs()[:2], found

@@ -31,10 +31,11 @@ from clusterip.testhooks import step
 PROC_DIR = "/proc/net/ipt_CLUSTERIP"
 XTABLES_LOCK = "/run/xtables.lock"
 TARGET = "CLUSTERIP"
-# Where the dynamic linker keeps libraries on Debian/Ubuntu (multiarch) and
-# RHEL/SUSE; used to find libip4tc, libxtables and the xtables extensions.
-_LIB_DIRS = ("/usr/lib/x86_64-linux-gnu", "/lib/x86_64-linux-gnu",
-             "/usr/lib/aarch64-linux-gnu", "/usr/lib64", "/usr/lib", "/lib64", "/lib")
+# Where the dynamic linker keeps libraries: RHEL/SUSE's lib64 and the plain
+# ones, after Debian/Ubuntu's multiarch directories for this interpreter's
+# architecture (_lib_dirs).  Used to find libip4tc, libxtables and the xtables
+# extensions.
+_PLAIN_LIB_DIRS = ("/usr/lib64", "/usr/lib", "/lib64", "/lib")
 UPSTREAM_ISSUE = "ldx/python-iptables#353 (https://github.com/ldx/python-iptables/issues/353)"
 DPKG_STATUS = "/var/lib/dpkg/status"
 
@@ -102,7 +103,21 @@ def _listing(directory):
     return _LISTINGS[directory]
 
 
-def _fast_find_library(name):
+def _lib_dirs():
+    """/usr/lib/<triplet> and /lib/<triplet> for the triplet this Python was
+    built for (sysconfig's MULTIARCH: x86_64-linux-gnu, aarch64-linux-gnu,
+    i386-linux-gnu, riscv64-linux-gnu, ...; empty off Debian), then the plain
+    directories.  sysconfig is imported here, not at the top: only the
+    python-iptables import needs it, and that imports sysconfig itself."""
+    import sysconfig
+
+    multiarch = sysconfig.get_config_var("MULTIARCH")
+    if not multiarch:
+        return _PLAIN_LIB_DIRS
+    return ("/usr/lib/" + multiarch, "/lib/" + multiarch) + _PLAIN_LIB_DIRS
+
+
+def _fast_find_library(name, lib_dirs):
     """ctypes.util.find_library without ldconfig and gcc (which cost ~250 ms).
 
     System libraries by versioned name only: an unversioned libfoo.so may be a
@@ -115,7 +130,7 @@ def _fast_find_library(name):
     user-mode Linux.
     """
     prefix = "lib%s.so." % name
-    for directory in _LIB_DIRS:
+    for directory in lib_dirs:
         found = [f for f in _listing(directory) if f.startswith(prefix)]
         if found:
             return os.path.join(directory, min(found, key=len))
@@ -136,13 +151,14 @@ def _import_iptc():
     import ctypes.util  # here, not at the top: it imports subprocess and shutil
 
     os.environ.setdefault("SETUPTOOLS_USE_DISTUTILS", "stdlib")
+    lib_dirs = _lib_dirs()
     if "XTABLES_LIBDIR" not in os.environ:
-        for directory in _LIB_DIRS:
+        for directory in lib_dirs:
             if os.path.isdir(os.path.join(directory, "xtables")):
                 os.environ["XTABLES_LIBDIR"] = os.path.join(directory, "xtables")
                 break
     original = ctypes.util.find_library
-    ctypes.util.find_library = lambda name: _fast_find_library(name) or original(name)
+    ctypes.util.find_library = lambda name: _fast_find_library(name, lib_dirs) or original(name)
     try:
         import iptc
     except Exception as error:  # python-iptables raises plain Exceptions/XTablesError
