@@ -1,7 +1,8 @@
 """A throw-away Ethernet segment built from network namespaces, and oracles to inspect it.
 
 This module is the independent side of the root-level tests: it imports
-nothing from the project and reads every piece of state with the system's own
+nothing from the project but the provider name (where the agent is
+installed) and reads every piece of state with the system's own
 tools (``ip -j``, ``nft -j``, ``/proc``), so a bug in the agent's readers
 cannot hide a bug in its writers.
 
@@ -37,14 +38,16 @@ import subprocess
 import sys
 import time
 
+from clusterip import PROVIDER
+
 SUBNET_PREFIXLEN = 16
 CLIENT_ADDRESS = "198.18.0.2"
 SUBNET6_PREFIXLEN = 64
 CLIENT_ADDRESS6 = "2001:db8::2"
-DEFAULT_AGENT = "/usr/lib/ocf/resource.d/custom/clusterip"
 # The clean environment Pacemaker's executor gives an agent (plus what we add).
 AGENT_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 OCF_ROOT = "/usr/lib/ocf"
+DEFAULT_AGENT = "%s/resource.d/%s/clusterip" % (OCF_ROOT, PROVIDER)  # make install
 HELPERS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "helpers")
 
 

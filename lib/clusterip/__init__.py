@@ -6,3 +6,7 @@ action name and the environment to :func:`clusterip.agent.main`.
 """
 
 __version__ = "0.1.0"
+# The OCF provider: the agent is ocf:<PROVIDER>:clusterip, installed as
+# <OCF_ROOT>/resource.d/<PROVIDER>/clusterip.  Defined here only: the Makefile
+# reads this line (keep its shape), the status command and the tests import it.
+PROVIDER = "custom"

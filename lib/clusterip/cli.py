@@ -13,11 +13,12 @@ import subprocess
 import sys
 import xml.etree.ElementTree as ElementTree
 
+from clusterip import PROVIDER
 from clusterip.errors import AgentError
 
 CRM_MON = "/usr/sbin/crm_mon"
 CIBADMIN = "/usr/sbin/cibadmin"
-AGENT = ("ocf", "custom", "clusterip")
+AGENT = ("ocf", PROVIDER, "clusterip")
 
 
 def _xml(argv):

@@ -6,7 +6,7 @@ everything happens in network namespaces this script creates and removes
 (inside the guest for the Linux 6.1 part).  These machines are noisy: every
 figure is a median of many runs, the two agents are run alternately so that
 drift hits both alike, and the ratios are what to compare.  The installed
-agent (/usr/lib/ocf/resource.d/custom/clusterip) is what is measured.
+agent (/usr/lib/ocf/resource.d/<provider>/clusterip) is what is measured.
 
 Measured here:
 1. plain mode (one address, no clone) on the host kernel: start, stop,
@@ -91,8 +91,11 @@ def cloned_under_uml(rounds):
     problems = uml.problems(root)
     if problems:
         raise RuntimeError("no Linux 6.1 guest here: " + "; ".join(problems))
+    # The test venv's interpreter (the root has one: guest_roots); measure.py
+    # takes the provider name from the checkout's lib/.
     result = uml.capture([sys.executable, os.path.join(HERE, "guest_cloned.py"), str(rounds)],
                          cwd=HERE, timeout=UML_TIMEOUT, root=root,
+                         env={"PYTHONPATH": os.path.join(os.path.dirname(TESTS), "lib")},
                          readonly=[os.path.dirname(TESTS)])
     for line in result.output.splitlines():
         if line.startswith(guest_cloned.RESULT_MARKER + " "):

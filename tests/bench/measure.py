@@ -3,7 +3,8 @@ guest_cloned.py (inside the Linux 6.1 guest), so both kernels are measured in
 exactly the same way: a node namespace created here, each agent run with the
 clean environment Pacemaker gives it and timed from inside the namespace
 (timed.py), the agents taking turns so that drift hits both alike, medians.
-Standard library only: the guest runs it with whatever interpreter it finds.
+Standard library only, plus the provider name from the checkout's lib/ (the
+guest runs it with the test venv's interpreter and PYTHONPATH=lib).
 """
 
 import os
@@ -11,10 +12,12 @@ import statistics
 import subprocess
 import sys
 
+from clusterip import PROVIDER
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 OCF_ROOT = "/usr/lib/ocf"
 IPADDR2 = OCF_ROOT + "/resource.d/heartbeat/IPaddr2"
-CLUSTERIP = OCF_ROOT + "/resource.d/custom/clusterip"
+CLUSTERIP = OCF_ROOT + "/resource.d/%s/clusterip" % PROVIDER
 # Each agent gets its own address, so both can run at once (the monitors with
 # and without unrelated rules alternate between two running agents) and one
 # agent's stop can never remove what the other one started.

@@ -29,11 +29,13 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 CHECKOUT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.dirname(HERE))
 import roots  # noqa: E402  (tests/roots.py)
+from clusterip import PROVIDER  # noqa: E402
 
 FORCE = "CLUSTERIP_LEGACY_ROOT"
 LEGACY_SUITE = "bookworm"  # Debian 12: what CLUSTERIP clusters run
 VENV = "/opt/clusterip"
-AGENT = "/usr/lib/ocf/resource.d/custom/clusterip"
+TEST_VENV = "/opt/clusterip-test"  # pytest and the rest (make test-venv, setup-host)
+AGENT = "/usr/lib/ocf/resource.d/%s/clusterip" % PROVIDER
 
 
 def legacy():
@@ -93,8 +95,10 @@ def _suite_of(root):
 def stale_files(root):
     """Files of the checkout's agent and library that differ in root (or are
     missing there): the agent as make install writes it, every module of
-    lib/clusterip."""
+    lib/clusterip; the test venv the guest's pytest runs from."""
     stale = []
+    if not os.path.exists(root + TEST_VENV + "/bin/pytest"):
+        stale.append(TEST_VENV)
     with open(os.path.join(CHECKOUT, "ocf", "clusterip"), "rb") as f:
         agent = f.read()
     wanted = b"#!%s/bin/python3 -IS\n" % VENV.encode() + agent.split(b"\n", 1)[1]

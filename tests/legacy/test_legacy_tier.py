@@ -21,9 +21,11 @@ import pytest
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, HERE)
+import guest_roots  # noqa: E402
 import uml  # noqa: E402
 
-VENV_PYTHON = os.environ.get("VENV", "/opt/clusterip") + "/bin/python3"
+# pytest inside the guest: the root's test venv (the agent runs from its own venv).
+TEST_PYTHON = os.environ.get("TEST_VENV", guest_roots.TEST_VENV) + "/bin/python3"
 GUEST_TESTS = [
     "tests/netns/test_ocf_tester.py::test_ocf_tester",
     "tests/netns/test_dataplane.py::test_dataplane[sourceip]",
@@ -54,7 +56,7 @@ PASSED_THROUGH = ("CLUSTERIP_TEST_ROUNDS", "CLUSTERIP_TEST_CRASH_CYCLES",
 def run_in_guest(root, targets, timeout=1200):
     problems = uml.problems(root)
     assert not problems, "; ".join(problems)
-    return uml.run([VENV_PYTHON, "-m", "pytest", "-q", "-p", "no:cacheprovider", *targets],
+    return uml.run([TEST_PYTHON, "-m", "pytest", "-q", "-p", "no:cacheprovider", *targets],
                    cwd=ROOT, timeout=timeout, root=root, readonly=[ROOT],
                    env=dict({"CLUSTERIP_TEST_BACKEND": "clusterip",
                              # Each system call is slower under UML: stretch every timeout.

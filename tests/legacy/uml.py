@@ -9,7 +9,7 @@ No disk image is needed: the guest boots over a directory of the host, its
 root (default the host's own `/`; the legacy tier passes a Debian 12 root, see
 guest_roots.py), whose userspace it runs: its Python, iptables, kmod, busybox.
 
-    rc = run(["/opt/clusterip/bin/python3", "-m", "pytest", "tests/x"],
+    rc = run(["/opt/clusterip-test/bin/python3", "-m", "pytest", "tests/x"],
              cwd="/work/main", env={"PYTHONPATH": "lib"}, timeout=600,
              root="/var/cache/clusterip/roots/bookworm", readonly=["/work/main"],
              writable=["/tmp/reports"])       # streams output, returns the exit code
