@@ -36,20 +36,25 @@ def _getsockopt(libc, fd, option, buffer):
     return buffer.raw[:length.value]
 
 
-def chain_bytes(table="filter", hook=NF_INET_LOCAL_IN):
-    """The rules of one built-in chain (default: filter INPUT, where the CLUSTERIP
-    rule lives) as the kernel holds them, counters zeroed, policy included:
-    equal bytes, equal rules.  Only that chain: 10,000 rules elsewhere in the
-    table then cost a copy, not a loop.  OSError when the table is missing."""
+def table_buffers(table="filter"):
+    """(IPT_SO_GET_INFO's answer, IPT_SO_GET_ENTRIES' answer) for one table, as
+    the kernel filled them; OSError when the table is missing."""
     libc = ctypes.CDLL(None, use_errno=True)
     with opened(2, 3, IPPROTO_RAW) as sock:  # AF_INET, SOCK_RAW
         info = ctypes.create_string_buffer(_GETINFO.pack(table.encode(), 0, *[0] * 12),
                                            _GETINFO.size)
-        fields = _GETINFO.unpack(_getsockopt(libc, sock.fileno(), IPT_SO_GET_INFO, info))
-        size = fields[-1]
+        info = _getsockopt(libc, sock.fileno(), IPT_SO_GET_INFO, info)
+        size = _GETINFO.unpack(info)[-1]
         request = ctypes.create_string_buffer(
             table.encode().ljust(32, b"\0") + struct.pack("=I", size), _ENTRIES_HEADER + size)
-        raw = _getsockopt(libc, sock.fileno(), IPT_SO_GET_ENTRIES, request)
+        return info, _getsockopt(libc, sock.fileno(), IPT_SO_GET_ENTRIES, request)
+
+
+def chain_of(info, raw, hook=NF_INET_LOCAL_IN):
+    """The pure half of chain_bytes(): one built-in chain's entries out of the
+    two buffers table_buffers() returns, counters zeroed, policy included."""
+    fields = _GETINFO.unpack(info)
+    size = fields[-1]
     first, policy = fields[2 + hook], fields[7 + hook]  # hook_entry[hook], underflow[hook]
     entries = bytearray(raw[_ENTRIES_HEADER + first:_ENTRIES_HEADER + size])
     end = policy - first  # where the policy entry starts, relative to the chain
@@ -61,6 +66,14 @@ def chain_bytes(table="filter", hook=NF_INET_LOCAL_IN):
             return bytes(entries[:offset + step])
         offset += step
     return bytes(entries)
+
+
+def chain_bytes(table="filter", hook=NF_INET_LOCAL_IN):
+    """The rules of one built-in chain (default: filter INPUT, where the CLUSTERIP
+    rule lives) as the kernel holds them, counters zeroed, policy included:
+    equal bytes, equal rules.  Only that chain: 10,000 rules elsewhere in the
+    table then cost a copy, not a loop.  OSError when the table is missing."""
+    return chain_of(*table_buffers(table), hook)
 
 
 def has_target(chain, name):

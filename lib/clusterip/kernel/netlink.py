@@ -29,20 +29,26 @@ DUMP_ATTEMPTS = 3
 HEADER = struct.Struct("=IHHII")  # len, type, flags, seq, pid
 _RTATTR = struct.Struct("=HH")  # len, type
 _ERROR = struct.Struct("=i")
+_U32 = struct.Struct("=I")
 
 
 def align(length):
     return (length + 3) & ~3
 
 
+def damaged(what):
+    """The error for an answer that does not parse: OSError, as from the kernel."""
+    return OSError(errno.EBADMSG, "netlink: damaged %s" % what)
+
+
 def attribute_items(data, offset=0):
     """[(type, bytes)] of the attributes from offset to the end of data, in order
-    (a nested list repeats one type)."""
+    (a nested list repeats one type); OSError(EBADMSG) when one overruns data."""
     found = []
     while offset + _RTATTR.size <= len(data):
         length, kind = _RTATTR.unpack_from(data, offset)
-        if length < _RTATTR.size:
-            break
+        if length < _RTATTR.size or offset + length > len(data):
+            raise damaged("attribute")
         found.append((kind & 0x3FFF, data[offset + _RTATTR.size:offset + length]))
         offset += align(length)
     return found
@@ -53,18 +59,28 @@ def attributes(data, offset=0):
     return dict(attribute_items(data, offset))
 
 
+def u32(value):
+    """A native 32-bit attribute's value; OSError(EBADMSG) when it is not 4 bytes."""
+    if len(value) != _U32.size:
+        raise damaged("32-bit attribute")
+    return _U32.unpack(value)[0]
+
+
 def attribute(kind, value):
     body = _RTATTR.pack(_RTATTR.size + len(value), kind) + value
     return body + b"\0" * (align(len(body)) - len(body))
 
 
 def messages(data):
-    """[(type, flags, body)] of the netlink messages in one datagram."""
+    """[(type, flags, body)] of the netlink messages in one datagram;
+    OSError(EBADMSG) when one is cut short."""
     found, offset = [], 0
     while offset + HEADER.size <= len(data):
         length, kind, flags, _, _ = HEADER.unpack_from(data, offset)
+        if length < HEADER.size or offset + length > len(data):
+            raise damaged("message")
         found.append((kind, flags, data[offset + HEADER.size:offset + length]))
-        offset += align(max(length, HEADER.size))
+        offset += align(length)
     return found
 
 

@@ -73,12 +73,14 @@ def addresses(family):
     for kind, body in _dump(RTM_GETADDR, request):
         if kind != RTM_NEWADDR:
             continue
+        if len(body) < _IFADDRMSG.size:
+            raise netlink.damaged("address message")
         msg_family, prefixlen, flags, _, index = _IFADDRMSG.unpack_from(body)
         attrs = attributes(body, _IFADDRMSG.size)
         raw = attrs.get(IFA_LOCAL) or attrs.get(IFA_ADDRESS)
         if msg_family == family and raw:
             if IFA_FLAGS in attrs:  # the full 32 bits; ifa_flags holds only the low 8
-                flags = struct.unpack("=I", attrs[IFA_FLAGS])[0]
+                flags = netlink.u32(attrs[IFA_FLAGS])
             label = attrs.get(IFA_LABEL, b"").split(b"\0", 1)[0].decode(errors="replace")
             found.append((index, prefixlen, raw, label, flags))
     return found
@@ -92,14 +94,16 @@ def routes(family, table=254):
     for kind, body in _dump(RTM_GETROUTE, request):
         if kind != RTM_NEWROUTE:
             continue
+        if len(body) < _RTMSG.size:
+            raise netlink.damaged("route message")
         msg_family, dst_len, _, _, rtm_table, _, scope, _, _ = _RTMSG.unpack_from(body)
         attrs = attributes(body, _RTMSG.size)
         if RTA_TABLE in attrs:
-            rtm_table = struct.unpack("=I", attrs[RTA_TABLE])[0]
+            rtm_table = netlink.u32(attrs[RTA_TABLE])
         if msg_family != family or rtm_table != table:
             continue
         width = 4 if family == _socket.AF_INET else 16
         dst = attrs.get(RTA_DST, bytes(width))
-        oif = struct.unpack("=I", attrs[RTA_OIF])[0] if RTA_OIF in attrs else None
+        oif = netlink.u32(attrs[RTA_OIF]) if RTA_OIF in attrs else None
         found.append((dst, dst_len, scope, oif, RTA_GATEWAY in attrs))
     return found
