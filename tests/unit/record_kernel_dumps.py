@@ -19,7 +19,10 @@ tests/unit/data/kernel/:
 Nothing is created in the root namespace: the namespace is made first and
 everything else runs inside it (``ip netns exec``); it is deleted at the end.
 
-    sudo /opt/clusterip/bin/python3 tests/unit/record_kernel_dumps.py
+    sudo /opt/clusterip-test/bin/python3 tests/unit/record_kernel_dumps.py
+
+(the test venv: the recorder builds the tables with the unit tests' own
+parameters, tests/unit/test_nft_builders.py, which imports pytest).
 """
 
 import datetime
