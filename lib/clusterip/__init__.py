@@ -1,8 +1,10 @@
-"""clusterip: one virtual IPv4 address served active-active by the nodes of a
-Pacemaker cluster, load-balanced by hash buckets, with automatic failover.
+"""clusterip: one virtual IP address (IPv4 or IPv6) served active-active by
+the nodes of a Pacemaker cluster, load-balanced by hash buckets, with
+automatic failover.
 
 The OCF executable (``ocf/clusterip``) is deliberately thin: it hands the
-action name and the environment to :func:`clusterip.agent.main`.
+action name and the environment to :func:`clusterip.agent.main`.  The path
+from there to the kernel is docs/ARCHITECTURE.rst.
 """
 
 __version__ = "0.1.0"

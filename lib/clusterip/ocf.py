@@ -5,8 +5,8 @@ a plain file with ``HA_LOGFILE``, debug lines only when ``HA_debug`` is set
 (and then also to ``HA_DEBUGLOG``); with neither syslog nor a log file the
 lines go to stderr, which Pacemaker captures.  Every line is prefixed with
 the resource instance (``OCF_RESOURCE_INSTANCE``) so the log says which clone
-instance spoke.  Nothing is configured at import time: :func:`setup_logging`
-is called once by the edge with the environment it was given.
+instance spoke.  Nothing is configured at import time: the edge builds one
+:class:`Logger` from the environment it was given.
 """
 
 import os

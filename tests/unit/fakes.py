@@ -43,7 +43,8 @@ class FakeBackend(Backend):
     max_buckets = 16
     PIECES = ("table", "ARP rewrite", "multicast membership")
 
-    def __init__(self):
+    def __init__(self, **context):
+        super().__init__(**context)
         self.tables = {}  # vip -> {"owned": set, "pieces": set}
         self.calls = []
 
@@ -74,4 +75,5 @@ class FakeBackend(Backend):
 
     def destroy(self, params, placement):
         self.calls.append(("destroy",))
+        self.forget()  # as the real backends do
         self.tables.pop(params.vip, None)

@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from clusterip import agent, backends
+from clusterip import agent, backends, instance
 from unit.fakes import FakeBackend, FakeNode
 
 VIP = "192.0.2.10"
@@ -15,8 +15,8 @@ SELECT = backends.select  # the real one, before the fixture replaces it
 @pytest.fixture
 def node(monkeypatch, tmp_path):
     fake_node, fake_backend = FakeNode(), FakeBackend()
-    monkeypatch.setattr(agent, "address", fake_node)
-    monkeypatch.setattr(backends, "select", lambda params: fake_backend)
+    monkeypatch.setattr(instance, "address", fake_node)
+    monkeypatch.setattr(backends, "select", lambda params, **context: fake_backend)
     monkeypatch.setattr(os, "geteuid", lambda: 0)
     fake_node.backend = fake_backend
     fake_node.rsctmp = str(tmp_path)
@@ -184,21 +184,22 @@ def test_validate_all_and_meta_data_work_without_root(node, monkeypatch, capsys)
 
 def test_clone_max_over_the_backends_limit_is_6(node, monkeypatch, capsys):
     monkeypatch.undo()
-    monkeypatch.setattr(agent, "address", node)
+    monkeypatch.setattr(instance, "address", node)
     monkeypatch.setattr(os, "geteuid", lambda: 0)
-    monkeypatch.setattr(backends, "_REGISTRY", {"fake": "unit.test_agent"})
+    monkeypatch.setattr(backends, "_REGISTRY", {"fake": ("unit.fakes", "FakeBackend")})
     assert act(node, "start", 0, clone_max=17) == 6
     assert "limit of 16" in reason(capsys)
-
-
-BACKEND = FakeBackend()  # what the registry entry in the test above loads
 
 
 def only_a_backend_without_graceful_handover(node, monkeypatch):
     """The real selection, over a registry holding only the fake backend (like clusterip)."""
     monkeypatch.setattr(backends, "select", SELECT)
     monkeypatch.setattr(backends, "_REGISTRY", {"fake": None})
-    monkeypatch.setattr(backends, "_load", lambda name: node.backend)
+
+    def build(name, lock_deadline=None, memo=None):  # the one fake, given this action's context
+        node.backend.lock_deadline, node.backend.memo = lock_deadline, memo
+        return node.backend
+    monkeypatch.setattr(backends, "_build", build)
 
 
 @pytest.mark.parametrize("action, euid", [("start", 0), ("monitor", 0), ("validate-all", 0),
@@ -216,8 +217,14 @@ def test_stop_with_graceful_handover_on_a_backend_without_it_cleans_up(node, mon
     # Started before the option was set; a failed stop would get the node fenced.
     assert act(node, "start", 0) == 0
     only_a_backend_without_graceful_handover(node, monkeypatch)
+    memo = os.path.join(node.rsctmp, "clusterip-%s.checked" % VIP)
+    with open(memo, "wb") as f:  # what a monitor remembered
+        f.write(b"key\nrules")
     assert act(node, "stop", 0, graceful_handover="true") == 0
     assert node.backend.tables == {} and node.addresses == {}
+    # The backend stop falls back to is given the action's memo, so its
+    # destroy forgets the remembered check (it once stayed behind).
+    assert not os.path.exists(memo)
 
 
 def test_an_unexpected_exception_is_exit_1_with_a_reason_not_a_traceback(node, capsys):

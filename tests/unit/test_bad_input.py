@@ -27,7 +27,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import badinput
-from clusterip import agent, backends, params, peers
+from clusterip import agent, backends, instance, params, peers
 from unit.fakes import FakeBackend, FakeNode
 
 LIB = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
@@ -60,12 +60,13 @@ def with_undecodable(limit):
 
 @contextlib.contextmanager
 def fake_node(euid=0):
-    """agent.address and the backend replaced by fakes; yields (node, backend, rsctmp)."""
+    """instance.address and the backend replaced by fakes; yields (node, backend, rsctmp)."""
     node, backend = FakeNode(), FakeBackend()
-    patches = [(agent, "address", node), (os, "geteuid", lambda: euid),
+    patches = [(instance, "address", node), (os, "geteuid", lambda: euid),
                # The backend's own limit check, as for a real backend.
-               (backends, "select", lambda params: backends.check_supported(backend, params)),
-               (backends, "choose", lambda requested: backend)]
+               (backends, "select",
+                lambda params, **context: backends.check_supported(backend, params)),
+               (backends, "choose", lambda requested, **context: backend)]
     missing = object()
     saved = [(owner, name, getattr(owner, name, missing)) for owner, name, _ in patches]
     for owner, name, value in patches:

@@ -228,5 +228,5 @@ def test_library_directories_follow_the_interpreters_multiarch(monkeypatch, mult
 def test_this_machines_libxtables_is_found_in_the_first_directories():
     # Debian 12 and 13 keep libxtables in /usr/lib/<multiarch> (x86_64-linux-gnu
     # here, aarch64-linux-gnu, ...), where the old fixed list knew only two.
-    found = clusterip._fast_find_library("xtables", clusterip._lib_dirs())
+    found = clusterip._fast_find_library("xtables", clusterip._lib_dirs(), clusterip._lister())
     assert found is not None and os.path.dirname(found) in clusterip._lib_dirs()[:2], found

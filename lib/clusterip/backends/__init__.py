@@ -5,13 +5,14 @@ hash that splits the traffic into buckets, the set of buckets this node
 owns, the rewrite of ARP so neighbours learn the cluster MAC, and the NIC's
 membership of that multicast MAC.  The agent (:mod:`clusterip.agent`) is
 written against this interface only, so a new kernel mechanism is a new
-module here and one line in ``_REGISTRY``.
+module here and one line in ``_REGISTRY``.  The remembered full check (the
+monitor's fast path) is the base class's: a backend fills in its hooks.
 """
 
 import collections
 import importlib
-import os
 
+from clusterip import address
 from clusterip.errors import NotConfigured, NotInstalled
 
 
@@ -30,7 +31,12 @@ class VipState(collections.namedtuple("VipState", "owned missing")):
 
 
 class Backend:
-    """Interface; every method is idempotent and called under the per-VIP lock."""
+    """Interface; every method is idempotent and called under the per-VIP lock.
+
+    One object per action, built by :func:`select` or :func:`choose` with
+    what the action gives it: the deadline of its locks and where to
+    remember its checks.
+    """
 
     name = "?"
     max_buckets = 0
@@ -41,83 +47,95 @@ class Backend:
     ipv6 = False
     # What the monitor names when nothing of the VIP's filter is left.
     filter_description = "packet filter"
-    # time.monotonic() by which any lock the backend takes must be held (the
-    # agent sets it from the action's timeout); None: the backend's default.
-    lock_deadline = None
-    # A file (per VIP, under HA_RSCTMP) where the backend may remember what it
-    # checked; None: nowhere.  Set by the agent.
-    memo_path = None
+
+    def __init__(self, lock_deadline=None, memo=None):
+        # time.monotonic() by which any lock the backend takes must be held
+        # (from the action's timeout); None: the backend's default.
+        self.lock_deadline = lock_deadline
+        # A clusterip.memo.Memo for the VIP's full checks; None: none kept.
+        self.memo = memo
 
     def kernel_supports(self):
         """Whether the running kernel has the mechanism (what backend=auto looks at)."""
         raise NotImplementedError
-
-    # --- the remembered full check (the monitor's fast path) ------------------
-    #
-    # A backend's full check reads its rules through a library whose import
-    # costs more than the rest of the monitor.  Its verdict depends only on the
-    # parameters and on the rules, so the backend may keep it in memo_path,
-    # keyed by memo_key() and stored with the rules' raw bytes as the kernel
-    # reports them; while the kernel reports the same bytes, the verdict holds.
-
-    def recall(self, key):
-        """The rule bytes remembered for this key, or None."""
-        if self.memo_path is None:
-            return None
-        try:
-            with open(self.memo_path, "rb") as f:
-                stored_key, _, fingerprint = f.read().partition(b"\n")
-        except OSError:
-            return None
-        return fingerprint if stored_key == key else None
-
-    def remember(self, key, fingerprint):
-        if self.memo_path is None:
-            return
-        scratch = "%s.%d" % (self.memo_path, os.getpid())  # concurrent monitors: rename
-        try:
-            with open(scratch, "wb") as f:
-                f.write(key + b"\n" + fingerprint)
-            os.replace(scratch, self.memo_path)
-        except OSError:
-            _unlink(scratch)  # only a cache: the next call checks fully again
-
-    def checked_state(self, key, seen, fingerprint, fast, full, multicast):
-        """The remembered verdict while the rules read the same, else full()'s.
-
-        ``seen``: the rules' bytes as read at the start of the call (None:
-        unreadable); ``fingerprint()`` reads them again; ``fast()``: the owned
-        buckets without the full check, or None when they cannot be read so;
-        ``full()``: the full check's VipState (or None: nothing there);
-        ``multicast``: the missing-membership message, None when joined.  A
-        full verdict is remembered only when it found every rule and the rules
-        did not change while it ran.
-        """
-        if seen is not None and self.recall(key) == seen:
-            owned = fast()
-            if owned is not None:
-                return VipState(owned=owned, missing=() if multicast is None else (multicast,))
-        state = full()
-        if state is not None and set(state.missing) <= {multicast} \
-                and seen is not None and fingerprint() == seen:
-            self.remember(key, seen)
-        return state
-
-    def forget(self):
-        if self.memo_path is not None:
-            _unlink(self.memo_path)
 
     def check_available(self):
         """Raise NotInstalled when this kernel cannot run the backend (every action)."""
         raise NotImplementedError
 
     def check_libraries(self):
-        """Raise NotInstalled when a library that changes the filter is missing
-        (start and validate-all; a backend's monitor may read without it)."""
+        """Raise NotInstalled when what changes the filter cannot work here: a
+        missing library, or one that cannot build the rules (start, stop and
+        validate-all; the monitor reads without it)."""
+
+    # --- the VIP's state: the remembered full check -----------------------------
 
     def state(self, params, placement):
-        """A VipState, or None when nothing of this VIP exists on the node."""
+        """A VipState, or None when nothing of this VIP exists on the node.
+
+        The full check (_full_state) reads the rules through the backend's
+        library; its verdict is remembered (self.memo) with the rules' bytes
+        as the kernel dumps them (_fingerprint).  While the kernel dumps the
+        same bytes, the owned buckets (_owned) are all that is read: the
+        monitor's common case.  A verdict is remembered only when it found
+        every rule and the rules did not change while it ran.
+        """
+        joined = placement is None or address.multicast_joined(placement.nic, params.clustermac)
+        multicast = () if joined else (multicast_missing(params, placement),)
+        seen = self._fingerprint(params)
+        if not self._present(params, seen):
+            return None
+        unreadable = self._unreadable(params)
+        if unreadable:
+            return VipState(owned=self._owned(params) or frozenset(),
+                            missing=tuple(unreadable) + multicast)
+        key = self._memo_key(params, placement)
+        if seen is not None and self.memo is not None and self.memo.recall(key) == seen:
+            owned = self._owned(params)
+            if owned is not None:
+                return VipState(owned=owned, missing=multicast)
+        state = self._full_state(params, placement, multicast)
+        if state is not None and state.missing == multicast and seen is not None \
+                and self.memo is not None and self._fingerprint(params) == seen:
+            self.memo.remember(key, seen)
+        return state
+
+    def forget(self):
+        if self.memo is not None:
+            self.memo.forget()
+
+    # Hooks of state(), filled in by each backend.
+
+    def _fingerprint(self, params):
+        """The VIP's rules as the kernel encodes them, read without the
+        library; None when unreadable (then nothing is remembered)."""
         raise NotImplementedError
+
+    def _owned(self, params):
+        """The owned buckets, read without the library; None when unreadable."""
+        raise NotImplementedError
+
+    def _present(self, params, fingerprint):
+        """False when the cheap reads prove nothing of the VIP exists."""
+        return True
+
+    def _unreadable(self, params):
+        """[what is missing] when the rules exist but the full check must not
+        read them; [] normally."""
+        return []
+
+    def _memo_key(self, params, placement):
+        """What a verdict depends on besides the rules: the parameters (but not
+        the instance's bucket: instances share the VIP's rules), the placement,
+        and whatever else the backend reads (see memo_key)."""
+        return memo_key(params, placement)
+
+    def _full_state(self, params, placement, multicast):
+        """The full check's VipState (None: nothing there); ``multicast``: the
+        missing-membership entry, () when joined."""
+        raise NotImplementedError
+
+    # --- changes ---------------------------------------------------------------
 
     def create(self, params, placement, owned):
         """Build (or rebuild, replacing) everything for the VIP with these buckets owned."""
@@ -136,7 +154,9 @@ class Backend:
     def inventory(self):
         """Every VIP this backend serves on the node, for ``clusterip status``:
         [{"vip", "backend", "nic", "clustermac", "hashmode", "hash_init",
-        "buckets", "owned": [..], "counters": {bucket: {"packets", "bytes"}}}]."""
+        "buckets", "owned": [..], "counters": {bucket: {"packets", "bytes"}}}],
+        plus "total" (the packets and bytes of all buckets) where the backend
+        counts only those, and "problem" where a VIP's rules cannot be read."""
         raise NotImplementedError
 
 
@@ -146,24 +166,15 @@ def multicast_missing(params, placement):
 
 
 def memo_key(params, placement, *more):
-    """What a full check's verdict depends on besides the rules: the parameters
-    (but not the instance's bucket: instances share the VIP's rules), the
-    placement, and whatever else the backend names."""
+    """The memo key of a verdict on these parameters and this placement, and
+    whatever else the backend names."""
     return repr((params._replace(bucket=0), placement) + more).encode()
-
-
-def _unlink(path):
-    try:
-        os.unlink(path)
-    except OSError:
-        pass
 
 
 def inventory():
     """inventory() of every backend that can run here (a node runs one, normally)."""
     found = []
-    for name in _REGISTRY:
-        backend = _load(name)
+    for backend in (_build(name) for name in _REGISTRY):
         if backend.kernel_supports():
             try:
                 backend.check_available()
@@ -173,40 +184,39 @@ def inventory():
     return found
 
 
-# name -> module path, in auto-selection preference order: where the kernel
+# name -> (module, class), in auto-selection preference order: where the kernel
 # still has CLUSTERIP (<= 6.2) it is what CLUSTERIP-era clusters run, and a
 # cluster must not mix backends; nft everywhere else.
 _REGISTRY = {
-    "clusterip": "clusterip.backends.clusterip",
-    "nft": "clusterip.backends.nft",
+    "clusterip": ("clusterip.backends.clusterip", "ClusteripBackend"),
+    "nft": ("clusterip.backends.nft", "NftBackend"),
 }
 
 
-def _load(name):
-    module = importlib.import_module(_REGISTRY[name])
-    return module.BACKEND
+def _build(name, **context):
+    module, cls = _REGISTRY[name]
+    return getattr(importlib.import_module(module), cls)(**context)
 
 
-def choose(requested):
+def choose(requested, lock_deadline=None, memo=None):
     """The backend ``backend=requested`` means on this kernel, unchecked (no root needed).
 
     ``auto`` picks by kernel capability alone, never by which libraries
     happen to be installed: nodes with the same kernel must pick the same
     backend, so a missing library is an error (5), not a reason to fall back.
     """
-    if requested == "auto":
-        candidates = [_load(name) for name in _REGISTRY]
-        return next((b for b in candidates if b.kernel_supports()), candidates[-1])
-    return _load(requested)
+    context = {"lock_deadline": lock_deadline, "memo": memo}
+    if requested != "auto":
+        return _build(requested, **context)
+    candidates = [_build(name, **context) for name in _REGISTRY]
+    return next((b for b in candidates if b.kernel_supports()), candidates[-1])
 
 
-def select(params):
+def select(params, lock_deadline=None, memo=None):
     """The backend for these parameters, checked against this kernel (root)."""
-    backend = choose(params.backend)
+    backend = choose(params.backend, lock_deadline, memo)
     backend.check_available()
     return check_supported(backend, params)
-
-
 def check_supported(backend, params):
     """The backend, or NotConfigured (6) when it cannot do what params ask.
 

@@ -24,7 +24,7 @@ import sys
 import time
 
 from clusterip import address
-from clusterip.backends import Backend, VipState, memo_key, multicast_missing
+from clusterip.backends import Backend, VipState
 from clusterip.errors import GenericError, NotInstalled
 from clusterip.testhooks import step
 
@@ -81,26 +81,18 @@ def _kernel_has_clusterip():
     return False
 
 
-def _input_chain():
-    """filter INPUT's bytes (counters zeroed), or None when unreadable."""
-    from clusterip.kernel import iptables
+def _lister():
+    """listdir() that reads each directory once (a cache for one import)."""
+    seen = {}
 
-    try:
-        return iptables.chain_bytes("filter", iptables.NF_INET_LOCAL_IN)
-    except OSError:
-        return None
-
-
-_LISTINGS = {}  # directory -> its file names, read once per process
-
-
-def _listing(directory):
-    if directory not in _LISTINGS:
-        try:
-            _LISTINGS[directory] = os.listdir(directory)
-        except OSError:
-            _LISTINGS[directory] = []
-    return _LISTINGS[directory]
+    def names(directory):
+        if directory not in seen:
+            try:
+                seen[directory] = os.listdir(directory)
+            except OSError:
+                seen[directory] = []
+        return seen[directory]
+    return names
 
 
 def _lib_dirs():
@@ -117,7 +109,7 @@ def _lib_dirs():
     return ("/usr/lib/" + multiarch, "/lib/" + multiarch) + _PLAIN_LIB_DIRS
 
 
-def _fast_find_library(name, lib_dirs):
+def _fast_find_library(name, lib_dirs, listing):
     """ctypes.util.find_library without ldconfig and gcc (which cost ~250 ms).
 
     System libraries by versioned name only: an unversioned libfoo.so may be a
@@ -131,11 +123,11 @@ def _fast_find_library(name, lib_dirs):
     """
     prefix = "lib%s.so." % name
     for directory in lib_dirs:
-        found = [f for f in _listing(directory) if f.startswith(prefix)]
+        found = [f for f in listing(directory) if f.startswith(prefix)]
         if found:
             return os.path.join(directory, min(found, key=len))
     for directory in sys.path:
-        found = [f for f in _listing(directory)
+        found = [f for f in listing(directory)
                  if f.startswith("lib%s." % name) and f.endswith("so")]
         if found:
             return os.path.join(directory, found[0])
@@ -146,19 +138,21 @@ def _import_iptc():
     """Import python-iptables fast (measured: 180 ms -> 25 ms on the host,
     1.8 s -> 0.25 s under user-mode Linux).  It resolves its libraries with
     ctypes.util.find_library (ldconfig + gcc), runs ldconfig once more unless
-    XTABLES_LIBDIR is set, and imports distutils, which setuptools in a
-    virtualenv redirects to all of setuptools.  Give it the answers."""
+    XTABLES_LIBDIR is set, and imports distutils (setuptools' shim in a
+    virtualenv would turn that into all of setuptools: the shim is a .pth
+    file acting at interpreter start, before any code here, so `make
+    install` removes setuptools from the venv instead).  Give it the answers."""
     import ctypes.util  # here, not at the top: it imports subprocess and shutil
 
-    os.environ.setdefault("SETUPTOOLS_USE_DISTUTILS", "stdlib")
     lib_dirs = _lib_dirs()
     if "XTABLES_LIBDIR" not in os.environ:
         for directory in lib_dirs:
             if os.path.isdir(os.path.join(directory, "xtables")):
                 os.environ["XTABLES_LIBDIR"] = os.path.join(directory, "xtables")
                 break
-    original = ctypes.util.find_library
-    ctypes.util.find_library = lambda name: _fast_find_library(name, lib_dirs) or original(name)
+    original, listing = ctypes.util.find_library, _lister()
+    ctypes.util.find_library = lambda name: (_fast_find_library(name, lib_dirs, listing)
+                                             or original(name))
     try:
         import iptc
     except Exception as error:  # python-iptables raises plain Exceptions/XTablesError
@@ -254,7 +248,8 @@ class ClusteripBackend(Backend):
     # ipv6 = False: the target is an IPv4 one (ipt_CLUSTERIP; there never was an
     # ip6t_CLUSTERIP).
 
-    def __init__(self):
+    def __init__(self, **context):
+        super().__init__(**context)
         self._iptc = None
         self._options_work = False
 
@@ -353,23 +348,31 @@ class ClusteripBackend(Backend):
 
     # --- the Backend interface ---------------------------------------------------
 
-    def state(self, params, placement):
-        """The VIP's state: the full check through python-iptables, or its
-        remembered verdict while filter INPUT is byte for byte the same (see
-        Backend.recall and clusterip.kernel.iptables)."""
+    # The remembered full check (see Backend.state): the full check reads the
+    # rules through python-iptables, the fast path filter INPUT's bytes (see
+    # clusterip.kernel.iptables) and the bucket file.
+
+    def _fingerprint(self, params):
         from clusterip.kernel import iptables  # here: ctypes, which backend=auto on nft never needs
 
-        owned = self._read_owned(params.vip)
-        joined = placement is None or address.multicast_joined(placement.nic, params.clustermac)
-        seen = _input_chain()
-        if owned is None and seen is not None and not iptables.has_target(seen, TARGET):
-            return None  # no bucket file, no CLUSTERIP rule at all: nothing of the VIP
-        return self.checked_state(
-            memo_key(params, placement), seen, _input_chain, lambda: owned,
-            lambda: self._full_state(params, placement, owned, joined),
-            None if joined else multicast_missing(params, placement))
+        try:
+            return iptables.chain_bytes("filter", iptables.NF_INET_LOCAL_IN)
+        except OSError:
+            return None
 
-    def _full_state(self, params, placement, owned, joined):
+    def _owned(self, params):
+        return self._read_owned(params.vip)
+
+    def _present(self, params, fingerprint):
+        from clusterip.kernel import iptables
+
+        # No bucket file and no CLUSTERIP rule at all: nothing of the VIP (the
+        # monitor of an instance that never ran here: no python-iptables).
+        return self._read_owned(params.vip) is not None or fingerprint is None \
+            or iptables.has_target(fingerprint, TARGET)
+
+    def _full_state(self, params, placement, multicast):
+        owned = self._read_owned(params.vip)
         table, chain = self._table()
         rules = self._our_rules(chain, params.vip)
         if owned is None and not rules:
@@ -387,9 +390,7 @@ class ClusteripBackend(Backend):
             if len(rules) > 1 or differs:
                 missing.append("CLUSTERIP rule matching the configuration (%s)"
                                % ", ".join(differs or ["duplicate rules"]))
-        if not joined:
-            missing.append(multicast_missing(params, placement))
-        return VipState(owned=owned or frozenset(), missing=tuple(missing))
+        return VipState(owned=owned or frozenset(), missing=tuple(missing) + multicast)
 
     def create(self, params, placement, owned):
         owned = sorted(owned)
@@ -436,5 +437,3 @@ class ClusteripBackend(Backend):
             found.append(report)
         return found
 
-
-BACKEND = ClusteripBackend()

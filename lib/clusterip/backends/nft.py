@@ -431,7 +431,8 @@ class NftBackend(Backend):
     graceful_handover = True
     ipv6 = True
 
-    def __init__(self):
+    def __init__(self, **context):
+        super().__init__(**context)
         self._ctx = None
 
     def _nft(self):
@@ -479,45 +480,39 @@ class NftBackend(Backend):
     def check_libraries(self):
         self._nft()
 
-    def state(self, params, placement):
-        """The VIP's state: the full check through libnftables, or its remembered verdict.
+    # The remembered full check (see Backend.state).  The full check reads
+    # the tables as JSON through libnftables, ~9 ms of a ~20 ms monitor; the
+    # rules' bytes and the owned set come over nfnetlink, well under 1 ms.
+    # Any change to a rule, a chain's rules or a table's presence changes the
+    # bytes and takes the full check again.
 
-        The full check reads the tables as JSON through libnftables, ~9 ms of
-        a ~20 ms monitor.  Its verdict depends only on the parameters, the
-        NIC's MAC (IPv6) and the rules, so it is remembered (in memo_path)
-        with the rules' bytes as the kernel dumps them; while those bytes are
-        unchanged the monitor reads just them and the owned set over
-        nfnetlink, well under 1 ms.  Any change to a rule, a chain's rules or
-        a table's presence misses the memo and takes the full check again.
-        """
-        both = tables(params)
-        family, name = both[0]
-        joined = address.multicast_joined(placement.nic, params.clustermac)
-        nic_mac = address.nic_mac(placement.nic) if params.ipv6 else None
+    def _fingerprint(self, params):
+        return _fingerprint(tables(params))
 
-        def owned():
-            try:
-                return frozenset(int.from_bytes(k, sys.byteorder)
-                                 for k in nfnl.set_keys(family, name, "owned"))
-            except OSError:
-                return None  # the set vanished since: the full check says what is missing
+    def _owned(self, params):
+        family, name = tables(params)[0]
+        try:
+            return frozenset(int.from_bytes(k, sys.byteorder)
+                             for k in nfnl.set_keys(family, name, "owned"))
+        except OSError:
+            return None  # the set vanished since: the full check says what is missing
 
+    def _unreadable(self, params):
         # Before anything lists the table: one libnftables listing of a set nft
         # cannot print kills this process.  Start rebuilds the table, keeping
-        # its owned buckets (read here over nfnetlink).
-        if not _listable(family, name):
-            return VipState(owned=owned() or frozenset(), missing=tuple(
-                [old_layout(family, name)]
-                + ([] if joined else [multicast_missing(params, placement)])))
+        # its owned buckets (read over nfnetlink).
+        family, name = tables(params)[0]
+        return [] if _listable(family, name) else [old_layout(family, name)]
 
-        def full():
-            listings = [self._list_table(f, n) for f, n in both]
-            return parse_state(listings[0], listings[-1], params, placement, joined, nic_mac)
+    def _memo_key(self, params, placement):
+        # The NIC's MAC is in the IPv6 rewrite; the layout, so that a verdict
+        # on an older layout's tables does not vouch for them after an upgrade.
+        return memo_key(params, placement, _nic_mac(params, placement), LAYOUT)
 
-        return self.checked_state(
-            memo_key(params, placement, nic_mac, LAYOUT),  # the MAC: in the IPv6 rewrite
-            _fingerprint(both), lambda: _fingerprint(both), owned, full,
-            None if joined else multicast_missing(params, placement))
+    def _full_state(self, params, placement, multicast):
+        listings = [self._list_table(family, name) for family, name in tables(params)]
+        return parse_state(listings[0], listings[-1], params, placement, not multicast,
+                           _nic_mac(params, placement))
 
     def create(self, params, placement, owned):
         nic_mac = None
@@ -558,6 +553,11 @@ class NftBackend(Backend):
             address.leave_multicast(placement.nic, params.clustermac)
 
 
+def _nic_mac(params, placement):
+    """The NIC's own MAC where the rules hold it (IPv6), else None."""
+    return address.nic_mac(placement.nic) if params.ipv6 else None
+
+
 def _listable(family, name):
     """Whether libnftables can list the table (asked over nfnetlink): no set of
     it is one nft cannot print."""
@@ -577,5 +577,3 @@ def _first_error_line(text):
     lines = [line for line in (text or "").splitlines() if line.strip()]
     return lines[0] if lines else "unknown error"
 
-
-BACKEND = NftBackend()

@@ -1,0 +1,305 @@
+"""One instance of the VIP on this node: start, stop, monitor, validate-all.
+
+Two kinds, each reading top to bottom: a PlainInstance is the whole VIP on
+one node (an address, as IPaddr2 adds it); a ClonedInstance is one bucket of
+a globally-unique clone (instance i owns bucket i+1), sharing the VIP's
+address and packet filter with the node's other instances of it.  Both are
+written against clusterip.address and the Backend interface only.
+
+The agent's state on a node is the kernel's state plus one marker file per
+clone instance under HA_RSCTMP (a tmpfs, so gone after a reboot): the marker
+says "this instance was started here and not stopped", which is what lets
+monitor tell a broken instance (1) from one that never ran here (7).
+"""
+
+import os
+import time
+
+from clusterip import address, backends, ocf
+from clusterip.errors import AgentError, InvalidArgument, NotConfigured, NotInstalled
+from clusterip.memo import Memo
+from clusterip.testhooks import step
+
+# resource-agents' ocf-directories sets HA_RSCTMP for shell agents; Pacemaker
+# itself does not, so a Python agent usually gets this default.
+DEFAULT_RSCTMP = "/run/resource-agents"
+DEFAULT_TIMEOUT = 20.0
+
+
+class Failed(AgentError):
+    """The instance should run here but does not, fully (OCF_ERR_GENERIC)."""
+
+
+def for_params(params, env, logger):
+    """The instance these parameters describe."""
+    return (ClonedInstance if params.cloned else PlainInstance)(params, env, logger)
+
+
+class Instance:
+    """What both kinds share: the environment, the per-VIP lock, the marker."""
+
+    def __init__(self, params, env, logger):
+        self.params = params
+        self.log = logger
+        # Created by lock(), not here: validate-all and a non-root caller (exit 4)
+        # must not need to write anything.
+        self.rsctmp = env.get("HA_RSCTMP") or DEFAULT_RSCTMP
+        base = os.path.join(self.rsctmp, "clusterip-%s" % params.vip)
+        self.lock_path = base + ".lock"
+        self.memo_path = base + ".checked"
+        self.marker_path = "%s.bucket%d.started" % (base, params.bucket)
+        # Every lock of this action (the per-VIP one, the backend's) is given up
+        # by then, leaving part of Pacemaker's timeout for the work after the wait.
+        self.lock_deadline = time.monotonic() + max(1.0, _action_timeout(env) * 0.75)
+        # Set by Pacemaker only: outside a cluster there are no peers to compare with.
+        self.node_name = env.get("OCF_RESKEY_CRM_meta_on_node") or None
+
+    def lock(self):
+        from clusterip import lock
+
+        os.makedirs(self.rsctmp, mode=0o755, exist_ok=True)
+        return lock.held(self.lock_path, max(0.0, self.lock_deadline - time.monotonic()))
+
+    def marked(self):
+        return os.path.exists(self.marker_path)
+
+    def mark(self):
+        with open(self.marker_path, "w", encoding="ascii") as f:
+            f.write("bucket %d of %d\n" % (self.params.bucket, self.params.total_buckets))
+
+    def unmark(self):
+        try:
+            os.unlink(self.marker_path)
+        except FileNotFoundError:
+            pass
+
+    def monitor(self):
+        running, missing = self.problems()
+        if running and not missing:
+            return ocf.SUCCESS
+        if running or self.marked():
+            raise Failed("%s: missing %s" % (self.name(), ", ".join(missing)))
+        return ocf.NOT_RUNNING
+
+    def problems(self):
+        """(running here, [missing pieces]) on this node."""
+        raise NotImplementedError
+
+    def name(self):
+        return self.params.vip
+
+    def _resolve(self):
+        """The placement, or None when the NIC is gone (stop cleans what is left)."""
+        try:
+            return address.resolve(self.params)
+        except InvalidArgument:
+            return None
+
+    def _address_missing(self, placement):
+        p = self.params
+        if address.address_present(p.vip, placement):
+            return []
+        return ["address %s/%d on %s" % (p.vip, placement.prefixlen, placement.nic)]
+
+    def _announce(self, placement, mac=None):
+        failure = address.announce(placement.nic, self.params.vip, mac)
+        if failure:
+            self.log.warning(failure)
+
+    @staticmethod
+    def _check_complete(running, missing):
+        if not running or missing:
+            raise Failed("start did not complete: missing %s" % ", ".join(missing))
+
+    def _validated(self, placement):
+        self.log.debug("valid: %s/%d on %s" % (self.params.vip, placement.prefixlen,
+                                               placement.nic))
+        return ocf.SUCCESS
+
+
+class PlainInstance(Instance):
+    """The whole VIP on this node: one address, nothing shared."""
+
+    def problems(self):
+        try:
+            placement = address.resolve(self.params)
+        except InvalidArgument as error:  # the NIC is gone
+            return False, [str(error)]
+        missing = self._address_missing(placement)
+        return not missing, missing
+
+    def start(self):
+        p = self.params
+        with self.lock():
+            step("start:locked")
+            placement = address.resolve(p)
+            self.mark()  # first: a start killed half-way is "failed", not "never ran"
+            step("start:marked")
+            address.add_address(p.vip, placement)
+            self._announce(placement)
+            running, missing = self.problems()
+        self._check_complete(running, missing)
+        self.log.info("started: %s/%d on %s" % (p.vip, placement.prefixlen, placement.nic))
+        return ocf.SUCCESS
+
+    def stop(self):
+        with self.lock():
+            step("stop:locked")
+            address.remove_address(self.params.vip)
+            self.unmark()
+        self.log.info("stopped %s" % self.name())
+        return ocf.SUCCESS
+
+    def validate(self):
+        return self._validated(address.resolve(self.params))
+
+
+class ClonedInstance(Instance):
+    """One bucket of the VIP: the address and the backend's filter are shared
+    by the node's instances of the VIP; the first creates them, the last
+    removes them."""
+
+    def backend(self, checked=True):
+        """The backend for this action; ``checked``: against this kernel and
+        the parameters (5 / 6), else only chosen (what stop can still use)."""
+        context = {"lock_deadline": self.lock_deadline, "memo": Memo(self.memo_path)}
+        if checked:
+            return backends.select(self.params, **context)
+        return backends.choose(self.params.backend, **context)
+
+    def name(self):
+        return "bucket %d of %s" % (self.params.bucket, self.params.vip)
+
+    def problems(self, backend=None):
+        p = self.params
+        try:
+            placement = address.resolve(p)
+        except InvalidArgument as error:  # the NIC is gone
+            return False, [str(error)]
+        backend = backend or self.backend()
+        missing = self._address_missing(placement)
+        state = backend.state(p, placement)
+        if state is None:
+            return False, ["%s of %s" % (backend.filter_description, p.vip)] + missing
+        running = p.bucket in state.owned
+        if not running:
+            missing.insert(0, "bucket %d" % p.bucket)
+        return running, list(state.missing) + missing
+
+    def start(self):
+        p = self.params
+        backend = self.backend()  # fail early (5/6) before touching anything
+        backend.check_libraries()
+        published = self._check_peers(backend) if self.node_name else None
+        with self.lock():
+            step("start:locked")
+            placement = address.resolve(p)
+            self.mark()  # first: a start killed half-way is "failed", not "never ran"
+            step("start:marked")
+            state = backend.state(p, placement)
+            if state is None or state.missing:
+                # First instance on this node, or something is broken: (re)build
+                # the filter before the address exists, so the node never accepts
+                # the whole VIP unfiltered.
+                if state is not None:
+                    self.log.warning("rebuilding the filter for %s: %s"
+                                     % (p.vip, ", ".join(state.missing)))
+                backend.create(p, placement, (state.owned if state else frozenset()) | {p.bucket})
+            elif p.bucket not in state.owned:
+                backend.add_bucket(p, p.bucket)
+            step("start:filter")
+            address.add_address(p.vip, placement)
+            step("start:address")
+            if state is None:
+                self._announce(placement, p.clustermac)
+            running, missing = self.problems(backend)
+        self._check_complete(running, missing)
+        # Published once the bucket is served (a failover's traffic need not wait
+        # for attrd_updater, ~20 ms), and not again by every further instance on
+        # a node that published it when its first instance started.
+        if published is not None and (state is None
+                                      or published.get(self.node_name) != backend.name):
+            from clusterip import peers
+
+            peers.publish(p.vip, self.node_name, backend.name, self.log)
+        self.log.info("started: bucket %d of %d of %s/%d on %s (%s, %s)" % (
+            p.bucket, p.total_buckets, p.vip, placement.prefixlen, placement.nic,
+            backend.name, p.hashmode))
+        return ocf.SUCCESS
+
+    def _check_peers(self, backend):
+        """What the nodes published for the VIP; InvalidArgument (2) when another
+        node serves it with a different backend."""
+        from clusterip import peers
+
+        vip = self.params.vip
+        published = peers.published(vip, self.log)
+        others = peers.conflicts(published, self.node_name, backend.name)
+        if others:
+            raise InvalidArgument(
+                "this node would serve %s with backend %s but %s: nodes that hash "
+                "differently drop or duplicate traffic; give all nodes the same kernel "
+                "capability or set backend= explicitly" % (vip, backend.name, ", ".join(
+                    "%s uses %s" % item for item in sorted(others.items()))))
+        return published
+
+    def stop(self):
+        p = self.params
+        with self.lock():
+            step("stop:locked")
+            placement = self._resolve()
+            try:
+                backend = self.backend()
+                backend.check_libraries()
+            except NotInstalled:
+                # Nothing of this backend can exist here; the address may (a stop
+                # after an upgrade removed the backend's libraries).
+                backend = None
+                address.remove_address(p.vip)
+            except NotConfigured:
+                # Parameters the backend cannot serve (clone-max above its limit,
+                # graceful_handover on clusterip; checked after its availability):
+                # 6 for start and monitor, but a failed stop gets the node fenced,
+                # and what an earlier configuration left must go.
+                backend = self.backend(checked=False)
+            if backend is not None:
+                self._stop_bucket(backend, placement)
+            self.unmark()
+        self.log.info("stopped %s" % self.name())
+        return ocf.SUCCESS
+
+    def _stop_bucket(self, backend, placement):
+        p = self.params
+        state = backend.state(p, placement) if placement else None
+        owned = state.owned if state else frozenset()
+        if p.bucket in owned:
+            backend.remove_bucket(p, p.bucket)
+            step("stop:bucket-removed")
+        if not owned - {p.bucket}:
+            # The last instance on this node: remove every shared piece, the
+            # address first so that the node never holds it unfiltered.
+            address.remove_address(p.vip)
+            step("stop:address-removed")
+            backend.destroy(p, placement)
+            step("stop:destroyed")
+            if self.node_name:
+                from clusterip import peers
+
+                peers.withdraw(p.vip, self.node_name, self.log)
+
+    def validate(self):
+        placement = address.resolve(self.params)
+        if os.geteuid() == 0:
+            self.backend().check_libraries()  # kernel, libraries and bucket limit (5 / 6)
+        else:
+            # Without root the kernel cannot be asked (nft needs CAP_NET_ADMIN),
+            # but what the backend supports is known.
+            backends.check_supported(self.backend(checked=False), self.params)
+        return self._validated(placement)
+
+
+def _action_timeout(env):
+    try:
+        return max(1.0, int(env.get("OCF_RESKEY_CRM_meta_timeout", "")) / 1000.0)
+    except ValueError:
+        return DEFAULT_TIMEOUT

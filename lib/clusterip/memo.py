@@ -1,0 +1,45 @@
+"""The verdict of a backend's last full check, remembered per VIP.
+
+A backend's full check reads its rules through a library whose import costs
+more than the rest of the monitor (libnftables' binding, python-iptables).
+The verdict depends only on the parameters and on the rules, so it is kept
+in a file under HA_RSCTMP (a tmpfs: gone after a reboot), keyed by what the
+verdict depends on besides the rules and stored with the rules' raw bytes as
+the kernel reports them; while the kernel reports the same bytes, the
+verdict holds (see Backend.state).
+"""
+
+import os
+
+
+class Memo:
+    def __init__(self, path):
+        self.path = path
+
+    def recall(self, key):
+        """The rule bytes remembered for this key, or None."""
+        try:
+            with open(self.path, "rb") as f:
+                stored_key, _, fingerprint = f.read().partition(b"\n")
+        except OSError:
+            return None
+        return fingerprint if stored_key == key else None
+
+    def remember(self, key, fingerprint):
+        scratch = "%s.%d" % (self.path, os.getpid())  # concurrent monitors: rename
+        try:
+            with open(scratch, "wb") as f:
+                f.write(key + b"\n" + fingerprint)
+            os.replace(scratch, self.path)
+        except OSError:
+            _unlink(scratch)  # only a cache: the next call checks fully again
+
+    def forget(self):
+        _unlink(self.path)
+
+
+def _unlink(path):
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
