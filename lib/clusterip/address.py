@@ -14,8 +14,8 @@ import errno
 import struct
 
 from clusterip import inet
-from clusterip.kernel import link, rtnl
 from clusterip.errors import GenericError, InvalidArgument
+from clusterip.kernel import link, rtnl
 from clusterip.params import valid_nic_name
 
 RT_SCOPE_LINK = 253
@@ -151,8 +151,8 @@ def add_address(vip, placement):
         rtnl.add_address(index, packed, placement.prefixlen, broadcast, label)
     except OSError as error:
         if error.errno != errno.EEXIST:
-            raise GenericError("cannot add %s/%d to %s: %s"
-                               % (vip, placement.prefixlen, placement.nic, error.strerror)) from None
+            raise GenericError("cannot add %s/%d to %s: %s" % (
+                vip, placement.prefixlen, placement.nic, error.strerror)) from None
 
 
 def remove_address(vip):

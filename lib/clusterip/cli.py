@@ -25,7 +25,8 @@ def _xml(argv):
     try:
         result = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
     except OSError as error:
-        raise AgentError("cannot run %s: %s (is Pacemaker installed?)" % (argv[0], error))
+        raise AgentError("cannot run %s: %s (is Pacemaker installed?)"
+                         % (argv[0], error)) from None
     if result.returncode != 0:
         raise AgentError("%s failed: %s" % (" ".join(argv), result.stderr.strip()))
     return ElementTree.fromstring(result.stdout)

@@ -23,7 +23,6 @@ import os
 import sys
 import time
 
-from clusterip import address
 from clusterip.backends import Backend, VipState
 from clusterip.errors import GenericError, NotInstalled
 from clusterip.testhooks import step
@@ -429,7 +428,8 @@ class ClusteripBackend(Backend):
                 options = {k: v[0] if v else "" for k, v in
                            rule.target.get_all_parameters().items()}
                 packets, octets = rule.get_counters()
-                report.update(nic=rule.in_interface, clustermac=options.get("clustermac", "").lower(),
+                report.update(nic=rule.in_interface,
+                              clustermac=options.get("clustermac", "").lower(),
                               hashmode=options.get("hashmode"),
                               hash_init=int(options.get("hash-init", "0")),
                               buckets=int(options.get("total-nodes", "0")),

@@ -40,9 +40,9 @@ kernel over nfnetlink instead (:mod:`clusterip.kernel.nfnl`, see NftBackend.stat
 import sys
 
 from clusterip import address, inet
-from clusterip.kernel import nfnl
 from clusterip.backends import Backend, VipState, memo_key, multicast_missing
 from clusterip.errors import GenericError, NotInstalled
+from clusterip.kernel import nfnl
 from clusterip.testhooks import step
 
 # (protocol, field) as nft's JSON listing spells them; "ip" stands for the

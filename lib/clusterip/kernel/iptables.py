@@ -20,8 +20,10 @@ SOL_IP = 0
 NF_INET_LOCAL_IN = 1
 IPT_SO_GET_INFO, IPT_SO_GET_ENTRIES = 64, 65
 IPPROTO_RAW = 255
-_GETINFO = struct.Struct("=32sI5I5III")  # name, valid_hooks, hook_entry, underflow, num_entries, size
-_ENTRIES_HEADER = 40  # struct ipt_get_entries: name[32], size, padding to the 8-aligned entry table
+# struct ipt_getinfo: name, valid_hooks, hook_entry[5], underflow[5], num_entries, size
+_GETINFO = struct.Struct("=32sI5I5III")
+# struct ipt_get_entries: name[32], size, padding to the 8-aligned entry table
+_ENTRIES_HEADER = 40
 # struct ipt_entry: struct ipt_ip (84 bytes), nfcache, target_offset, next_offset,
 # comefrom, then struct xt_counters (two u64) - the only part traffic changes.
 _NEXT_OFFSET = struct.Struct("=H")

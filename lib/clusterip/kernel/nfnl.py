@@ -75,7 +75,8 @@ def set_keys(family, table, name):
     keys = []
     for attrs in _dump(family, NFT_MSG_GETSETELEM, [(NFTA_SET_ELEM_LIST_TABLE, _name(table)),
                                                     (NFTA_SET_ELEM_LIST_SET, _name(name))]):
-        for kind, element in netlink.attribute_items(attrs.get(NFTA_SET_ELEM_LIST_ELEMENTS, b""), 0):
+        elements = attrs.get(NFTA_SET_ELEM_LIST_ELEMENTS, b"")
+        for kind, element in netlink.attribute_items(elements):
             key = netlink.attributes(element, 0).get(NFTA_SET_ELEM_KEY)
             if kind == NFTA_LIST_ELEM and key is not None:
                 value = netlink.attributes(key, 0).get(NFTA_DATA_VALUE)
