@@ -9,14 +9,16 @@ the kernel reports them; while the kernel reports the same bytes, the
 verdict holds (see Backend.state).
 """
 
+from __future__ import annotations  # hints cost nothing at run time
+
 import os
 
 
 class Memo:
-    def __init__(self, path):
+    def __init__(self, path: str):
         self.path = path
 
-    def recall(self, key):
+    def recall(self, key: bytes) -> bytes | None:
         """The rule bytes remembered for this key, or None."""
         try:
             with open(self.path, "rb") as f:
@@ -25,7 +27,7 @@ class Memo:
             return None
         return fingerprint if stored_key == key else None
 
-    def remember(self, key, fingerprint):
+    def remember(self, key: bytes, fingerprint: bytes) -> None:
         scratch = "%s.%d" % (self.path, os.getpid())  # concurrent monitors: rename
         try:
             with open(scratch, "wb") as f:
@@ -34,7 +36,7 @@ class Memo:
         except OSError:
             _unlink(scratch)  # only a cache: the next call checks fully again
 
-    def forget(self):
+    def forget(self) -> None:
         _unlink(self.path)
 
 

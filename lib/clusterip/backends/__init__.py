@@ -9,11 +9,16 @@ module here and one line in ``_REGISTRY``.  The remembered full check (the
 monitor's fast path) is the base class's: a backend fills in its hooks.
 """
 
+from __future__ import annotations  # hints cost nothing at run time
+
 import collections
 import importlib
 
 from clusterip import address
+from clusterip.address import Placement
 from clusterip.errors import NotConfigured, NotInstalled
+from clusterip.memo import Memo
+from clusterip.params import Params
 
 
 class VipState(collections.namedtuple("VipState", "owned missing")):
@@ -48,29 +53,29 @@ class Backend:
     # What the monitor names when nothing of the VIP's filter is left.
     filter_description = "packet filter"
 
-    def __init__(self, lock_deadline=None, memo=None):
+    def __init__(self, lock_deadline: float | None = None, memo: Memo | None = None):
         # time.monotonic() by which any lock the backend takes must be held
         # (from the action's timeout); None: the backend's default.
         self.lock_deadline = lock_deadline
         # A clusterip.memo.Memo for the VIP's full checks; None: none kept.
         self.memo = memo
 
-    def kernel_supports(self):
+    def kernel_supports(self) -> bool:
         """Whether the running kernel has the mechanism (what backend=auto looks at)."""
         raise NotImplementedError
 
-    def check_available(self):
+    def check_available(self) -> None:
         """Raise NotInstalled when this kernel cannot run the backend (every action)."""
         raise NotImplementedError
 
-    def check_libraries(self):
+    def check_libraries(self) -> None:
         """Raise NotInstalled when what changes the filter cannot work here: a
         missing library, or one that cannot build the rules (start, stop and
         validate-all; the monitor reads without it)."""
 
     # --- the VIP's state: the remembered full check -----------------------------
 
-    def state(self, params, placement):
+    def state(self, params: Params, placement: Placement | None) -> VipState | None:
         """A VipState, or None when nothing of this VIP exists on the node.
 
         The full check (_full_state) reads the rules through the backend's
@@ -106,52 +111,53 @@ class Backend:
 
     # Hooks of state(), filled in by each backend.
 
-    def _fingerprint(self, params):
+    def _fingerprint(self, params: Params) -> bytes | None:
         """The VIP's rules as the kernel encodes them, read without the
         library; None when unreadable (then nothing is remembered)."""
         raise NotImplementedError
 
-    def _owned(self, params):
+    def _owned(self, params: Params) -> frozenset[int] | None:
         """The owned buckets, read without the library; None when unreadable."""
         raise NotImplementedError
 
-    def _present(self, params, fingerprint):
+    def _present(self, params: Params, fingerprint: bytes | None) -> bool:
         """False when the cheap reads prove nothing of the VIP exists."""
         return True
 
-    def _unreadable(self, params):
+    def _unreadable(self, params: Params) -> list[str]:
         """[what is missing] when the rules exist but the full check must not
         read them; [] normally."""
         return []
 
-    def _memo_key(self, params, placement):
+    def _memo_key(self, params: Params, placement: Placement | None) -> bytes:
         """What a verdict depends on besides the rules: the parameters (but not
         the instance's bucket: instances share the VIP's rules), the placement,
         and whatever else the backend reads (see memo_key)."""
         return memo_key(params, placement)
 
-    def _full_state(self, params, placement, multicast):
+    def _full_state(self, params: Params, placement: Placement | None,
+                    multicast: tuple[str, ...]) -> VipState | None:
         """The full check's VipState (None: nothing there); ``multicast``: the
         missing-membership entry, () when joined."""
         raise NotImplementedError
 
     # --- changes ---------------------------------------------------------------
 
-    def create(self, params, placement, owned):
+    def create(self, params: Params, placement: Placement, owned: frozenset[int]) -> None:
         """Build (or rebuild, replacing) everything for the VIP with these buckets owned."""
         raise NotImplementedError
 
-    def add_bucket(self, params, bucket):
+    def add_bucket(self, params: Params, bucket: int) -> None:
         raise NotImplementedError
 
-    def remove_bucket(self, params, bucket):
+    def remove_bucket(self, params: Params, bucket: int) -> None:
         raise NotImplementedError
 
-    def destroy(self, params, placement):
+    def destroy(self, params: Params, placement: Placement | None) -> None:
         """Remove everything of the VIP; success when nothing is there."""
         raise NotImplementedError
 
-    def inventory(self):
+    def inventory(self) -> list[dict]:
         """Every VIP this backend serves on the node, for ``clusterip status``:
         [{"vip", "backend", "nic", "clustermac", "hashmode", "hash_init",
         "buckets", "owned": [..], "counters": {bucket: {"packets", "bytes"}}}],
@@ -198,7 +204,8 @@ def _build(name, **context):
     return getattr(importlib.import_module(module), cls)(**context)
 
 
-def choose(requested, lock_deadline=None, memo=None):
+def choose(requested: str, lock_deadline: float | None = None,
+           memo: Memo | None = None) -> Backend:
     """The backend ``backend=requested`` means on this kernel, unchecked (no root needed).
 
     ``auto`` picks by kernel capability alone, never by which libraries
@@ -212,12 +219,13 @@ def choose(requested, lock_deadline=None, memo=None):
     return next((b for b in candidates if b.kernel_supports()), candidates[-1])
 
 
-def select(params, lock_deadline=None, memo=None):
+def select(params: Params, lock_deadline: float | None = None,
+           memo: Memo | None = None) -> Backend:
     """The backend for these parameters, checked against this kernel (root)."""
     backend = choose(params.backend, lock_deadline, memo)
     backend.check_available()
     return check_supported(backend, params)
-def check_supported(backend, params):
+def check_supported(backend: Backend, params: Params) -> Backend:
     """The backend, or NotConfigured (6) when it cannot do what params ask.
 
     Needs no root, so validate-all checks it for any user.  ``auto`` does not

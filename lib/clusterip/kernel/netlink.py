@@ -7,6 +7,8 @@ address added meanwhile), and such a dump may lack entries or hold stale
 ones, so it is read again.
 """
 
+from __future__ import annotations  # hints cost nothing at run time
+
 import _socket
 import errno
 import os
@@ -32,16 +34,16 @@ _ERROR = struct.Struct("=i")
 _U32 = struct.Struct("=I")
 
 
-def align(length):
+def align(length: int) -> int:
     return (length + 3) & ~3
 
 
-def damaged(what):
+def damaged(what: str) -> OSError:
     """The error for an answer that does not parse: OSError, as from the kernel."""
     return OSError(errno.EBADMSG, "netlink: damaged %s" % what)
 
 
-def attribute_items(data, offset=0):
+def attribute_items(data: bytes, offset: int = 0) -> list[tuple[int, bytes]]:
     """[(type, bytes)] of the attributes from offset to the end of data, in order
     (a nested list repeats one type); OSError(EBADMSG) when one overruns data."""
     found = []
@@ -54,24 +56,24 @@ def attribute_items(data, offset=0):
     return found
 
 
-def attributes(data, offset=0):
+def attributes(data: bytes, offset: int = 0) -> dict[int, bytes]:
     """{type: bytes} of the attributes from offset to the end of data."""
     return dict(attribute_items(data, offset))
 
 
-def u32(value):
+def u32(value: bytes) -> int:
     """A native 32-bit attribute's value; OSError(EBADMSG) when it is not 4 bytes."""
     if len(value) != _U32.size:
         raise damaged("32-bit attribute")
     return _U32.unpack(value)[0]
 
 
-def attribute(kind, value):
+def attribute(kind: int, value: bytes) -> bytes:
     body = _RTATTR.pack(_RTATTR.size + len(value), kind) + value
     return body + b"\0" * (align(len(body)) - len(body))
 
 
-def messages(data):
+def messages(data: bytes) -> list[tuple[int, int, bytes]]:
     """[(type, flags, body)] of the netlink messages in one datagram;
     OSError(EBADMSG) when one is cut short."""
     found, offset = [], 0
@@ -89,7 +91,8 @@ def _socket_for(protocol):
     return opened(_socket.AF_NETLINK, _socket.SOCK_RAW, protocol)
 
 
-def _exchange(protocol, kind, flags, payload):
+def _exchange(protocol: int, kind: int, flags: int,
+              payload: bytes) -> tuple[list[tuple[int, bytes]], bool]:
     """Send one request; ([(type, body)] of the answers up to the end of the
     dump or the acknowledgement, whether the kernel marked the dump
     interrupted).  A negative acknowledgement is OSError(errno)."""
@@ -111,12 +114,12 @@ def _exchange(protocol, kind, flags, payload):
                 answers.append((msg_type, body))
 
 
-def request(protocol, kind, flags, payload):
+def request(protocol: int, kind: int, flags: int, payload: bytes) -> None:
     """Send one change and wait for its acknowledgement; OSError(errno) on failure."""
     _exchange(protocol, kind, NLM_F_ACK | flags, payload)
 
 
-def dump(protocol, kind, payload):
+def dump(protocol: int, kind: int, payload: bytes) -> list[tuple[int, bytes]]:
     """[(type, body)] of every message of a complete, uninterrupted dump."""
     for _ in range(DUMP_ATTEMPTS):
         answers, interrupted = _exchange(protocol, kind, NLM_F_DUMP, payload)
