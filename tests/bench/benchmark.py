@@ -27,6 +27,11 @@ Measured here:
 
 --no-uml and --no-failover skip parts 2 and 7 (the slow ones) while working
 on the rest; a default run takes about 6-8 minutes on two busy cores.
+
+A complete run (every part measured) also writes its tables, with the date,
+the machine and the versions measured, into docs/MEASUREMENTS.rst between
+the two marker comments there (the rest of the file is kept); --output
+names another file, --output - none.
 """
 
 import argparse
@@ -34,6 +39,7 @@ import json
 import os
 import signal
 import statistics
+import subprocess
 import sys
 import time
 
@@ -49,7 +55,17 @@ from measure import (ACTIONS, CLUSTERIP, IPADDR2, THEIR_VIP, VIP, Agent,  # noqa
                      Namespace, compare_actions, monitor_with_rules,
                      unrelated_sources)
 
-NS = "cipbench%d" % (os.getpid() % 100000)
+# The namespace prefix of the test tiers ($CLUSTERIP_TEST_NS_PREFIX, netlab.py), so that
+# runs by different people on one machine keep apart.
+NS = "%sbench%d" % (os.environ.get("CLUSTERIP_TEST_NS_PREFIX", "cip"), os.getpid() % 100000)
+MEASUREMENTS = os.path.join(os.path.dirname(TESTS), "docs", "MEASUREMENTS.rst")
+# The lines between these two (in MEASUREMENTS) are this script's.
+BEGIN_MARK = ".. benchmark: begin (written by make benchmark; edits up to the end mark are lost)"
+END_MARK = ".. benchmark: end"
+# The packages whose versions a run reports (dpkg), as a user would name them.
+VERSIONS = (("Python", "python3"), ("nftables", "nftables"), ("iptables", "iptables"),
+            ("resource-agents (IPaddr2)", "resource-agents"), ("Pacemaker", "pacemaker"),
+            ("Corosync", "corosync"), ("user-mode-linux", "user-mode-linux"))
 RULES = 10000
 # Issue #6's targets.  Ratios are clusterip / IPaddr2; "rules" is monitor with
 # 10,000 unrelated rules / without.
@@ -155,7 +171,7 @@ def bucket_move(ns, count=500):
         "from clusterip.backends import nft\n"
         "p = params.parse({'OCF_RESKEY_ip': %r, 'OCF_RESKEY_CRM_meta_clone': '0',"
         " 'OCF_RESKEY_CRM_meta_clone_max': '16', 'OCF_RESKEY_CRM_meta_globally_unique': '1'})\n"
-        "b = nft.BACKEND; t = []\n"
+        "b = nft.NftBackend(); t = []\n"
         "for i in range(%d):\n"
         "    s = time.perf_counter(); b.add_bucket(p, 9); b.remove_bucket(p, 9)\n"
         "    t.append((time.perf_counter() - s) / 2)\n"
@@ -263,6 +279,81 @@ def failovers(kills, verbose, started):
     return ([failover_table(results, kills)] if results else []), failed
 
 
+# -- the record in docs/ ---------------------------------------------------------------------
+
+
+def machine():
+    """One line: kernel, Debian release, CPUs (with the model /proc/cpuinfo names)."""
+    model = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next((line.split(":", 1)[1].strip() for line in f
+                          if line.startswith("model name")), "")
+    except OSError:
+        pass
+    try:
+        with open("/etc/debian_version") as f:
+            debian = "Debian " + f.read().strip()
+    except OSError:
+        debian = "not Debian"
+    return "Linux %s (%s), %s, %d CPUs%s" % (os.uname().release, os.uname().machine, debian,
+                                            os.cpu_count() or 0,
+                                            " (%s)" % model if model else "")
+
+
+def versions():
+    """"name version, ..." of the packages that were measured or measured against."""
+    found = []
+    for label, package in VERSIONS:
+        result = subprocess.run(["dpkg-query", "-W", "-f=${Version}", package],
+                                capture_output=True, text=True, check=False)
+        found.append("%s %s" % (label, result.stdout.strip() if result.returncode == 0
+                                else "(not installed)"))
+    return ", ".join(found)
+
+
+def checkout():
+    """The checkout's commit the benchmark ran from, and whether the installed
+    library (what is measured) is this checkout's lib/clusterip."""
+    result = subprocess.run(["git", "-C", TESTS, "log", "-1", "--format=%h %cd", "--date=short"],
+                            capture_output=True, text=True, check=False)
+    commit = result.stdout.strip() if result.returncode == 0 else "unknown"
+    found = subprocess.run([interpreter(), "-c", "import clusterip; print(clusterip.__path__[0])"],
+                           capture_output=True, text=True, check=False).stdout.strip()
+    mine = os.path.join(os.path.dirname(TESTS), "lib", "clusterip")
+
+    def sources(top):
+        return {os.path.relpath(os.path.join(d, n), top): open(os.path.join(d, n), "rb").read()
+                for d, _, names in os.walk(top) for n in names if n.endswith(".py")}
+    same = bool(found) and sources(found) == sources(mine)
+    return "%s (its lib/clusterip %s the installed library)" % (
+        commit, "is" if same else "differs from")
+
+
+def record(heading, text):
+    """The lines this run puts between the markers: what ran where, then its tables."""
+    return [BEGIN_MARK, "", heading + ".", "",
+            "* machine: %s" % machine(),
+            "* versions: %s" % versions(),
+            "* agent measured: %s (installed); benchmark from the checkout at %s"
+            % (CLUSTERIP, checkout()), "", "::", ""] + [
+            ("    " + line).rstrip() for line in text.splitlines()] + ["", END_MARK]
+
+
+def write_record(path, lines):
+    """Replace what lies between the markers in ``path`` with ``lines`` (markers included)."""
+    with open(path) as f:
+        old = f.read().splitlines()
+    try:
+        begin, end = old.index(BEGIN_MARK), old.index(END_MARK)
+    except ValueError:
+        raise SystemExit("benchmark: %s lacks the lines %r and %r" % (path, BEGIN_MARK, END_MARK))
+    scratch = path + ".new"
+    with open(scratch, "w") as f:
+        f.write("\n".join(old[:begin] + lines + old[end + 1:]) + "\n")
+    os.replace(scratch, path)
+
+
 # -- the run --------------------------------------------------------------------------------
 
 
@@ -285,6 +376,9 @@ def main():
                         help="node crashes per Corosync timing (default %(default)s)")
     parser.add_argument("--no-uml", action="store_true", help="skip the Linux 6.1 guest")
     parser.add_argument("--no-failover", action="store_true", help="skip the cluster")
+    parser.add_argument("--output", default=MEASUREMENTS,
+                        help="the file whose benchmark section a complete run rewrites, "
+                             "or - for none (default %(default)s)")
     parser.add_argument("-v", "--verbose", action="store_true",
                         help="show the cluster harness's progress lines")
     args = parser.parse_args()
@@ -326,14 +420,22 @@ def main():
         sections += section
         failed += problems
 
-    print("\nclusterip benchmark, %s, medians of %d rounds%s\n" % (
+    heading = "clusterip benchmark, %s, medians of %d rounds%s" % (
         time.strftime("%Y-%m-%d"), args.rounds,
-        "" if args.no_uml else " (%d in the 6.1 guest)" % args.uml_rounds))
-    print("\n\n".join("\n".join(s) for s in sections))
+        "" if args.no_uml else " (%d in the 6.1 guest)" % args.uml_rounds)
+    tables = "\n\n".join("\n".join(s) for s in sections)
+    elapsed = time.monotonic() - started
+    tables += "\n\ntotal run time: %d min %02d s" % divmod(round(elapsed), 60)
+    print("\n%s\n\n%s" % (heading, tables))
     for text in failed:
         print("\nNOT MEASURED: %s" % text)
-    elapsed = time.monotonic() - started
-    print("\ntotal run time: %d min %02d s" % divmod(round(elapsed), 60))
+    if args.output != "-":
+        if failed or args.no_uml or args.no_failover:
+            # A partial run must not replace a complete record.
+            print("\n%s not updated: not every part was measured" % args.output)
+        else:
+            write_record(args.output, record(heading, tables))
+            print("\nwritten to %s" % args.output)
     return 1 if failed else 0
 
 
