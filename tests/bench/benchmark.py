@@ -330,13 +330,18 @@ def checkout():
         commit, "is" if same else "differs from")
 
 
-def record(heading, text):
-    """The lines this run puts between the markers: what ran where, then its tables."""
+def record(heading, text, origin, loads):
+    """The lines this run puts between the markers: what ran where, then its tables.
+
+    origin: checkout() at the start; loads: the 1-minute load average at the
+    start and at the end (other work on the machine slows both agents, not alike).
+    """
     return [BEGIN_MARK, "", heading + ".", "",
             "* machine: %s" % machine(),
+            "* load average (1 min): %.1f at the start, %.1f at the end" % loads,
             "* versions: %s" % versions(),
             "* agent measured: %s (installed); benchmark from the checkout at %s"
-            % (CLUSTERIP, checkout()), "", "::", ""] + [
+            % (CLUSTERIP, origin), "", "::", ""] + [
             ("    " + line).rstrip() for line in text.splitlines()] + ["", END_MARK]
 
 
@@ -388,6 +393,7 @@ def main():
     # the guest and the cluster killed by the cleanups on the way out.
     signal.signal(signal.SIGTERM, interrupt)
     started = time.monotonic()
+    origin, load = checkout(), os.getloadavg()[0]
     sections, failed = [], []
 
     with Namespace(NS) as ns:
@@ -434,7 +440,8 @@ def main():
             # A partial run must not replace a complete record.
             print("\n%s not updated: not every part was measured" % args.output)
         else:
-            write_record(args.output, record(heading, tables))
+            write_record(args.output, record(heading, tables, origin,
+                                             (load, os.getloadavg()[0])))
             print("\nwritten to %s" % args.output)
     return 1 if failed else 0
 
