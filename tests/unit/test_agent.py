@@ -34,9 +34,8 @@ def env_for(node, instance=None, clone_max=3, **params):
     return env
 
 
-def act(node, action, instance=None, capsys=None, **params):
-    code = agent.main(["clusterip", action], env_for(node, instance, **params))
-    return code
+def act(node, action, instance=None, **params):
+    return agent.main(["clusterip", action], env_for(node, instance, **params))
 
 
 def reason(capsys):
