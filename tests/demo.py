@@ -14,8 +14,10 @@ import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
-sys.path.insert(0, os.path.join(HERE, "cluster"))
+# Run as a script (make demo), outside pytest, whose pythonpath does not apply:
+# this directory (netlab, oracle) is sys.path[0] already; the cluster tier's
+# harness lives in tests/cluster.
+sys.path.insert(1, os.path.join(HERE, "cluster"))
 from cluster import Cluster, wait_until  # noqa: E402  (the cluster tier's harness)
 
 REPO = os.path.dirname(HERE)

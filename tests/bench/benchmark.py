@@ -45,9 +45,13 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TESTS = os.path.dirname(HERE)
-sys.path.insert(0, os.path.join(TESTS, "legacy"))
+# Run as a script (make benchmark), outside pytest, whose pythonpath does not
+# apply: what the parts imported below need, beside this directory (measure.py):
+# tests/ (netlab, scenarios, roots), tests/legacy (uml, guest_roots) and
+# tests/cluster (cluster, test_cluster, for failover.py).
+sys.path[1:1] = [TESTS, os.path.join(TESTS, "legacy"), os.path.join(TESTS, "cluster")]
 
-import failover  # noqa: E402  (after the path: uml.py lives in tests/legacy)
+import failover  # noqa: E402  (needs the path above)
 import guest_cloned  # noqa: E402
 import guest_roots  # noqa: E402
 import uml  # noqa: E402

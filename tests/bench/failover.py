@@ -17,19 +17,9 @@ pytest output to sort through), the harness's log goes where the benchmark
 wants it, and a failure arrives as one exception.
 """
 
-import os
-import sys
-
-HERE = os.path.dirname(os.path.abspath(__file__))
-TESTS = os.path.dirname(HERE)
-# As tests/cluster/conftest.py does: netlab.py and scenarios.py in tests/, cluster.py below.
-for directory in (TESTS, os.path.join(TESTS, "cluster")):
-    if directory not in sys.path:
-        sys.path.insert(0, directory)
-
-import cluster  # noqa: E402  (needs the path above)
-import netlab  # noqa: E402
-import test_cluster  # noqa: E402
+import cluster  # tests/cluster: on the path benchmark.py sets
+import netlab
+import test_cluster
 
 PREFIX = "cipbf"  # namespaces cipbfn0..2, cipbfsw, cipbfcl and /tmp/cipbf: no one else's
 # (key of kill_cycle's measurements, row label).  clusterip's traffic is what

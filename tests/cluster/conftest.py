@@ -8,17 +8,11 @@ $CLUSTERIP_FAILOVER_REPORT set, written there as JSON.
 """
 
 import os
-import sys
 
 import pytest
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-# cluster.py here; netlab.py and scenarios.py one level up (shared with other tiers).
-sys.path.insert(0, os.path.dirname(HERE))
-sys.path.insert(0, HERE)
-
-import cluster  # noqa: E402  (needs the path above)
-import netlab  # noqa: E402
+import cluster
+import netlab
 
 
 @pytest.hookimpl(tryfirst=True)

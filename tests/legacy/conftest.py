@@ -1,11 +1,6 @@
 """The legacy tier's guests and the Debian roots they boot over (guest_roots.py)."""
 
-import os
-import sys
-
 import pytest
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope="session")

@@ -23,13 +23,11 @@ import contextlib
 import fcntl
 import glob
 import os
-import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CHECKOUT = os.path.dirname(os.path.dirname(HERE))
-sys.path.insert(0, os.path.dirname(HERE))
-import roots  # noqa: E402  (tests/roots.py)
-from clusterip import PROVIDER  # noqa: E402
+import roots  # tests/roots.py
+from clusterip import PROVIDER
 
 FORCE = "CLUSTERIP_LEGACY_ROOT"
 LEGACY_SUITE = "bookworm"  # Debian 12: what CLUSTERIP clusters run

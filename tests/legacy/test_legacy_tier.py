@@ -14,15 +14,13 @@ skips, when a guest cannot run here.
 """
 
 import os
-import sys
 
 import pytest
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(os.path.dirname(HERE))
-sys.path.insert(0, HERE)
-import guest_roots  # noqa: E402
-import uml  # noqa: E402
+import guest_roots
+import uml
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # pytest inside the guest: the root's test venv (the agent runs from its own venv).
 TEST_PYTHON = os.environ.get("TEST_VENV", guest_roots.TEST_VENV) + "/bin/python3"

@@ -11,13 +11,11 @@ one fact from its report, with the kernel's own files and tools as the oracle.
 import os
 import re
 import subprocess
-import sys
 import time
 
 import pytest
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import uml  # noqa: E402  (a sibling file, not a package)
+import uml  # a sibling file, not a package (pytest puts tests/legacy on the path)
 
 CHECKOUT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

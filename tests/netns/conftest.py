@@ -4,15 +4,9 @@ Missing preconditions (not root, no agent) FAIL every test of this tier
 instead of skipping it: a tier that silently skips in CI tests nothing.
 """
 
-import os
-import sys
-
 import pytest
 
-# netlab.py and scenarios.py live one level up and are shared with other tiers.
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-import netlab  # noqa: E402  (needs the path above)
+import netlab
 
 
 @pytest.hookimpl(tryfirst=True)

@@ -28,13 +28,13 @@ import sys
 import uuid
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, "..", "..", "lib"))
-sys.path.insert(0, os.path.join(HERE, "..", ".."))
+LIB = os.path.join(os.path.dirname(os.path.dirname(HERE)), "lib")
+# Run as a script, outside pytest, whose pythonpath does not apply: the same
+# two directories it names, lib/ (the library) and tests/ (unit.test_nft_builders).
+sys.path[1:1] = [LIB, os.path.dirname(HERE)]
 
-from clusterip.kernel import nfnl  # noqa: E402
 from clusterip.backends import nft  # noqa: E402
-from tests.unit.test_nft_builders import (NIC_MAC, PLACEMENT, PLACEMENT6, make,  # noqa: E402
-                                          make6)
+from unit.test_nft_builders import NIC_MAC, PLACEMENT, PLACEMENT6, make, make6  # noqa: E402
 
 OLD_SET = "add table ip old\nadd set ip old owned { typeof %s; }\n"
 
@@ -72,14 +72,12 @@ def record(ns, out_dir):
     load(nft.build_create_script(make6(), PLACEMENT6, {1, 3}, NIC_MAC))
     write("nft-ip6-table.json", listing(ns, "ip6", table6))
     load(OLD_SET % nft.hash_expression(make()))
-    script = ("import sys; sys.path.insert(0, %r); from clusterip.kernel import nfnl; "
-              "print(nfnl.set_userdata('ip', %%r)['owned'].hex())"
-              % os.path.join(HERE, "..", "..", "lib"))
+    script = ("from clusterip.kernel import nfnl; "
+              "print(nfnl.set_userdata('ip', %r)['owned'].hex())")
     userdata = {name: in_netns(ns, sys.executable, "-c", script % t, capture_output=True,
-                               text=True).stdout.strip()
+                               text=True, env=dict(os.environ, PYTHONPATH=LIB)).stdout.strip()
                 for name, t in (("new", table), ("old", "old"))}
     write("userdata.json", userdata)
-    assert nfnl  # imported for the subprocess's sake: fail here if it is missing
 
 
 def main():
