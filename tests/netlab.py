@@ -1,10 +1,9 @@
-"""A throw-away Ethernet segment built from network namespaces, and oracles to inspect it.
+"""A throw-away Ethernet segment built from network namespaces, the agent run in it.
 
-This module is the independent side of the root-level tests: it imports
-nothing from the project but the provider name (where the agent is
-installed) and reads every piece of state with the system's own
-tools (``ip -j``, ``nft -j``, ``/proc``), so a bug in the agent's readers
-cannot hide a bug in its writers.
+Like :mod:`oracle`, which reads what the nodes' kernels hold, this module
+imports nothing from the project but the provider name (where the agent is
+installed): the agent is run as Pacemaker runs it (a clean environment,
+``OCF_RESKEY_*``), traffic comes from helper processes.
 
 Topology (all in 198.18.0.0/16, the RFC 2544 benchmark range, so nothing can
 collide with a real network; with ``ipv6=True`` also in 2001:db8::/64, the
@@ -336,104 +335,6 @@ class Lab:
             handle.write("#!/bin/sh\nexec %s \"$@\"\n" % shlex.join(argv))
         os.chmod(wrapper, 0o755)
         return wrapper
-
-    # -- oracles (independent tools only) ------------------------------------
-
-    def addresses(self, ns, dev="eth0", ipv6=False, flags=False):
-        """IPv4 (or IPv6) addresses on ``dev`` as "address/len", from ``ip -j addr show``;
-        with ``flags`` a dict {"address/len": [flags such as "tentative", "dadfailed"]}."""
-        out = self.run(ns, "ip", "-j", "-6" if ipv6 else "-4", "addr", "show", "dev",
-                       dev).stdout
-        found = {"%s/%d" % (info["local"], info["prefixlen"]):
-                 sorted(k for k, v in info.items() if v is True)
-                 for link in json.loads(out or "[]") for info in link.get("addr_info", [])
-                 if info.get("family") == ("inet6" if ipv6 else "inet")}
-        return found if flags else sorted(found)
-
-    def nft_ruleset(self, ns):
-        """The whole ruleset as the list under "nftables" of ``nft -j list ruleset``."""
-        out = self.run(ns, "nft", "-j", "list", "ruleset").stdout
-        return json.loads(out or '{"nftables": []}')["nftables"]
-
-    def nft_tables(self, ns):
-        """[(family, name)] of every nft table in ``ns``."""
-        return sorted((item["table"]["family"], item["table"]["name"])
-                      for item in self.nft_ruleset(ns) if "table" in item)
-
-    def nft_listing_failures(self, ns):
-        """The nft listings an administrator runs that fail in ``ns``: [(command, exit)].
-
-        By exit status, not output: nft has crashed (SIGSEGV, exit -11 here)
-        printing sets it could load (a ``typeof jhash`` set, on every version).
-        Each clusterip table is also listed alone, its set ``owned`` and each
-        of its elements.
-        """
-        commands = [[*flags, "list", what] for flags in ([], ["-j"], ["-a"], ["-s"], ["-j", "-a"])
-                    for what in ("ruleset", "tables", "sets", "counters")]
-        for family, table in self.nft_tables(ns):
-            if table.startswith("clusterip"):
-                commands += [[*flags, "list", "table", family, table] for flags in ([], ["-j"])]
-                elements = self.nft_set_elements(ns, family, table, "owned") or []
-                if family != "arp":
-                    commands += [[*flags, "list", "set", family, table, "owned"]
-                                 for flags in ([], ["-j"])]
-                commands += [["get", "element", family, table, "owned", "{ %d }" % element]
-                             for element in elements]
-        failed = []
-        for command in commands:
-            result = self.run(ns, "nft", *command, check=False)
-            if result.returncode != 0:
-                failed.append((" ".join(["nft", *command]), result.returncode))
-        return failed
-
-    def nft_counters(self, ns, family, table):
-        """{name: packets} of the table's named counters (``nft -j list counters``)."""
-        out = self.run(ns, "nft", "-j", "list", "counters", "table", family, table).stdout
-        return {item["counter"]["name"]: item["counter"]["packets"]
-                for item in json.loads(out)["nftables"] if "counter" in item}
-
-    def nft_set_elements(self, ns, family, table, set_name):
-        """The elements of an nft set (ints/strings), or None if the set does not exist."""
-        result = self.run(ns, "nft", "-j", "list", "set", family, table, set_name, check=False)
-        if result.returncode != 0:
-            return None
-        for item in json.loads(result.stdout)["nftables"]:
-            if "set" in item:
-                # An element with attributes (timeout, counter) is {"elem": {"val": x, ...}}.
-                return sorted((e["elem"]["val"] if isinstance(e, dict) and "elem" in e else e)
-                              for e in item["set"].get("elem", []))
-        return None
-
-    def multicast_macs(self, ns, dev="eth0"):
-        """Link-layer multicast addresses ``dev`` has joined, from /proc/net/dev_mcast.
-
-        Lines are "ifindex name refcount global_use hwaddr" with the address as
-        12 hex digits; returned as "aa:bb:cc:dd:ee:ff".
-        """
-        out = self.run(ns, "cat", "/proc/net/dev_mcast").stdout
-        macs = set()
-        for line in out.splitlines():
-            fields = line.split()
-            if len(fields) == 5 and fields[1] == dev:
-                macs.add(":".join(fields[4][i:i + 2] for i in range(0, 12, 2)).lower())
-        return macs
-
-    def neighbour_mac(self, ns, address, dev="eth0"):
-        """The link-layer address ``ns`` resolved for ``address`` (None if unresolved)."""
-        out = self.run(ns, "ip", "-j", "neigh", "show", address, "dev", dev).stdout
-        for entry in json.loads(out or "[]"):
-            if entry.get("lladdr"):
-                return entry["lladdr"].lower()
-        return None
-
-    def iptables_legacy_rules(self, ns, table="filter"):
-        """``iptables-legacy -S`` lines of ``table`` (the CLUSTERIP backend's rules)."""
-        return self.run(ns, "iptables-legacy", "-w", "-t", table, "-S").stdout.splitlines()
-
-    def clusterip_proc(self, ns, vip):
-        """Content of /proc/net/ipt_CLUSTERIP/<vip> (e.g. "1,3"), or None if absent."""
-        result = self.run(ns, "cat", "/proc/net/ipt_CLUSTERIP/" + vip, check=False)
-        return result.stdout.strip() if result.returncode == 0 else None
 
     # -- traffic -------------------------------------------------------------
 

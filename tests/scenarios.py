@@ -2,11 +2,12 @@
 
 The netns tier runs :func:`run_dataplane` with backend "nft" on the host
 kernel; the legacy tier runs the very same code with backend "clusterip"
-inside a Linux 6.1 user-mode kernel (there as ``python3 scenarios.py
-dataplane clusterip <hashmode>``, which prints a JSON report and exits 1 on
-a failed check).  Only the readers of backend-specific kernel state differ
-(:data:`BACKEND_STATE`); everything is read with independent tools via
-:mod:`netlab`, never with the project's code.
+inside a Linux 6.1 user-mode kernel (tests/netns/test_dataplane.py, run
+inside the guest).  By hand: ``python3 tests/scenarios.py dataplane BACKEND
+HASHMODE`` prints a JSON report and exits 1 on a failed check.  Every
+check is explicit (:func:`check`: no ``assert``, which ``python -O`` would
+strip); the kernel's state is read with independent tools through
+:mod:`oracle`, never with the project's code.
 
 The scenario, per hash mode: three nodes, clone instance i started on node i
 (bucket i+1 of 3).  A client makes connections from hundreds of fixed
@@ -26,6 +27,7 @@ import os
 import sys
 import time
 
+import oracle
 from netlab import Lab, is_multicast_mac, split_pair
 
 VIP = "198.18.0.100"
@@ -64,85 +66,40 @@ IPV4 = Family(VIP, PREFIXLEN, False, "0.0.0.0")
 IPV6 = Family(VIP6, PREFIXLEN6, True, "::")
 
 
-class NftState:
-    """What the nft backend leaves in a namespace: tables named clusterip*."""
-
-    def tables(self, lab, node):
-        return [(family, name) for family, name in lab.nft_tables(node)
-                if name.startswith("clusterip")]
-
-    def owned(self, lab, node):
-        """Buckets in the set "owned" of the ip/ip6 clusterip table; None without one."""
-        for family, table in self.tables(lab, node):
-            if family in ("ip", "ip6"):
-                elements = lab.nft_set_elements(node, family, table, "owned")
-                if elements is not None:
-                    return set(elements)
-        return None
-
-    def leftovers(self, lab, node):
-        return ["nft table %s %s" % table for table in self.tables(lab, node)]
+class CheckFailed(AssertionError):
+    """A check of the scenario failed (an AssertionError, so pytest reports it as one)."""
 
 
-class ClusteripState:
-    """What the CLUSTERIP backend leaves: legacy iptables rules and the /proc bucket file."""
-
-    def owned(self, lab, node):
-        text = lab.clusterip_proc(node, VIP)
-        if text is None:
-            return None
-        return {int(bucket) for bucket in text.split(",") if bucket.strip()}
-
-    def leftovers(self, lab, node):
-        found = [rule for rule in lab.iptables_legacy_rules(node) if "CLUSTERIP" in rule]
-        if lab.clusterip_proc(node, VIP) is not None:
-            found.append("/proc/net/ipt_CLUSTERIP/" + VIP)
-        return found
+def check(condition, message, *args):
+    """Fail with ``message % args`` unless ``condition``: an explicit check, which
+    ``python -O`` does not strip as it strips ``assert``."""
+    if not condition:
+        raise CheckFailed(message % args if args else message)
 
 
-BACKEND_STATE = {"nft": NftState(), "clusterip": ClusteripState()}
+def agent_params(backend=BACKEND_UNDER_TEST, hashmode="sourceip", vip=VIP, **overrides):
+    """The agent's parameters for ``vip`` on the lab's eth0 (``overrides`` replace or add)."""
+    return dict({"ip": vip, "cidr_netmask": oracle.prefixlen(vip), "nic": "eth0",
+                 "hashmode": hashmode, "backend": backend}, **overrides)
 
 
-def table_name(vip):
-    """The nft backend's tables for ``vip`` (as its README documents them)."""
-    return "clusterip_" + vip.replace(".", "_").replace(":", "_")
+def clone_meta(instance, total=NODES, interval=0, timeout_ms=20000):
+    """The meta-attributes Pacemaker hands clone instance ``instance`` of a unique clone."""
+    return {"clone": instance, "clone_max": total, "clone_node_max": total,
+            "globally_unique": "true", "timeout": timeout_ms, "interval": interval}
 
 
 def assert_nft_lists(lab, what, node):
     """Every nft listing an administrator runs works on the node (by exit status)."""
-    failed = lab.nft_listing_failures(node)
-    assert not failed, "%s on %s: nft listings failed: %s" % (what, node, failed)
-
-
-def agent_params(backend, hashmode, family=IPV4):
-    return {"ip": family.vip, "cidr_netmask": family.prefixlen, "nic": "eth0",
-            "hashmode": hashmode, "backend": backend}
-
-
-def clone_meta(instance, interval=0, total=NODES):
-    """The meta-attributes Pacemaker hands clone instance ``instance`` of a unique clone."""
-    return {"clone": instance, "clone_max": total, "clone_node_max": total,
-            "globally_unique": "true", "timeout": 20000, "interval": interval}
-
-
-def vip_present(lab, node, family=IPV4):
-    """Whether ``node`` holds the VIP, usable: IPv6 neither tentative nor dadfailed."""
-    found = lab.addresses(node, ipv6=family.ipv6, flags=True)
-    flags = found.get("%s/%d" % (family.vip, family.prefixlen))
-    assert not {"tentative", "dadfailed"} & set(flags or ()), "%s: %s is %s" % (
-        node, family.vip, flags)
-    return flags is not None
+    failed = oracle.nft_listing_failures(lab, node)
+    check(not failed, "%s on %s: nft listings failed: %s", what, node, failed)
 
 
 def assert_clean(lab, node, backend, baseline_macs, family=IPV4):
-    """Nothing of the VIP is left on ``node``: address, backend state, multicast MAC."""
-    assert not vip_present(lab, node, family), "%s still holds %s: %s" % (
-        node, family.vip, lab.addresses(node, ipv6=family.ipv6))
-    leftovers = BACKEND_STATE[backend].leftovers(lab, node)
-    assert not leftovers, "%s still has %s" % (node, leftovers)
-    macs = lab.multicast_macs(node)
-    assert macs == baseline_macs, "%s multicast MACs %s, before the test %s" % (
-        node, sorted(macs), sorted(baseline_macs))
+    """Nothing of the VIP is left on ``node``: address, backend state, multicast MACs
+    other than before (``baseline_macs``)."""
+    leftovers = oracle.leftovers(lab, node, backend, [family.vip], baseline_macs)
+    check(not leftovers, "%s still has %s", node, leftovers)
 
 
 class Dataplane:
@@ -151,9 +108,8 @@ class Dataplane:
     def __init__(self, lab, backend, hashmode, log=print, family=IPV4):
         self.lab = lab
         self.backend = backend
-        self.state = BACKEND_STATE[backend]
         self.family = family
-        self.params = agent_params(backend, hashmode, family)
+        self.params = agent_params(backend, hashmode, family.vip)
         self.hashmode = hashmode
         self.log = log
         self.baseline = {}  # node -> multicast MACs before the agent ran
@@ -164,10 +120,11 @@ class Dataplane:
     # -- agent calls with expected exit codes ---------------------------------
 
     def expect(self, node, action, instance, rc, interval=0):
-        got, out, err = self.lab.agent(node, action, self.params, clone_meta(instance, interval),
+        got, out, err = self.lab.agent(node, action, self.params,
+                                       clone_meta(instance, interval=interval),
                                        instance="vip:%d" % instance)
-        assert got == rc, "%s of instance %d on %s: exit %d, expected %d\nstdout: %s\n" \
-                          "stderr: %s" % (action, instance, node, got, rc, out, err)
+        check(got == rc, "%s of instance %d on %s: exit %d, expected %d\nstdout: %s\n"
+              "stderr: %s", action, instance, node, got, rc, out, err)
         if action != "monitor" and self.backend == "nft":
             assert_nft_lists(self.lab, "%s of instance %d" % (action, instance), node)
 
@@ -178,29 +135,29 @@ class Dataplane:
     # -- kernel state, read with independent tools ---------------------------------
 
     def assert_serving(self, node, buckets):
-        """``node`` holds the VIP, owns exactly ``buckets`` and has joined the cluster MAC."""
-        vip, prefixlen = self.family.vip, self.family.prefixlen
-        assert vip_present(self.lab, node, self.family), "%s lacks %s/%d: %s" % (
-            node, vip, prefixlen, self.lab.addresses(node, ipv6=self.family.ipv6))
-        owned = self.state.owned(self.lab, node)
-        assert owned == set(buckets), "%s owns buckets %s, expected %s" % (node, owned, buckets)
+        """``node`` holds the VIP (usable), its filter exactly once, owns exactly
+        ``buckets`` and has joined the cluster MAC (one MAC, the same on every node)."""
+        vip = self.family.vip
+        state = oracle.vip_states(self.lab, node, [vip], self.backend)[vip]
+        problems = oracle.problems(state, buckets, self.backend)
+        check(not problems, "%s serving buckets %s: %s", node, sorted(buckets), problems)
         # IPv6: the kernel joins the VIP's solicited-node group with the address.
-        joined = self.lab.multicast_macs(node) - self.baseline[node] \
+        joined = oracle.multicast_macs(self.lab, node) - self.baseline[node] \
             - {self.family.solicited_node_mac()}
-        assert len(joined) == 1 and is_multicast_mac(next(iter(joined))), \
-            "%s should have joined one multicast MAC, joined %s" % (node, joined)
+        check(len(joined) == 1 and is_multicast_mac(next(iter(joined))),
+              "%s should have joined one multicast MAC, joined %s", node, joined)
         if self.cluster_mac is None:
             self.cluster_mac = next(iter(joined))
-        assert joined == {self.cluster_mac}, "%s joined %s, other nodes %s" % (
-            node, joined, self.cluster_mac)
+        check(joined == {self.cluster_mac}, "%s joined %s, other nodes %s",
+              node, joined, self.cluster_mac)
 
     def assert_clean(self, node):
         assert_clean(self.lab, node, self.backend, self.baseline[node], self.family)
 
     def assert_client_resolves_the_cluster_mac(self):
-        mac = self.lab.neighbour_mac("client", self.family.vip)
-        assert mac == self.cluster_mac, "the client resolved %s to %s, not the cluster MAC %s" % (
-            self.family.vip, mac, self.cluster_mac)
+        mac = oracle.neighbour_mac(self.lab, "client", self.family.vip)
+        check(mac == self.cluster_mac, "the client resolved %s to %s, not the cluster MAC %s",
+              self.family.vip, mac, self.cluster_mac)
 
     # -- traffic -------------------------------------------------------------------
 
@@ -208,12 +165,13 @@ class Dataplane:
         """Each node saw (and counted) packets of every bucket: all reach all nodes."""
         if self.backend != "nft":
             return  # CLUSTERIP keeps no per-bucket counters
-        family, table = ("ip6" if self.family.ipv6 else "ip"), table_name(self.family.vip)
+        vip = self.family.vip
+        family, table = oracle.filter_family(vip), oracle.table_name(vip)
         for node in nodes:
-            counters = self.lab.nft_counters(node, family, table)
+            counters = oracle.nft_counters(self.lab, node, family, table)
             idle = sorted(name for name, packets in counters.items() if packets == 0)
-            assert len(counters) == NODES and not idle, \
-                "%s: bucket counters %s, idle %s" % (node, counters, idle)
+            check(len(counters) == NODES and not idle,
+                  "%s: bucket counters %s, idle %s", node, counters, idle)
 
     def reload_from_listing(self, nodes):
         """Each node's ruleset flushed and loaded back from its own ``nft list
@@ -249,27 +207,27 @@ class Dataplane:
         self.log("%s/%s %s: %d connections in %.2f s, per node %s, retried %d, errors %d" % (
             self.backend, self.hashmode, label, len(pairs), elapsed, dict(sorted(counts.items())),
             len(first_errors), len(errors)))
-        assert not errors, "%s: %d of %d connections failed after a retry, e.g. %s" % (
-            label, len(errors), len(pairs), dict(list(errors.items())[:5]))
-        assert len(first_errors) <= MAX_RETRIED_FRACTION * len(pairs), \
-            "%s: %d connections needed a retry, e.g. %s" % (
-                label, len(first_errors), dict(list(first_errors.items())[:5]))
+        check(not errors, "%s: %d of %d connections failed after a retry, e.g. %s",
+              label, len(errors), len(pairs), dict(list(errors.items())[:5]))
+        check(len(first_errors) <= MAX_RETRIED_FRACTION * len(pairs),
+              "%s: %d connections needed a retry, e.g. %s",
+              label, len(first_errors), dict(list(first_errors.items())[:5]))
 
         # Server side: the node that answered a pair is the only one that accepted it.
         for node in nodes:
             logged = set(self.lab.accepted(node)[marks[node]:])
             expected = {pair for pair, answer in result.items() if answer == node}
-            assert logged == expected, \
-                "%s: %s accepted %d pairs it did not answer (e.g. %s) and missed %d (e.g. %s)" % (
-                    label, node, len(logged - expected), sorted(logged - expected)[:3],
-                    len(expected - logged), sorted(expected - logged)[:3])
+            check(logged == expected,
+                  "%s: %s accepted %d pairs it did not answer (e.g. %s) and missed %d (e.g. %s)",
+                  label, node, len(logged - expected), sorted(logged - expected)[:3],
+                  len(expected - logged), sorted(expected - logged)[:3])
         if self.hashmode == "sourceip":
             by_source = collections.defaultdict(set)
             for (source, _), node in result.items():
                 by_source[source].add(node)
             split = {source: got for source, got in by_source.items() if len(got) > 1}
-            assert not split, "sourceip mode split sources across nodes: %s" % (
-                dict(list(split.items())[:5]))
+            check(not split, "sourceip mode split sources across nodes: %s",
+                  dict(list(split.items())[:5]))
         return result
 
     # -- the scenario -----------------------------------------------------------------
@@ -277,7 +235,7 @@ class Dataplane:
     def run(self):
         lab = self.lab
         n0, n1, n2 = lab.node_names[:NODES]
-        self.baseline = {node: lab.multicast_macs(node) for node in (n0, n1, n2)}
+        self.baseline = {node: oracle.multicast_macs(lab, node) for node in (n0, n1, n2)}
         for node in (n0, n1, n2):
             lab.start_responder(node, PORT, bind=self.family.bind)
 
@@ -296,8 +254,8 @@ class Dataplane:
         lab.run("client", "ping", "-c", "1", "-W", "1", self.family.vip, check=False)
         pairs = self.pairs()
         before = self.traffic_round("spread", pairs)
-        assert set(before.values()) == {n0, n1, n2}, "not every node answered: %s" % (
-            collections.Counter(before.values()))
+        check(set(before.values()) == {n0, n1, n2}, "not every node answered: %s",
+              collections.Counter(before.values()))
         self.assert_client_resolves_the_cluster_mac()
         self.assert_every_bucket_counted((n0, n1, n2))
         if self.backend == "nft":
@@ -307,8 +265,8 @@ class Dataplane:
             for index, node in enumerate((n0, n1, n2)):
                 self.expect_monitor(node, index, OCF_SUCCESS)
             reloaded = self.traffic_round("reloaded", pairs)
-            assert reloaded == before, "%d pairs moved after the reload" % sum(
-                reloaded[pair] != before[pair] for pair in pairs)
+            check(reloaded == before, "%d pairs moved after the reload",
+                  sum(reloaded[pair] != before[pair] for pair in pairs))
 
         # Instance 2 moves from n2 to n1, as after a failure of n2.
         self.expect(n2, "stop", 2, OCF_SUCCESS)
@@ -328,8 +286,8 @@ class Dataplane:
         expected = {pair: (n1 if node == n2 else node) for pair, node in before.items()}
         moved = {pair: (expected[pair], after[pair]) for pair in pairs
                  if after[pair] != expected[pair]}
-        assert not moved, "%d pairs answered by an unexpected node (expected, got): %s" % (
-            len(moved), dict(list(moved.items())[:5]))
+        check(not moved, "%d pairs answered by an unexpected node (expected, got): %s",
+              len(moved), dict(list(moved.items())[:5]))
         # Still: the nodes' own solicitations from the VIP (IPv6) must not have
         # taught the client a node's MAC.
         self.assert_client_resolves_the_cluster_mac()
@@ -360,7 +318,7 @@ def run_dataplane(backend, hashmode, log=print, family=IPV4, **lab_options):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("scenario", choices=["dataplane"])
-    parser.add_argument("backend", choices=sorted(BACKEND_STATE))
+    parser.add_argument("backend", choices=["clusterip", "nft"])
     parser.add_argument("hashmode", choices=HASHMODES)
     parser.add_argument("--prefix", help="namespace name prefix (default: per process)")
     parser.add_argument("--timeout-scale", type=float, default=1.0,
@@ -369,7 +327,7 @@ def main(argv=None):
     try:
         report = run_dataplane(args.backend, args.hashmode, log=lambda line: print(
             line, file=sys.stderr), prefix=args.prefix, timeout_scale=args.timeout_scale)
-    except AssertionError as failure:
+    except CheckFailed as failure:
         print(json.dumps({"ok": False, "failure": str(failure)}))
         return 1
     print(json.dumps(dict(report, ok=True)))

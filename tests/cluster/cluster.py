@@ -70,26 +70,25 @@ import pwd
 import re
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import threading
 import time
 import xml.etree.ElementTree as ET
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-TESTS = os.path.dirname(HERE)
-REPO = os.path.dirname(TESTS)
-if TESTS not in sys.path:
-    sys.path.insert(0, TESTS)
+import netlab  # shared with the netns tier (tests/ is on the path: see pyproject.toml)
+import oracle
 
-import netlab  # noqa: E402  (shared with the netns tier)
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(os.path.dirname(HERE))
 
 CRM_EXAMPLES = os.path.join(REPO, "crm-examples")
 NODE_INIT = os.path.join(HERE, "node-init.sh")
 CLEAN_PATH = netlab.AGENT_PATH
 CLEAN_ENV = {"PATH": CLEAN_PATH}
 VIP = "198.18.0.100"
-TABLE_PREFIX = "clusterip"
+BACKEND = "nft"  # the host kernel's (no CLUSTERIP after Linux 6.2)
 CLUSTER_TOOLS = ("corosync", "corosync-cfgtool", "pacemakerd", "crm", "crm_mon",
                  "crm_resource", "cibadmin", "nsenter", "unshare", "nft", "ip")
 DUMMY_AGENT = "/usr/lib/ocf/resource.d/pacemaker/Dummy"
@@ -348,7 +347,7 @@ class Cluster:
         started = time.monotonic()
         self.lab.__enter__()
         for node in self.nodes:
-            self.baseline_macs[node] = self.lab.multicast_macs(node)
+            self.baseline_macs[node] = oracle.multicast_macs(self.lab, node)
             self._prepare_node(node)
         for node in self.nodes:
             self._start_init(node)
@@ -604,15 +603,15 @@ class Cluster:
         the neighbour cache.
         """
         lab = self.lab
-        for family, table in lab.nft_tables(node):
-            if table.startswith(TABLE_PREFIX):
+        for family, table in oracle.nft_tables(lab, node):
+            if table.startswith(oracle.TABLE_PREFIX):
                 lab.run(node, "nft", "delete", "table", family, table)
         own = "%s/%d" % (netlab.node_address(self.nodes.index(node)), netlab.SUBNET_PREFIXLEN)
-        for address in lab.addresses(node):
+        for address in oracle.addresses(lab, node):
             if address != own:
                 lab.run(node, "ip", "addr", "del", address, "dev", "eth0")
         for _ in range(20):
-            extra = lab.multicast_macs(node) - self.baseline_macs[node]
+            extra = oracle.multicast_macs(lab, node) - self.baseline_macs[node]
             if not extra:
                 break
             for mac in extra:
@@ -650,17 +649,9 @@ class Cluster:
         for node in self.live_nodes():
             self.lab.start_responder(node, port, lifetime=self.lifetime)
 
-    def owned(self, node):
-        """The buckets in the set "owned" of the node's ip clusterip table (``nft -j``).
-
-        None when the node has no such table.
-        """
-        for family, table in self.lab.nft_tables(node):
-            if family == "ip" and table.startswith(TABLE_PREFIX):
-                elements = self.lab.nft_set_elements(node, family, table, "owned")
-                if elements is not None:
-                    return set(elements)
-        return None
+    def owned(self, node, vip=VIP):
+        """The buckets ``node``'s kernel owns for ``vip`` (None: no set): :func:`oracle.owned`."""
+        return oracle.owned(self.lab, node, vip, BACKEND)
 
     def kernel_buckets(self, nodes=None):
         """{bucket: [nodes owning it]} over ``nodes`` (default: the live ones)."""
@@ -671,15 +662,9 @@ class Cluster:
         return found
 
     def leftovers(self, node, vips=(VIP,)):
-        """Everything of the ``vips`` left on ``node``: address, nft tables, multicast MACs."""
-        lab = self.lab
-        found = ["address %s" % a for vip in vips for a in lab.addresses(node, ipv6=":" in vip)
-                 if a.startswith(vip + "/")]
-        found += ["nft table %s %s" % t for t in lab.nft_tables(node)
-                  if t[1].startswith(TABLE_PREFIX)]
-        found += ["multicast MAC %s" % m
-                  for m in sorted(lab.multicast_macs(node) - self.baseline_macs[node])]
-        return found
+        """Everything of the ``vips`` (and any other VIP's tables) left on ``node``,
+        multicast MACs against those before any agent ran: :func:`oracle.leftovers`."""
+        return oracle.leftovers(self.lab, node, BACKEND, vips, self.baseline_macs[node])
 
     # -- logs --------------------------------------------------------------------------
 
@@ -791,16 +776,6 @@ class OwnershipSampler(threading.Thread):
         self.join(timeout=10)
 
 
-def median(values):
-    ordered = sorted(values)
-    if not ordered:
-        return None
-    middle = len(ordered) // 2
-    if len(ordered) % 2:
-        return ordered[middle]
-    return (ordered[middle - 1] + ordered[middle]) / 2
-
-
 class Report:
     """What the cluster tier measured: cluster start-up, failover times, scenario durations.
 
@@ -857,7 +832,9 @@ class Report:
             failover[setting] = {"kills": entry["kills"]}
             for measure, _ in self.MEASURES:
                 samples = entry.get(measure, [])
-                failover[setting][measure] = {"median": median(samples), "samples": samples}
+                failover[setting][measure] = {
+                    "median": statistics.median(samples) if samples else None,
+                    "samples": samples}
         return {"clusters": self.clusters, "failover": failover, "scenarios": self.scenarios,
                 "operations_ms": self.operations, "notes": self.notes}
 
@@ -885,7 +862,7 @@ class Report:
                 for measure, text in self.MEASURES:
                     samples = entry.get(measure, [])
                     lines.append("  %-14s %-58s %7s  %s" % (
-                        setting, text, "%.2f" % median(samples) if samples else "-",
+                        setting, text, "%.2f" % statistics.median(samples) if samples else "-",
                         " ".join("%.2f" % s for s in samples)))
                 dcs = [k.get("killed_dc") for k in entry["kills"]]
                 lines.append("  %-14s %-58s %7s  %s" % (
@@ -895,7 +872,7 @@ class Report:
                              if k.get("rebalance_seconds") is not None]
                 lines.append("  %-14s %-58s %7s  %s" % (
                     setting, "revive: node online -> one bucket per node again",
-                    "%.2f" % median(rebalance) if rebalance else "-",
+                    "%.2f" % statistics.median(rebalance) if rebalance else "-",
                     " ".join("%.2f" % s for s in rebalance)))
         if self.operations:
             lines.append("agent operation times as Pacemaker measured them (ms):")
@@ -904,7 +881,8 @@ class Report:
             for setting, times in self.operations.items():
                 for key, values in sorted(times.items()):
                     lines.append("  %-14s %-20s %5d %7d %7d" % (setting, key, len(values),
-                                                                median(values), max(values)))
+                                                                statistics.median(values),
+                                                                max(values)))
         if self.scenarios:
             lines.append("scenario durations:")
             for nodeid, entry in self.scenarios.items():

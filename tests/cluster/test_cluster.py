@@ -44,6 +44,7 @@ import cluster
 import scenarios
 from cluster import REPORT, VIP, OwnershipSampler, wait_until
 import netlab
+import oracle
 from netlab import is_multicast_mac
 
 import pytest
@@ -386,7 +387,7 @@ def test_a_example_spreads_one_bucket_per_node(clusters):
         here = [vip for vip in report["node"] if vip["vip"] == VIP]
         assert len(here) == 1 and set(here[0]["owned"]) == c.owned(node), (node, report)
         assert report["cluster"][VIP] == {str(b): [n] for b, n in buckets.items()}, report
-    mac = c.lab.neighbour_mac("client", VIP)
+    mac = oracle.neighbour_mac(c.lab, "client", VIP)
     assert is_multicast_mac(mac), "the client resolved %s to %s, not a multicast MAC" % (
         VIP, mac)
 

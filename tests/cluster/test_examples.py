@@ -24,6 +24,7 @@ import re
 
 import cluster
 import netlab
+import oracle
 import scenarios
 from cluster import wait_until
 
@@ -51,12 +52,8 @@ def spread(c, primitive, buckets):
 
 
 def kernel_owned(c, vip):
-    """{node: buckets} from nft's own listing of each node's set "owned"
-    (table clusterip_<VIP with "_" for "." or ":">, family ip or ip6)."""
-    family = "ip6" if ":" in vip else "ip"
-    table = "clusterip_" + vip.replace(".", "_").replace(":", "_")
-    return {node: sorted(c.lab.nft_set_elements(node, family, table, "owned") or [])
-            for node in c.nodes}
+    """{node: buckets} from nft's own listing of each node's set "owned"."""
+    return {node: sorted(c.owned(node, vip) or []) for node in c.nodes}
 
 
 def answered_once(c, vip):
@@ -171,7 +168,7 @@ def test_ipv6_dual_stack_example():
         plane.cluster_mac = CLUSTER_MAC6  # plane: the IPv6 round's, the last
         plane.assert_client_resolves_the_cluster_mac()
         for node in c.nodes:
-            assert CLUSTER_MAC6 in c.lab.multicast_macs(node), node
+            assert CLUSTER_MAC6 in oracle.multicast_macs(c.lab, node), node
 
         # The mixed-backend guard's attribute for the IPv6 VIP, a name with colons:
         # every node reads every node's backend, and the CIB holds the name

@@ -12,18 +12,13 @@ import time
 
 import pytest
 
-TESTS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, TESTS)
-from netlab import Lab  # noqa: E402
+import oracle
+from netlab import Lab
+from scenarios import VIP, agent_params, clone_meta as meta
 
-VIP = "198.18.0.100"
-LIB = os.path.join(os.path.dirname(TESTS), "lib")
-PARAMS = {"ip": VIP, "cidr_netmask": 16, "nic": "eth0", "hashmode": "sourceip",
-          "backend": "clusterip"}
-
-
-def meta(instance, total=3):
-    return {"clone": instance, "clone_max": total, "globally_unique": "true"}
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+LIB = os.path.join(REPO, "lib")  # for children run with a clean environment
+PARAMS = agent_params("clusterip")
 
 
 @pytest.fixture
@@ -40,14 +35,21 @@ def start(lab, instance, total=3, **params):
 
 
 def rules(lab):
-    return [r for r in lab.iptables_legacy_rules("n0") if "CLUSTERIP" in r]
+    return oracle.clusterip_rules(lab, "n0")
+
+
+def assert_clean(lab, vip=VIP):
+    """Nothing of ``vip`` on the node: no CLUSTERIP rule or bucket file, no address,
+    no cluster MAC membership."""
+    left = oracle.leftovers(lab, "n0", "clusterip", [vip])
+    assert not left, left
 
 
 def test_first_start_creates_one_rule_later_ones_write_the_proc_file(lab):
     start(lab, 0)
-    assert lab.clusterip_proc("n0", VIP) == "1"
+    assert oracle.clusterip_proc(lab, "n0", VIP) == "1"
     start(lab, 2)
-    assert lab.clusterip_proc("n0", VIP) == "1,3"
+    assert oracle.clusterip_proc(lab, "n0", VIP) == "1,3"
     (rule,) = rules(lab)
     assert re.search(r"-d %s/32 -i eth0 -j CLUSTERIP --new --hashmode sourceip "
                      r"--clustermac 03:C1:C6:12:00:64 --total-nodes 3 --local-node 1" % VIP,
@@ -56,13 +58,12 @@ def test_first_start_creates_one_rule_later_ones_write_the_proc_file(lab):
     # for the remaining instance and the /proc file says who owns what.
     rc, _, err = lab.agent("n0", "stop", PARAMS, meta(0), "vip:0")
     assert rc == 0, err
-    assert lab.clusterip_proc("n0", VIP) == "3" and len(rules(lab)) == 1
+    assert oracle.clusterip_proc(lab, "n0", VIP) == "3" and len(rules(lab)) == 1
     assert lab.agent("n0", "monitor", PARAMS, meta(2), "vip:2")[0] == 0
     assert lab.agent("n0", "monitor", PARAMS, meta(0), "vip:0")[0] == 7
     rc, _, err = lab.agent("n0", "stop", PARAMS, meta(2), "vip:2")
     assert rc == 0, err
-    assert rules(lab) == [] and lab.clusterip_proc("n0", VIP) is None
-    assert not any(a.startswith(VIP + "/") for a in lab.addresses("n0"))
+    assert_clean(lab)
 
 
 def test_kernel_errors_for_owned_and_missing_buckets_are_idempotent(lab):
@@ -74,7 +75,7 @@ def test_kernel_errors_for_owned_and_missing_buckets_are_idempotent(lab):
             "b.remove_bucket(p, 2); b.remove_bucket(p, 2)" % VIP)  # ENOENT: not owned
     result = lab.run("n0", sys.executable, "-c", code, env={"PYTHONPATH": LIB}, check=False)
     assert result.returncode == 0, result.stderr
-    assert lab.clusterip_proc("n0", VIP) == "1"
+    assert oracle.clusterip_proc(lab, "n0", VIP) == "1"
 
 
 def test_a_changed_configuration_rebuilds_the_rule_keeping_the_owned_buckets(lab):
@@ -82,7 +83,7 @@ def test_a_changed_configuration_rebuilds_the_rule_keeping_the_owned_buckets(lab
     start(lab, 1, hashmode="sourceip-sourceport")  # the rule must follow, in two commits
     (rule,) = rules(lab)
     assert "--hashmode sourceip-sourceport " in rule
-    assert lab.clusterip_proc("n0", VIP) == "1,2"
+    assert oracle.clusterip_proc(lab, "n0", VIP) == "1,2"
 
 
 def test_more_than_16_buckets_is_refused_with_6(lab):
@@ -96,7 +97,7 @@ def test_auto_chooses_clusterip_on_a_kernel_that_has_it(lab):
     del params["backend"]
     rc, _, err = lab.agent("n0", "start", params, meta(0), "vip:0")
     assert rc == 0, err
-    assert len(rules(lab)) == 1 and lab.nft_tables("n0") == []
+    assert len(rules(lab)) == 1 and oracle.nft_tables(lab, "n0") == []
     assert lab.agent("n0", "stop", params, meta(0), "vip:0")[0] == 0
 
 
@@ -127,9 +128,7 @@ def test_a_held_xtables_lock_fails_the_action_within_its_timeout_leaving_nothing
     assert "/run/xtables.lock" in reasons[0], reasons
     # Within the action's timeout (plus the guest's slow process start-up).
     assert 2.0 <= seconds <= timeout_ms / 1000.0 + 1.5, seconds
-    assert rules(lab) == [] and lab.clusterip_proc("n0", VIP) is None
-    assert not any(a.startswith(VIP + "/") for a in lab.addresses("n0"))
-    assert "03:c1:c6:12:00:64" not in lab.multicast_macs("n0")
+    assert_clean(lab)
     # Failed, not "never ran": the monitor says so; stop then cleans up and start works.
     assert lab.agent("n0", "monitor", PARAMS, meta(0), "vip:0")[0] == 1
     assert lab.agent("n0", "stop", PARAMS, meta(0), "vip:0")[0] == 0
@@ -145,8 +144,7 @@ def test_stop_with_clone_max_above_the_limit_succeeds_and_cleans_up(lab):
     assert rc == 6 and "limit of 16" in err, err
     rc, _, err = lab.agent("n0", "stop", PARAMS, meta(3, 17), "vip:3")
     assert rc == 0, err
-    assert rules(lab) == [] and lab.clusterip_proc("n0", VIP) is None
-    assert not any(a.startswith(VIP + "/") for a in lab.addresses("n0"))
+    assert_clean(lab)
 
 
 def test_graceful_handover_is_refused_with_6_and_changes_nothing(lab):
@@ -159,8 +157,7 @@ def test_graceful_handover_is_refused_with_6_and_changes_nothing(lab):
             reasons = [line for line in err.splitlines() if line.startswith("ocf-exit-reason:")]
             assert rc == 6 and len(reasons) == 1 and "backend=nft" in reasons[0], (action, err)
         assert lab.agent("n0", "stop", params, meta(0), "vip:0")[0] == 0
-    assert rules(lab) == [] and lab.clusterip_proc("n0", VIP) is None
-    assert not any(a.startswith(VIP + "/") for a in lab.addresses("n0"))
+    assert_clean(lab)
 
 
 def test_ipv6_is_refused_with_6_and_changes_nothing():
@@ -176,6 +173,5 @@ def test_ipv6_is_refused_with_6_and_changes_nothing():
                 assert rc == 6 and len(reasons) == 1 and "backend=nft" in reasons[0] \
                     and "IPv6" in reasons[0], (backend, action, err)
             assert lab.agent("n0", "stop", params, meta(0), "vip:0")[0] == 0
-        assert rules(lab) == [] and lab.nft_tables("n0") == []
-        assert not any(a.startswith("2001:db8::100/") for a in lab.addresses("n0", ipv6=True))
-        assert not any(m.startswith("33:33:00:00:01") for m in lab.multicast_macs("n0"))
+        assert_clean(lab, params["ip"])
+        assert oracle.nft_tables(lab, "n0") == []

@@ -15,22 +15,18 @@ import sys
 
 import pytest
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import oracle
 # The same VIP, parameters and one-node lab as the checks over Debian 12.
-from guest_clusterip_checks import LIB, PARAMS, VIP, lab, meta  # noqa: E402,F401
+from guest_clusterip_checks import LIB, PARAMS, VIP, lab, meta  # noqa: F401
 
-CLUSTER_MAC = "03:c1:c6:12:00:64"  # the default for VIP
+CLUSTER_MAC = oracle.default_cluster_mac(VIP)
 REMEDIES = ("python-iptables 1.2.0", "libxtables 1.8.11 ", "ldx/python-iptables#353",
             "backend=nft", "iptables <= 1.8.10", "Debian 12")
 
 
 def snapshot(lab):
     """What the agent could have changed on the node, read with the root's tools."""
-    return {"rules": lab.iptables_legacy_rules("n0"),
-            "proc": lab.clusterip_proc("n0", VIP),
-            "addresses": lab.addresses("n0"),
-            "multicast": lab.multicast_macs("n0"),
-            "nft": lab.nft_tables("n0")}
+    return oracle.snapshot(lab, "n0", "clusterip")
 
 
 def reasons(err):
@@ -60,7 +56,8 @@ def test_the_probe_itself_reports_the_bug_without_crashing():
 def test_start_and_validate_all_are_5_with_the_reason_and_change_nothing(lab, backend):
     params = dict(PARAMS, backend=backend)
     before = snapshot(lab)
-    assert not [r for r in before["rules"] if not r.startswith("-P ")] and before["proc"] is None
+    assert not [r for r in oracle.iptables_legacy_rules(lab, "n0") if not r.startswith("-P ")]
+    assert oracle.leftovers(lab, "n0", "clusterip", [VIP]) == []
     for action in ("start", "validate-all"):
         rc, _, err = lab.agent("n0", action, params, meta(0), "vip:0")
         found = reasons(err)
@@ -74,10 +71,8 @@ def test_start_and_validate_all_are_5_with_the_reason_and_change_nothing(lab, ba
     assert rc == 7, err
     rc, _, err = lab.agent("n0", "stop", params, meta(0), "vip:0")
     assert rc == 0, err
-    after = snapshot(lab)
-    assert after == before
-    assert not any(a.startswith(VIP + "/") for a in after["addresses"])
-    assert CLUSTER_MAC not in after["multicast"]
+    assert snapshot(lab) == before
+    assert oracle.leftovers(lab, "n0", "clusterip", [VIP]) == []  # no VIP, no cluster MAC
 
 
 def test_the_kernel_target_itself_works_here(lab):
@@ -87,10 +82,10 @@ def test_the_kernel_target_itself_works_here(lab):
             "--clustermac", CLUSTER_MAC, "--total-nodes", "3", "--local-node", "1"]
     lab.run("n0", "iptables-legacy", "-A", "INPUT", *rule)
     try:
-        (listed,) = [r for r in lab.iptables_legacy_rules("n0") if "CLUSTERIP" in r]
+        (listed,) = oracle.clusterip_rules(lab, "n0")
         assert re.search(r"--hashmode sourceip --clustermac 03:C1:C6:12:00:64 "
                          r"--total-nodes 3 --local-node 1", listed), listed
-        assert lab.clusterip_proc("n0", VIP) == "1"
+        assert oracle.clusterip_proc(lab, "n0", VIP) == "1"
     finally:
         lab.run("n0", "iptables-legacy", "-D", "INPUT", *rule)
-    assert lab.clusterip_proc("n0", VIP) is None
+    assert oracle.clusterip_proc(lab, "n0", VIP) is None

@@ -25,6 +25,7 @@ import time
 
 import pytest
 
+import oracle
 import scenarios
 from netlab import Lab, split_pair
 
@@ -56,7 +57,7 @@ def run_handover(graceful):
             answers, _ = lab.connect(scenarios.VIP, PORT, [(s, sport) for s in sources])
             return {split_pair(key)[0]: node for key, node in answers.items()}
 
-        baseline = {node: lab.multicast_macs(node) for node in (n0, n1, n2)}
+        baseline = {node: oracle.multicast_macs(lab, node) for node in (n0, n1, n2)}
         for node in (n0, n1, n2):
             lab.start_responder(node, PORT)
             lab.start_responder(node, HOLD_PORT, hold=True)
@@ -132,7 +133,7 @@ def test_a_rebalance_keeps_or_resets_the_moved_buckets_connections(graceful):
 
 def test_a_changed_setting_fails_the_monitor_and_start_rebuilds_the_table():
     def vip_rules(lab):
-        return [item["rule"] for item in lab.nft_ruleset("n0")
+        return [item["rule"] for item in oracle.nft_ruleset(lab, "n0")
                 if "rule" in item and item["rule"]["chain"] == "vip"]
 
     meta = scenarios.clone_meta(0, interval=10000)
@@ -148,4 +149,4 @@ def test_a_changed_setting_fails_the_monitor_and_start_rebuilds_the_table():
             "ct" in str(rule) and "established" in str(rule) for rule in vip_rules(lab))
         assert lab.agent("n0", "monitor", graceful, meta, "vip:0")[0] == 0
         assert lab.agent("n0", "stop", graceful, meta, "vip:0")[0] == 0
-        assert lab.nft_tables("n0") == []
+        assert oracle.nft_tables(lab, "n0") == []

@@ -9,6 +9,7 @@ clone.  Afterwards nothing of the VIP may remain.  Then the same over IPv6
 
 import pytest
 
+import oracle
 import scenarios
 from netlab import Lab
 
@@ -26,7 +27,7 @@ def run_ocf_tester(variant, backend=scenarios.BACKEND_UNDER_TEST, family=scenari
     # One node is enough; no client sources needed.
     with Lab(nodes=1, sources=0, timeout_scale=scenarios.TIMEOUT_SCALE,
              ipv6=family.ipv6) as lab:
-        baseline = lab.multicast_macs("n0")
+        baseline = oracle.multicast_macs(lab, "n0")
         # The environment Pacemaker gives agents; ocf-tester adds the OCF_RESKEY_*.
         env = lab.agent_env("n0", name, {})
         argv = ["env", "-i", *("%s=%s" % item for item in env.items()), "ocf-tester", "-n", name]

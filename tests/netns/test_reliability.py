@@ -21,14 +21,13 @@ the repetition counts there are smaller (CLUSTERIP_TEST_ROUNDS,
 CLUSTERIP_TEST_CRASH_CYCLES, CLUSTERIP_TEST_BAD_INPUTS override them;
 CLUSTERIP_TEST_SEED replays a run).  Every result is read with independent
 tools (``nft -j``, ``iptables-legacy -S``, ``/proc/net/ipt_CLUSTERIP``,
-``ip -j addr``, ``/proc/net/dev_mcast``) through netlab; the only thing taken
+``ip -j addr``, ``/proc/net/dev_mcast``) through :mod:`oracle`; the only thing taken
 from the project is the list of pause points (testhooks.STEPS), so that a new
 step cannot go untested.
 """
 
 import collections
 import concurrent.futures
-import ipaddress
 import json
 import os
 import random
@@ -41,9 +40,13 @@ import pytest
 from hypothesis import HealthCheck, given, seed, settings
 
 import badinput
+import oracle
 import scenarios
 from clusterip import testhooks
 from netlab import Lab, agent_command
+from oracle import default_cluster_mac as cluster_mac
+from oracle import filter_family, is_ipv6, prefixlen, table_name
+from scenarios import agent_params, clone_meta
 
 BACKEND = scenarios.BACKEND_UNDER_TEST
 SCALE = scenarios.TIMEOUT_SCALE
@@ -64,7 +67,6 @@ SEED = int(os.environ.get("CLUSTERIP_TEST_SEED") or random.SystemRandom().randra
 
 VIP, VIP2 = scenarios.VIP, "198.18.0.101"
 VIP6_2 = "2001:db8::101"  # beside scenarios.VIP6
-PREFIXLEN = scenarios.PREFIXLEN
 # The families the backend under test serves, by test id.
 FAMILIES = {"ipv4": scenarios.IPV4, **({"ipv6": scenarios.IPV6} if BACKEND == "nft" else {})}
 per_family = pytest.mark.parametrize("family", list(FAMILIES.values()), ids=list(FAMILIES))
@@ -76,14 +78,6 @@ QUICK = 5.0 * SCALE  # what the first action after a crash may take, at most
 BUCKET_LIMIT = 16 if LEGACY else 256
 
 
-def is_ipv6(vip):
-    return ":" in vip
-
-
-def prefixlen(vip):
-    return scenarios.PREFIXLEN6 if is_ipv6(vip) else PREFIXLEN
-
-
 def second_vip(family):
     """Another VIP of ``family`` on the same subnet."""
     return VIP6_2 if family.ipv6 else VIP2
@@ -91,37 +85,6 @@ def second_vip(family):
 
 def repeat(count, family):
     return count if not family.ipv6 else max(1, round(count * FEWER_FOR_IPV6))
-
-
-def params_for(vip=VIP, **overrides):
-    return dict({"ip": vip, "cidr_netmask": prefixlen(vip), "nic": "eth0",
-                 "hashmode": "sourceip", "backend": BACKEND}, **overrides)
-
-
-def meta_for(instance, total, interval=0, timeout_ms=ACTION_TIMEOUT_MS):
-    return {"clone": instance, "clone_max": total, "clone_node_max": total,
-            "globally_unique": "true", "timeout": timeout_ms, "interval": interval}
-
-
-def cluster_mac(vip):
-    """The default cluster MAC as the meta-data documents it: 03:c1 + the IPv4 VIP's
-    octets, 33:33 + the last four bytes of an IPv6 VIP."""
-    if is_ipv6(vip):
-        return "33:33:" + ":".join("%02x" % b for b in ipaddress.IPv6Address(vip).packed[-4:])
-    return "03:c1:" + ":".join("%02x" % int(octet) for octet in vip.split("."))
-
-
-table_name = scenarios.table_name
-
-
-def filter_family(vip):
-    """The nft family of the VIP's filter table (with the set "owned")."""
-    return "ip6" if is_ipv6(vip) else "ip"
-
-
-def nft_families(vip):
-    """The families of the VIP's nft tables: IPv6 keeps its rewrite in the ip6 table."""
-    return ["ip6"] if is_ipv6(vip) else ["arp", "ip"]
 
 
 def reasons(stderr):
@@ -135,8 +98,8 @@ class Call:
                  extra_env=None, meta=None):
         self.node, self.action, self.instance, self.total = node, action, instance, total
         self.vip, self.interval = vip, interval
-        self.params = params or params_for(vip)
-        self.meta = meta or meta_for(instance, total, interval)
+        self.params = params or agent_params(vip=vip)
+        self.meta = meta or clone_meta(instance, total, interval, ACTION_TIMEOUT_MS)
         self.extra_env = extra_env
         self.rc = self.err = self.out = None
         self.seconds = None
@@ -169,84 +132,31 @@ def expect(lab, node, action, instance, rc, total=3, vip=VIP, **options):
     return call
 
 
-# --- independent oracles ------------------------------------------------------------
-
-Observed = collections.namedtuple("Observed", "vip filters owned address joined markers")
+# --- independent oracles (tests/oracle.py) and the agent's markers -------------------
 
 
-def observe(lab, node, vips):
-    """{vip: Observed} read with the system's tools (and a listing of HA_RSCTMP).
-
-    filters: the nft tables ("ip", "arp"; "ip6") or the CLUSTERIP rules for
-    the VIP; owned: the buckets in the set / the /proc file (None: no set / no
-    file); address: the flags of the VIP on eth0 (None: absent); joined: eth0
-    is in the cluster MAC's multicast group; markers: buckets with a "started
-    here" marker.
-    """
-    addresses = {}
-    for ipv6 in {is_ipv6(vip) for vip in vips}:
-        addresses.update(lab.addresses(node, ipv6=ipv6, flags=True))
-    macs = lab.multicast_macs(node)
+def started_markers(lab, node):
+    """{vip: buckets with a "started here" marker in the node's HA_RSCTMP}."""
     markers = collections.defaultdict(set)
     for name in os.listdir(lab.rsctmp(node)):
         found = re.match(r"clusterip-(.+)\.bucket(\d+)\.started$", name)
         if found:
             markers[found.group(1)].add(int(found.group(2)))
-    if BACKEND == "nft":
-        ruleset = lab.nft_ruleset(node)
-    else:
-        rules = [rule for rule in lab.iptables_legacy_rules(node) if "CLUSTERIP" in rule]
-    result = {}
-    for vip in vips:
-        if BACKEND == "nft":
-            name = table_name(vip)
-            filters = sorted(item["table"]["family"] for item in ruleset
-                             if "table" in item and item["table"]["name"] == name)
-            owned = None
-            for item in ruleset:
-                s = item.get("set")
-                if s and s["table"] == name and s["name"] == "owned" \
-                        and s["family"] == filter_family(vip):
-                    owned = {e["elem"]["val"] if isinstance(e, dict) else e
-                             for e in s.get("elem", [])}
-        else:
-            filters = [rule for rule in rules if "-d %s/32 " % vip in rule]
-            text = lab.clusterip_proc(node, vip)
-            owned = None if text is None else {int(b) for b in text.split(",") if b.strip()}
-        result[vip] = Observed(vip, filters, owned, addresses.get("%s/%d" % (vip, prefixlen(vip))),
-                               cluster_mac(vip) in macs, markers.get(vip, set()))
-    return result
+    return markers
 
 
-def differences(observed, expected):
-    """Why ``observed`` (one VIP) is not the state of exactly ``expected`` buckets started."""
-    problems = []
-    one_filter = nft_families(observed.vip) if BACKEND == "nft" else 1
-    filters = observed.filters if BACKEND == "nft" else len(observed.filters)
-    if expected:
-        if filters != one_filter:
-            problems.append("filter %s, expected exactly %s" % (observed.filters, one_filter))
-        if observed.owned != set(expected):
-            problems.append("owned buckets %s, expected %s" % (observed.owned, sorted(expected)))
-        if observed.address is None:
-            problems.append("address missing")
-        elif {"tentative", "dadfailed"} & set(observed.address):
-            problems.append("address unusable: %s" % observed.address)
-        if not observed.joined:
-            problems.append("multicast group not joined")
-    else:
-        if observed.filters:
-            problems.append("filter left behind: %s" % observed.filters)
-        if observed.owned is not None:
-            problems.append("bucket state left behind: %s" % observed.owned)
-        if observed.address is not None:
-            problems.append("address left behind")
-        if observed.joined:
-            problems.append("multicast group left joined")
-    if observed.markers != set(expected):
-        problems.append("started markers %s, expected %s" % (sorted(observed.markers),
-                                                             sorted(expected)))
-    return problems
+def state_problems(lab, node, expected):
+    """expected: {vip: buckets started}; [problems] of the node's kernel state
+    (:func:`oracle.problems`) and of the agent's markers."""
+    states = oracle.vip_states(lab, node, list(expected), BACKEND)
+    markers = started_markers(lab, node)
+    found = []
+    for vip, buckets in expected.items():
+        found += ["%s: %s" % (vip, p) for p in oracle.problems(states[vip], buckets, BACKEND)]
+        if markers.get(vip, set()) != set(buckets):
+            found.append("%s: started markers %s, expected %s" % (
+                vip, sorted(markers.get(vip, ())), sorted(buckets)))
+    return found
 
 
 def assert_nft_lists(lab, what, node="n0"):
@@ -257,9 +167,7 @@ def assert_nft_lists(lab, what, node="n0"):
 
 def assert_state(lab, node, expected, what=""):
     """expected: {vip: buckets started}; fails with every difference."""
-    observed = observe(lab, node, list(expected))
-    problems = ["%s: %s" % (vip, p) for vip, buckets in expected.items()
-                for p in differences(observed[vip], buckets)]
+    problems = state_problems(lab, node, expected)
     assert not problems, "%s%s" % (what + ": " if what else "", "; ".join(problems))
 
 
@@ -290,12 +198,8 @@ def _round(lab, rng, vips, total, running, stats):
     began = time.monotonic()
 
     def check(label):
-        found = []
-        observed = observe(lab, "n0", vips)
-        for vip in vips:
-            found += ["%s %s: %s" % (label, vip, p)
-                      for p in differences(observed[vip], {i + 1 for i in running[vip]})]
-        return found
+        return ["%s %s" % (label, p) for p in state_problems(
+            lab, "n0", {vip: {i + 1 for i in running[vip]} for vip in vips})]
 
     calls = []
     for vip in vips:
@@ -348,9 +252,8 @@ def _stop_everything(lab, vips, total):
     """Stop every instance of every VIP at once: the problems (none: nothing left)."""
     calls = run_calls(lab, [Call("n0", "stop", i, total, vip=vip)
                             for vip in vips for i in range(total)])
-    observed = observe(lab, "n0", vips)
-    return ["%s" % c for c in calls if c.rc != 0] + [
-        "%s: %s" % (vip, p) for vip in vips for p in differences(observed[vip], set())]
+    return ["%s" % c for c in calls if c.rc != 0] + state_problems(
+        lab, "n0", {vip: set() for vip in vips})
 
 
 def _concurrency(lab, vips, total, rounds):
@@ -467,8 +370,8 @@ class Crasher:
         name = "%s-%d" % (node, self.count)
         pause_file = os.path.join(lab.directory, "pause-" + name)
         log = os.path.join(lab.directory, "paused-%s.log" % name)
-        env = lab.agent_env(node, "vip:%d" % instance, params_for(self.vip),
-                            meta_for(instance, 3),
+        env = lab.agent_env(node, "vip:%d" % instance, agent_params(vip=self.vip),
+                            clone_meta(instance, 3, timeout_ms=ACTION_TIMEOUT_MS),
                             extra_env={"CLUSTERIP_TEST_PAUSE_AT": step,
                                        "CLUSTERIP_TEST_PAUSE_FILE": pause_file,
                                        "CLUSTERIP_TEST_PAUSE_SECONDS": str(300 * SCALE)})
@@ -568,8 +471,7 @@ def _nft_json(lab, node, command):
 
 
 def _clusterip_rule(lab, node):
-    (rule,) = [r for r in lab.iptables_legacy_rules(node)
-               if "CLUSTERIP" in r and "-d %s/32 " % VIP in r]
+    (rule,) = [r for r in oracle.clusterip_rules(lab, node) if "-d %s/32 " % VIP in r]
     return rule
 
 
@@ -598,7 +500,7 @@ def tamperings(vip):
             report("'ip maddr del %s' refused (%s): the membership is the kernel's own"
                    % (cluster_mac(vip), result.stderr.strip()))
             return False
-        return cluster_mac(vip) not in lab.multicast_macs("n0")
+        return cluster_mac(vip) not in oracle.multicast_macs(lab, "n0")
 
     common = {
         "address": (remove_address, {0, 1}, ["address " + address]),
@@ -682,7 +584,7 @@ def _readd_tentative(lab, address):
     lab.run("n0", "ip", "addr", "del", address, "dev", "eth0")
     lab.run("n0", "sysctl", "-q", "-w", "net.ipv6.conf.eth0.dad_transmits=60")
     lab.run("n0", "ip", "addr", "add", address, "dev", "eth0")
-    assert "tentative" in lab.addresses("n0", ipv6=True, flags=True)[address]
+    assert "tentative" in oracle.addresses(lab, "n0", ipv6=True, flags=True)[address]
 
 
 def _monitors(lab, vip, affected, needles, label):
@@ -767,11 +669,9 @@ def test_the_nic_disappearing_fails_the_monitor_and_stop_succeeds(lab, family):
     expect(lab, "n0", "monitor", 2, 7, vip=vip)
     for instance in (0, 1):
         expect(lab, "n0", "stop", instance, 0, vip=vip)
-    if BACKEND == "nft":
-        assert [t for t in lab.nft_tables("n0") if t[1] == table_name(vip)] == []
-    else:
-        assert not [r for r in lab.iptables_legacy_rules("n0") if "CLUSTERIP" in r]
-        assert lab.clusterip_proc("n0", VIP) is None
+    # eth0 is gone, and the address and membership with it: the backend's own state.
+    assert oracle.backend_state(lab, "n0", [vip], BACKEND) == {vip: ([], None)}
+    assert oracle.clusterip_proc_files(lab, "n0") == []
     assert not [f for f in os.listdir(lab.rsctmp("n0")) if f.endswith(".started")]
 
 
@@ -779,25 +679,10 @@ def test_the_nic_disappearing_fails_the_monitor_and_stop_succeeds(lab, family):
 
 
 def node_snapshot(lab, node):
-    """Everything an agent action could change on the node, normalised."""
-    if BACKEND == "nft":
-        filters = [item for item in lab.nft_ruleset(node) if "metainfo" not in item]
-        for item in filters:  # counters move with stray packets; structure must not
-            for value in item.values():
-                if isinstance(value, dict):
-                    value.pop("packets", None)
-                    value.pop("bytes", None)
-    else:
-        filters = lab.iptables_legacy_rules(node)
-    proc = lab.run(node, "ls", "/proc/net/ipt_CLUSTERIP", check=False).stdout.split()
-    addresses = sorted((link["ifname"], "%s/%d" % (info["local"], info["prefixlen"]),
-                        info.get("label"))
-                       for link in json.loads(lab.run(node, "ip", "-j", "addr", "show").stdout)
-                       for info in link.get("addr_info", [])
-                       if info.get("family") in ("inet", "inet6"))
-    multicast = sorted(lab.run(node, "cat", "/proc/net/dev_mcast").stdout.splitlines())
-    return {"addresses": addresses, "filters": filters, "multicast": multicast, "proc": proc,
-            "rsctmp": sorted(f for f in os.listdir(lab.rsctmp(node)) if not f.endswith(".lock"))}
+    """Everything an agent action could change on the node (:func:`oracle.snapshot`)
+    and the agent's files in HA_RSCTMP but its locks."""
+    return dict(oracle.snapshot(lab, node, BACKEND),
+                rsctmp=sorted(f for f in os.listdir(lab.rsctmp(node)) if not f.endswith(".lock")))
 
 
 def generated_cases(count, ipv6):
@@ -864,14 +749,14 @@ def test_an_interface_name_the_filter_cannot_hold_is_refused(lab):
     lab.run("n0", "ip", "link", "set", "eth0", "down")
     lab.run("n0", "ip", "link", "set", "eth0", "name", hostile)
     lab.run("n0", "ip", "link", "set", hostile, "up")
-    params = params_for()
+    params = agent_params()
     del params["nic"]
     before = node_snapshot(lab, "n0")
     call = Call("n0", "start", 0, 3, params=params).run(lab)
     if call.rc == 0:  # accepted: then the filter must be exactly the configured one
         expect(lab, "n0", "monitor", 0, 0, params=params, interval=10000)
         if BACKEND == "nft":
-            steering = [item["rule"]["expr"] for item in lab.nft_ruleset("n0")
+            steering = [item["rule"]["expr"] for item in oracle.nft_ruleset(lab, "n0")
                         if "rule" in item and item["rule"]["chain"] == "prerouting"]
             assert steering and steering[0][0]["match"]["right"] == hostile \
                 and {"jump": {"target": "vip"}} in steering[0], steering
@@ -905,7 +790,7 @@ def _one_reason(rc, err, *needles):
 
 def test_not_root_is_4_for_state_actions_while_meta_data_and_validate_all_work(lab):
     before = node_snapshot(lab, "n0")
-    params, meta = params_for(), meta_for(0, 3)
+    params, meta = agent_params(), clone_meta(0, 3, timeout_ms=ACTION_TIMEOUT_MS)
     for rsctmp in (lab.rsctmp("n0"), os.path.join(lab.rsctmp("n0"), "absent", "dir")):
         env = lab.agent_env("n0", "vip:0", params, meta)
         env["HA_RSCTMP"] = rsctmp
@@ -940,7 +825,8 @@ def test_a_missing_library_is_5_with_a_reason(lab, module):
     with open(os.path.join(shadow, module + ".py"), "w") as handle:
         handle.write("raise ImportError('no module named %s (hidden by the test)')\n" % module)
     python, script = _venv_python_and_script()
-    env = lab.agent_env("n0", "vip:0", params_for(), meta_for(0, 3),
+    env = lab.agent_env("n0", "vip:0", agent_params(),
+                        clone_meta(0, 3, timeout_ms=ACTION_TIMEOUT_MS),
                         extra_env={"PYTHONPATH": shadow})
     before = node_snapshot(lab, "n0")
     for action in ("validate-all", "start", "monitor"):
@@ -967,7 +853,7 @@ def test_a_kernel_without_the_backend_is_5(lab):
         # that auto still chooses the kernel's CLUSTERIP (guest_clusterip_checks).
         return
     before = node_snapshot(lab, "n0")
-    params = params_for(backend=lacking)
+    params = agent_params(lacking)
     for action in ("validate-all", "start", "monitor"):
         call = Call("n0", action, 0, 3, params=params).run(lab)
         assert call.rc == 5, "%s\n%s" % (call, call.err)

@@ -13,12 +13,14 @@ import json
 import os
 
 import layout1
+import scenarios
 from clusterip import params as agent_params
 from clusterip.address import Placement
 from clusterip.backends import nft
+from oracle import prefixlen, table_name
 
 from test_reliability import (assert_nft_lists, assert_state, expect, lab,  # noqa: F401 (lab)
-                              params_for, per_family, prefixlen, reasons, table_name)
+                              per_family, reasons)
 
 STATUS = os.environ.get("VENV", "/opt/clusterip") + "/bin/clusterip"
 OLD = "older clusterip"  # what the monitor's reason says of the old layout
@@ -27,7 +29,7 @@ OLD = "older clusterip"  # what the monitor's reason says of the old layout
 def load_layout_1(lab, vip, owned):
     """Replace n0's tables of ``vip`` with the ones the old agent built (same
     parameters, these buckets owned), as a node upgraded in place has them."""
-    env = {"OCF_RESKEY_" + k: str(v) for k, v in params_for(vip).items()}
+    env = {"OCF_RESKEY_" + k: str(v) for k, v in scenarios.agent_params(vip=vip).items()}
     env.update({"OCF_RESKEY_CRM_meta_clone": "0", "OCF_RESKEY_CRM_meta_clone_max": "3",
                 "OCF_RESKEY_CRM_meta_globally_unique": "true"})
     parsed = agent_params.parse(env)
