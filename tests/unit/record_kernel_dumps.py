@@ -36,6 +36,10 @@ import uuid
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 OUT_DIR = os.path.join(HERE, "data", "kernel")
+# Run as a script, outside pytest, whose pythonpath does not apply: the same
+# two directories it names, lib/ (the library) and tests/ (unit.test_nft_builders).
+sys.path[1:1] = [os.path.join(os.path.dirname(os.path.dirname(HERE)), "lib"),
+                 os.path.dirname(HERE)]
 
 # -- the declared state: the tests' expected values come from here ----------
 
@@ -176,8 +180,8 @@ def routes_listed(family, table):
 
 def build_state():
     from clusterip.backends import nft
-    from tests.unit.test_nft_builders import NIC_MAC, PLACEMENT, PLACEMENT6, make, make6
-    from tests.unit.record_nft_listings import OLD_SET
+    from unit.record_nft_listings import OLD_SET
+    from unit.test_nft_builders import NIC_MAC, PLACEMENT, PLACEMENT6, make, make6
 
     sh("sysctl", "-q", "-w", "net.ipv6.conf.all.disable_ipv6=0",
        "net.ipv6.conf.default.disable_ipv6=0")
@@ -223,8 +227,6 @@ def build_state():
 
 
 def inside(out_dir):
-    sys.path.insert(0, os.path.join(HERE, "..", "..", "lib"))
-    sys.path.insert(0, os.path.join(HERE, "..", ".."))
     import _socket
 
     from clusterip.kernel import iptables, link, netlink, nfnl, rtnl
