@@ -3,8 +3,9 @@
 The netns tier runs :func:`run_dataplane` with backend "nft" on the host
 kernel; the legacy tier runs the very same code with backend "clusterip"
 inside a Linux 6.1 user-mode kernel (tests/netns/test_dataplane.py, run
-inside the guest).  By hand: ``python3 tests/scenarios.py dataplane BACKEND
-HASHMODE`` prints a JSON report and exits 1 on a failed check.  Every
+inside the guest).  By hand: ``PYTHONPATH=lib python3 tests/scenarios.py
+dataplane BACKEND HASHMODE`` (lib/ for netlab's provider name) prints a JSON
+report and exits 1 on a failed check, under ``python -O`` too.  Every
 check is explicit (:func:`check`: no ``assert``, which ``python -O`` would
 strip); the kernel's state is read with independent tools through
 :mod:`oracle`, never with the project's code.
