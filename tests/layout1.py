@@ -12,7 +12,8 @@ itself, pin the conversion (tests/unit/test_nft_builders.py).
 import re
 
 _SET = re.compile(r"  set owned \{\n    typeof symhash mod \d+ offset 1\n"
-                  r'    comment "keys: (?P<hash>[^"]+)"(?:\n    elements = (?P<elements>\{[^}]*\}))?\n'
+                  r'    comment "keys: (?P<hash>[^"]+)"'
+                  r"(?:\n    elements = (?P<elements>\{[^}]*\}))?\n"
                   r"  \}\n")
 _BUCKET_CHAIN = re.compile(r'  chain bucket\d+ \{\n    counter name "bucket\d+"\n  \}\n')
 _VMAP = re.compile(r"(?P<hash>jhash [^\n]*? offset 1) vmap \{ (?P<jumps>[^}]*) \}")

@@ -60,7 +60,8 @@ RECIPE = {
     "debootstrap": ["--variant=minbase", "--include=debian-archive-keyring"],
     # Installing pacemaker and corosync would start their init scripts in the
     # host's network namespace (no systemd runs in the root): forbid it.
-    "policy-rc.d": "#!/bin/sh\n# tests/roots.py: no daemon starts while packages install\nexit 101\n",
+    "policy-rc.d":
+        "#!/bin/sh\n# tests/roots.py: no daemon starts while packages install\nexit 101\n",
     "version": 1,
 }
 # deb822 sources for the root: the release, its updates and its security archive.
@@ -291,7 +292,7 @@ def ensure(suite):
             print("roots: %s root cached at %s" % (suite, root), flush=True)
             return root
         for name in os.listdir(CACHE):  # left by a killed build (we hold the lock)
-            if name.startswith("." + suite + ".building-") or name.startswith("." + suite + ".old-"):
+            if name.startswith(("." + suite + ".building-", "." + suite + ".old-")):
                 _remove(os.path.join(CACHE, name))
         tmp = tempfile.mkdtemp(prefix="." + suite + ".building-", dir=CACHE)
         os.chmod(tmp, 0o755)

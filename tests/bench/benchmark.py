@@ -55,9 +55,18 @@ import failover  # noqa: E402  (needs the path above)
 import guest_cloned  # noqa: E402
 import guest_roots  # noqa: E402
 import uml  # noqa: E402
-from measure import (ACTIONS, CLUSTERIP, IPADDR2, THEIR_VIP, VIP, Agent,  # noqa: E402
-                     Namespace, compare_actions, monitor_with_rules,
-                     unrelated_sources)
+from measure import (  # noqa: E402
+    ACTIONS,
+    CLUSTERIP,
+    IPADDR2,
+    THEIR_VIP,
+    VIP,
+    Agent,
+    Namespace,
+    compare_actions,
+    monitor_with_rules,
+    unrelated_sources,
+)
 
 # The namespace prefix of the test tiers ($CLUSTERIP_TEST_NS_PREFIX, netlab.py), so that
 # runs by different people on one machine keep apart.

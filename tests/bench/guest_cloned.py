@@ -23,8 +23,17 @@ clusterip backend reads that table through python-iptables).
 import json
 import sys
 
-from measure import (CLUSTERIP, IPADDR2, THEIR_VIP, VIP, Agent, Namespace, compare_actions,
-                     monitor_with_rules, unrelated_sources)
+from measure import (
+    CLUSTERIP,
+    IPADDR2,
+    THEIR_VIP,
+    VIP,
+    Agent,
+    Namespace,
+    compare_actions,
+    monitor_with_rules,
+    unrelated_sources,
+)
 
 RESULT_MARKER = "@@guest-cloned-result"
 NAMESPACE = "cipbg"  # the guest is ours alone: a fixed name cannot collide

@@ -4,7 +4,6 @@ Started inside the benchmark's namespace, so the namespace entry itself is not
 part of what is measured (it is the same for both agents anyway).
 """
 
-import os
 import resource
 import subprocess
 import sys

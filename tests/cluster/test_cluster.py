@@ -40,14 +40,14 @@ import subprocess
 import threading
 import time
 
+import pytest
+
 import cluster
-import scenarios
-from cluster import REPORT, VIP, OwnershipSampler, wait_until
 import netlab
 import oracle
+import scenarios
+from cluster import REPORT, VIP, OwnershipSampler, wait_until
 from netlab import is_multicast_mac
-
-import pytest
 
 THREE_NODES = os.path.join(cluster.CRM_EXAMPLES, "three-nodes.crm")
 DUMMY_CRM = os.path.join(cluster.HERE, "dummy-clone.crm")
@@ -62,7 +62,8 @@ KILLS = int(os.environ.get("CLUSTERIP_CLUSTER_KILLS", "5"))
 VICTIM = "n2"
 FAILOVER_LIMIT = 90.0  # s: a failover slower than this fails the test
 SETTLE_LIMIT = 120.0
-PROBE_TIMEOUT = 0.15  # s per connection while waiting for a failover: no SYN retransmit; sets the resolution
+# s per connection while waiting for a failover: no SYN retransmit; sets the resolution
+PROBE_TIMEOUT = 0.15
 
 
 # -- one cluster at a time --------------------------------------------------------------

@@ -98,10 +98,10 @@ def test_two_vips_example_and_mixed_backends_refused():
     with cluster.Cluster(nodes=3) as c:
         c.load_crm(os.path.join(EXAMPLES, "two-vips.crm"))
         for primitive in VIPS:
-            by_node = wait_until(lambda: spread(c, primitive, 3), 90, primitive + " placed")
+            by_node = wait_until(lambda p=primitive: spread(c, p, 3), 90, primitive + " placed")
             assert sorted(by_node) == c.nodes, (primitive, by_node)
         c.start_responders(PORT)
-        for rounds, (primitive, vip) in enumerate(sorted(VIPS.items()), start=1):
+        for rounds, (_, vip) in enumerate(sorted(VIPS.items()), start=1):
             c.answered_rounds = rounds
             served = answered_once(c, vip)
             assert set(served) == set(c.nodes), (vip, served)
@@ -138,7 +138,7 @@ def test_ipv6_dual_stack_example():
     with cluster.Cluster(nodes=3, ipv6=True) as c:
         c.load_crm(os.path.join(EXAMPLES, "ipv6.crm"))
         for primitive, family in DUAL_STACK.items():
-            by_node = wait_until(lambda: spread(c, primitive, 3), 90, primitive + " placed")
+            by_node = wait_until(lambda p=primitive: spread(c, p, 3), 90, primitive + " placed")
             assert sorted(by_node) == c.nodes, (primitive, by_node)
             # Each node's kernel owns the bucket Pacemaker placed there and no other,
             # so the node that answers a connection owns that connection's bucket.
@@ -175,7 +175,7 @@ def test_ipv6_dual_stack_example():
         # verbatim (Pacemaker sanitises only the nvpair's id: ':' -> '.').
         everyone = {node: "nft" for node in c.nodes}
         for node in c.nodes:
-            wait_until(lambda: published_backends(c, node, VIP6) == everyone, 30,
+            wait_until(lambda n=node: published_backends(c, n, VIP6) == everyone, 30,
                        "every node's backend for %s read on %s" % (VIP6, node))
         xml = c.node_exec("n0", ["cibadmin", "--query", "--scope", "status"]).stdout
         assert xml.count('name="clusterip-backend-%s" value="nft"' % VIP6) == 3, xml

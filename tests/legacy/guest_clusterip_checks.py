@@ -14,7 +14,8 @@ import pytest
 
 import oracle
 from netlab import Lab
-from scenarios import VIP, agent_params, clone_meta as meta
+from scenarios import VIP, agent_params
+from scenarios import clone_meta as meta
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 LIB = os.path.join(REPO, "lib")  # for children run with a clean environment

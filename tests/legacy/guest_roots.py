@@ -26,8 +26,8 @@ import os
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CHECKOUT = os.path.dirname(os.path.dirname(HERE))
-import roots  # tests/roots.py
-from clusterip import PROVIDER
+import roots  # noqa: E402  (tests/roots.py: the path is set above, outside pytest too)
+from clusterip import PROVIDER  # noqa: E402
 
 FORCE = "CLUSTERIP_LEGACY_ROOT"
 LEGACY_SUITE = "bookworm"  # Debian 12: what CLUSTERIP clusters run

@@ -16,6 +16,7 @@ import sys
 import pytest
 
 import oracle
+
 # The same VIP, parameters and one-node lab as the checks over Debian 12.
 from guest_clusterip_checks import LIB, PARAMS, VIP, lab, meta  # noqa: F401
 

@@ -94,7 +94,8 @@ def test_install_agent_in_a_destdir_runs_with_the_distributions_python(tmp_path)
     # network namespace of its own with a NIC (validate-all reads it).
     site = _distro_library(tmp_path)
     script = ('mount --bind "$1" %s; shift\n'
-              'ip link add d0 type veth peer name d1; ip addr add 198.18.0.11/16 dev d0; ip link set d1 up; ip link set d0 up\n'
+              'ip link add d0 type veth peer name d1; ip addr add 198.18.0.11/16 dev d0; '
+              'ip link set d1 up; ip link set d0 up\n'
               'exec env -i OCF_ROOT=%s OCF_RESKEY_ip=198.18.0.100 OCF_RESKEY_nic=d0 '
               'OCF_RESKEY_backend=nft "$@"' % (DIST_PACKAGES, OCF_ROOT))
     for action, expected in (("meta-data", '<resource-agent name="clusterip"'),

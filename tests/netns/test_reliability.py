@@ -243,7 +243,8 @@ def _round(lab, rng, vips, total, running, stats):
             calls.append(Call("n0", "monitor", rng.choice(stopped), total, vip=vip))
             wanted.append(7)
     run_calls(lab, calls)
-    problems += ["%s, expected %d" % (c, w) for c, w in zip(calls, wanted) if c.rc != w]
+    problems += ["%s, expected %d" % (c, w)
+                 for c, w in zip(calls, wanted, strict=True) if c.rc != w]
     stats.append(time.monotonic() - began)
     return problems
 

@@ -12,15 +12,14 @@ with tests/layout1.py, whose output tests/unit pins to the old agent's own.
 import json
 import os
 
+from test_reliability import assert_nft_lists, assert_state, expect, lab, per_family, reasons  # noqa: F401 (lab)
+
 import layout1
 import scenarios
 from clusterip import params as agent_params
 from clusterip.address import Placement
 from clusterip.backends import nft
 from oracle import prefixlen, table_name
-
-from test_reliability import (assert_nft_lists, assert_state, expect, lab,  # noqa: F401 (lab)
-                              per_family, reasons)
 
 STATUS = os.environ.get("VENV", "/opt/clusterip") + "/bin/clusterip"
 OLD = "older clusterip"  # what the monitor's reason says of the old layout

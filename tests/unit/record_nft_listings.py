@@ -18,7 +18,8 @@ e.g. in a root of the other one (tests/roots.py); nft-1.1.7 came from a
 Debian unstable root (debootstrap sid, with python3-pytest):
 
     sudo /opt/clusterip-test/bin/python3 tests/unit/record_nft_listings.py
-    sudo tests/roots.py run trixie -- /opt/clusterip-test/bin/python3 tests/unit/record_nft_listings.py
+    sudo tests/roots.py run trixie -- \
+        /opt/clusterip-test/bin/python3 tests/unit/record_nft_listings.py
 """
 
 import json

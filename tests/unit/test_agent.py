@@ -39,7 +39,8 @@ def act(node, action, instance=None, **params):
 
 
 def reason(capsys):
-    lines = [l for l in capsys.readouterr().err.splitlines() if l.startswith("ocf-exit-reason:")]
+    lines = [line for line in capsys.readouterr().err.splitlines()
+             if line.startswith("ocf-exit-reason:")]
     assert len(lines) == 1, lines
     return lines[0][len("ocf-exit-reason:"):]
 
@@ -241,7 +242,8 @@ def test_exit_reason_prefix_comes_from_the_environment(node, capsys):
     env = env_for(node, 0, hashmode="x")
     env["OCF_EXIT_REASON_PREFIX"] = "REASON>"
     assert agent.main(["clusterip", "start"], env) == 6
-    assert any(l.startswith("REASON>hashmode") for l in capsys.readouterr().err.splitlines())
+    assert any(line.startswith("REASON>hashmode")
+               for line in capsys.readouterr().err.splitlines())
 
 
 def test_start_refuses_a_backend_other_nodes_do_not_use(node, monkeypatch, capsys):
@@ -249,7 +251,8 @@ def test_start_refuses_a_backend_other_nodes_do_not_use(node, monkeypatch, capsy
 
     published = []
     monkeypatch.setattr(peers, "published", lambda vip, log: {"n1": "clusterip", "n2": "fake"})
-    monkeypatch.setattr(peers, "publish", lambda vip, node, backend, log: published.append((node, backend)))
+    monkeypatch.setattr(peers, "publish",
+                        lambda vip, node, backend, log: published.append((node, backend)))
     env = env_for(node, 0)
     env["OCF_RESKEY_CRM_meta_on_node"] = "n0"
     assert agent.main(["clusterip", "start"], env) == 2
@@ -262,7 +265,8 @@ def test_start_publishes_its_backend_under_pacemaker(node, monkeypatch):
 
     published = []
     monkeypatch.setattr(peers, "published", lambda vip, log: {"n1": "fake"})
-    monkeypatch.setattr(peers, "publish", lambda vip, node, backend, log: published.append((node, backend)))
+    monkeypatch.setattr(peers, "publish",
+                        lambda vip, node, backend, log: published.append((node, backend)))
     env = env_for(node, 0)
     env["OCF_RESKEY_CRM_meta_on_node"] = "n0"
     assert agent.main(["clusterip", "start"], env) == 0
@@ -274,9 +278,10 @@ def test_only_the_first_instance_on_a_node_publishes(node, monkeypatch):
 
     published = []
     monkeypatch.setattr(peers, "published", lambda vip, log: dict(published))
-    monkeypatch.setattr(peers, "publish", lambda vip, node, backend, log: published.append((node, backend)))
-    for instance in (0, 1, 2):  # a failover brings instances to a node that serves one
-        env = env_for(node, instance)
+    monkeypatch.setattr(peers, "publish",
+                        lambda vip, node, backend, log: published.append((node, backend)))
+    for clone in (0, 1, 2):  # a failover brings instances to a node that serves one
+        env = env_for(node, clone)
         env["OCF_RESKEY_CRM_meta_on_node"] = "n0"
         assert agent.main(["clusterip", "start"], env) == 0
     assert published == [("n0", "fake")]
