@@ -72,7 +72,7 @@ def test_kernel_errors_for_owned_and_missing_buckets_are_idempotent(lab):
     code = ("from clusterip import params; from clusterip.backends import clusterip as c;"
             "p = params.parse({'OCF_RESKEY_ip': '%s', 'OCF_RESKEY_CRM_meta_clone': '0',"
             "'OCF_RESKEY_CRM_meta_clone_max': '3', 'OCF_RESKEY_CRM_meta_globally_unique': '1'});"
-            "b = c.BACKEND; b.add_bucket(p, 1); b.add_bucket(p, 1);"  # ENOMEM: already owned
+            "b = c.ClusteripBackend(); b.add_bucket(p, 1); b.add_bucket(p, 1);"  # ENOMEM: owned
             "b.remove_bucket(p, 2); b.remove_bucket(p, 2)" % VIP)  # ENOENT: not owned
     result = lab.run("n0", sys.executable, "-c", code, env={"PYTHONPATH": LIB}, check=False)
     assert result.returncode == 0, result.stderr
