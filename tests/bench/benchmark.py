@@ -271,7 +271,7 @@ def failover_table(results, kills):
 
 
 def _paired_median(ours, theirs):
-    return statistics.median(a - b for a, b in zip(ours, theirs))
+    return statistics.median(a - b for a, b in zip(ours, theirs, strict=True))
 
 
 def failovers(kills, verbose, started):
@@ -365,7 +365,8 @@ def write_record(path, lines):
     try:
         begin, end = old.index(BEGIN_MARK), old.index(END_MARK)
     except ValueError:
-        raise SystemExit("benchmark: %s lacks the lines %r and %r" % (path, BEGIN_MARK, END_MARK))
+        raise SystemExit("benchmark: %s lacks the lines %r and %r"
+                         % (path, BEGIN_MARK, END_MARK)) from None
     scratch = path + ".new"
     with open(scratch, "w") as f:
         f.write("\n".join(old[:begin] + lines + old[end + 1:]) + "\n")
