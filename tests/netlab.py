@@ -199,6 +199,8 @@ class Lab:
 
         client = self._attach("client", "pcl", [CLIENT_ADDRESS]
                               + ([CLIENT_ADDRESS6] if self.ipv6 else []))
+        if self.ipv6:
+            self._wait_for_ipv6_links()
         if self.sources:
             # One "ip -batch" instead of hundreds of processes: ~20 ms instead of seconds.
             batch = "".join("addr add %s dev eth0%s\n" % (_with_prefix(a),
@@ -237,6 +239,23 @@ class Lab:
                      *(["nodad"] if ":" in address else []))
         self._ip(name, "link", "set", "eth0", "up")
         return name
+
+    def _wait_for_ipv6_links(self):
+        """Until every eth0 is up for IPv6: its link-local address exists.
+
+        A veth's carrier comes up asynchronously after ``ip link set up``
+        (linkwatch); only then does IPv6 join the multicast groups of the
+        addresses already added (their solicited-node MACs) and make the
+        link-local one.  A caller's "multicast MACs before the agent ran"
+        read earlier would miss them and find them joined later.
+        """
+        deadline = time.monotonic() + self._t(15)
+        for short in self.node_names + ["client"]:
+            while not json.loads(self._ip(self.ns(short), "-j", "-6", "addr", "show", "dev",
+                                          "eth0", "scope", "link").stdout or "[]"):
+                if time.monotonic() > deadline:
+                    raise LabError("%s: eth0 has no IPv6 link-local address" % short)
+                time.sleep(0.05)
 
     def _ip(self, ns, *args):
         argv = ["ip", "-n", ns, *args]
