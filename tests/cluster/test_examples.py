@@ -17,16 +17,29 @@ of mixed backends.
   instances (exit 2, with the reason), so no two nodes hash differently.
   The host kernel has no CLUSTERIP, so the other backend is announced, not
   run: what is tested is the detection and the refusal in a real cluster.
+* The README's ``pcs`` commands (pcs 0.11 on Debian 12, 0.12 on Debian 13),
+  run verbatim in a node (only the address and netmask are the lab's): the
+  clone they push carries ``globally-unique``, ``clone-max``,
+  ``clone-node-max`` and ``resource-stickiness`` in its own meta attributes,
+  the primitive none, pcs warns of nothing, and the three buckets start one
+  per node.  Then ``crm_resource --validate``, as Pacemaker runs validate-all
+  with the agent's parameters: 0 for good ones, 6 with the agent's exit
+  reason for bad ones, and 0 for the configured clone.
 """
 
 import os
 import re
+import shutil
+import xml.etree.ElementTree as ET
+
+import pytest
 
 import cluster
 import netlab
 import oracle
 import scenarios
 from cluster import wait_until
+from clusterip import PROVIDER
 
 EXAMPLES = cluster.CRM_EXAMPLES
 PORT = scenarios.PORT
@@ -192,3 +205,82 @@ def test_ipv6_dual_stack_example():
         # The last instance to stop on a node withdraws the node's backend.
         wait_until(lambda: not any(published_backends(c, "n0", vip) for vip in vips), 30,
                    "every node's backend for %s withdrawn" % " and ".join(vips))
+
+
+# The README's pcs example with the lab's address for its documentation one.
+README = os.path.join(cluster.REPO, "README.rst")
+PCS_LAB = {"ip=192.0.2.100 cidr_netmask=24": "ip=%s cidr_netmask=16" % VIPS["web-ip"]}
+CLONE_META = {"globally-unique": "true", "clone-max": "3", "clone-node-max": "3",
+              "resource-stickiness": "0"}
+
+
+def readme_pcs_commands():
+    """The README's literal block that starts with ``pcs cluster cib``, dedented."""
+    with open(README, encoding="utf-8") as f:
+        text = f.read()
+    match = re.search(r"::\n\n((?:    pcs cluster cib .*\n)(?:(?:    .*)?\n)*?)\n(?! )", text)
+    assert match, "README.rst has no literal block starting with 'pcs cluster cib'"
+    return "".join(line[4:] + "\n" for line in match.group(1).splitlines())
+
+
+def meta(element):
+    """{name: value} of the meta_attributes directly under ``element``."""
+    return {nv.get("name"): nv.get("value") for attrs in element.findall("meta_attributes")
+            for nv in attrs.findall("nvpair")}
+
+
+def validate(c, *options, resource=None):
+    """``crm_resource --validate`` on n0: (exit code, stdout + stderr)."""
+    argv = ["crm_resource", "--validate"]
+    if resource:
+        argv += ["-r", resource]
+    else:
+        argv += ["--class", "ocf", "--provider", PROVIDER, "--agent", "clusterip"]
+        argv += ["--option=%s" % option for option in options]
+    result = c.node_exec("n0", argv, check=False, timeout=60)
+    return result.returncode, result.stdout + result.stderr
+
+
+def test_readme_pcs_commands_and_crm_resource_validate():
+    if shutil.which("pcs", path=cluster.CLEAN_PATH) is None:
+        pytest.fail("pcs is missing (apt-get install pcs; tests/setup-host installs it)",
+                    pytrace=False)
+    script = readme_pcs_commands()
+    for documented, lab in PCS_LAB.items():
+        assert script.count(documented) == 1, (documented, script)
+        script = script.replace(documented, lab)
+    with cluster.Cluster(nodes=3) as c:
+        # In the node's own /root (its private home): the CIB copy stays there.
+        result = c.node_exec("n0", ["sh", "-ec", "cd /root\n" + script], timeout=180)
+        c.log("pcs %s: %s" % (c.node_exec("n0", ["pcs", "--version"]).stdout.strip(),
+                              (result.stdout + result.stderr).strip() or "no output"))
+        assert not re.search(r"warning|deprecat|error", result.stdout + result.stderr,
+                             re.IGNORECASE), result.stdout + result.stderr
+        xml = c.node_exec("n0", ["cibadmin", "--query", "--scope", "resources"]).stdout
+        resources = ET.fromstring(xml)
+        clones = resources.findall("clone")
+        assert [clone.get("id") for clone in clones] == ["web-ip-clone"], xml
+        assert meta(clones[0]) == CLONE_META, xml
+        primitive = clones[0].find("primitive")
+        assert primitive.get("id") == "web-ip" and meta(primitive) == {}, xml
+        assert (primitive.get("class"), primitive.get("provider"), primitive.get("type")) == \
+            ("ocf", PROVIDER, "clusterip"), xml
+        by_node = wait_until(lambda: spread(c, "web-ip", 3), 90, "three buckets placed")
+        assert sorted(by_node) == c.nodes, by_node
+        assert kernel_owned(c, VIPS["web-ip"]) == {n: sorted(b) for n, b in by_node.items()}
+
+        # crm_resource --validate: the agent's validate-all with these parameters.
+        code, output = validate(c, "ip=%s" % VIPS["web-ip"], "cidr_netmask=16",
+                                "hashmode=sourceip-sourceport")
+        assert code == 0, (code, output)
+        for options, reason in (
+                (("ip=198.18.0.300",), "ip='198.18.0.300' is not an IPv4 or IPv6 address"),
+                (("ip=%s" % VIPS["web-ip"], "hashmode=bogus"), "hashmode='bogus' is not one of"),
+                (("cidr_netmask=16",), "parameter ip is required")):
+            code, output = validate(c, *options)
+            assert code == 6 and "returned 6" in output, (options, code, output)
+            assert "ocf-exit-reason:" + reason in output, (options, output)
+        # The configured clone: its first instance with the parameters pushed
+        # (the primitive's own id names no resource once it is a clone's).
+        code, output = validate(c, resource="web-ip-clone")
+        assert code == 0 and "web-ip:0" in output, (code, output)
