@@ -5,6 +5,7 @@ and the distribution's way: `make install-agent` into a DESTDIR naming
 
 import importlib.util
 import os
+import re
 import shutil
 import subprocess
 
@@ -33,6 +34,13 @@ def test_crm_ra_info_shows_the_agent_and_its_parameters():
     assert result.returncode == 0 and "ERROR" not in result.stderr, result.stderr
     for needle in (name, "ip* (string)", "hashmode (string", "globally-unique=true"):
         assert needle in result.stdout, (needle, result.stdout)
+    # Every parameter of the agent's meta-data, each with its type.
+    meta_data = subprocess.run([*agent_command(), "meta-data"], capture_output=True,
+                               text=True, timeout=30, check=True).stdout
+    parameters = re.findall(r'<parameter name="([a-z_]+)"', meta_data)
+    assert "ip" in parameters and "backend" in parameters, meta_data
+    for parameter in parameters:
+        assert re.search(r"^%s\*? \(" % parameter, result.stdout, re.M), (parameter, result.stdout)
 
 
 def test_meta_data_runs_with_an_empty_environment():
