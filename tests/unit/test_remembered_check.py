@@ -35,13 +35,13 @@ class KernelBackend(Backend):
     def _owned(self, p):
         return self.owned if self.exists else None
 
-    def _present(self, p, fingerprint):
+    def _present(self, p, fingerprint, owned):
         return self.exists
 
     def _unreadable(self, p):
         return self.unreadable
 
-    def _full_state(self, p, placement, multicast):
+    def _full_state(self, p, placement, owned, multicast):
         self.full_checks += 1
         if self.during_full_check:
             self.during_full_check()

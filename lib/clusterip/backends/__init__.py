@@ -83,23 +83,23 @@ class Backend:
         as the kernel dumps them (_fingerprint).  While the kernel dumps the
         same bytes, the owned buckets (_owned) are all that is read: the
         monitor's common case.  A verdict is remembered only when it found
-        every rule and the rules did not change while it ran.
+        every rule and the rules did not change while it ran.  The owned
+        buckets are read once, here, and handed to the hooks that need them.
         """
         joined = placement is None or address.multicast_joined(placement.nic, params.clustermac)
         multicast = () if joined else (multicast_missing(params, placement),)
         seen = self._fingerprint(params)
-        if not self._present(params, seen):
+        owned = self._owned(params)
+        if not self._present(params, seen, owned):
             return None
         unreadable = self._unreadable(params)
         if unreadable:
-            return VipState(owned=self._owned(params) or frozenset(),
-                            missing=tuple(unreadable) + multicast)
+            return VipState(owned=owned or frozenset(), missing=tuple(unreadable) + multicast)
         key = self._memo_key(params, placement)
-        if seen is not None and self.memo is not None and self.memo.recall(key) == seen:
-            owned = self._owned(params)
-            if owned is not None:
-                return VipState(owned=owned, missing=multicast)
-        state = self._full_state(params, placement, multicast)
+        if seen is not None and owned is not None and self.memo is not None \
+                and self.memo.recall(key) == seen:
+            return VipState(owned=owned, missing=multicast)
+        state = self._full_state(params, placement, owned, multicast)
         if state is not None and state.missing == multicast and seen is not None \
                 and self.memo is not None and self._fingerprint(params) == seen:
             self.memo.remember(key, seen)
@@ -120,8 +120,10 @@ class Backend:
         """The owned buckets, read without the library; None when unreadable."""
         raise NotImplementedError
 
-    def _present(self, params: Params, fingerprint: bytes | None) -> bool:
-        """False when the cheap reads prove nothing of the VIP exists."""
+    def _present(self, params: Params, fingerprint: bytes | None,
+                 owned: frozenset[int] | None) -> bool:
+        """False when the cheap reads (_fingerprint, _owned) prove nothing of
+        the VIP exists."""
         return True
 
     def _unreadable(self, params: Params) -> list[str]:
@@ -136,9 +138,10 @@ class Backend:
         return memo_key(params, placement)
 
     def _full_state(self, params: Params, placement: Placement | None,
+                    owned: frozenset[int] | None,
                     multicast: tuple[str, ...]) -> VipState | None:
-        """The full check's VipState (None: nothing there); ``multicast``: the
-        missing-membership entry, () when joined."""
+        """The full check's VipState (None: nothing there); ``owned``: what
+        _owned read; ``multicast``: the missing-membership entry, () when joined."""
         raise NotImplementedError
 
     # --- changes ---------------------------------------------------------------

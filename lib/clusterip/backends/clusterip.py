@@ -362,16 +362,15 @@ class ClusteripBackend(Backend):
     def _owned(self, params):
         return self._read_owned(params.vip)
 
-    def _present(self, params, fingerprint):
+    def _present(self, params, fingerprint, owned):
         from clusterip.kernel import iptables
 
         # No bucket file and no CLUSTERIP rule at all: nothing of the VIP (the
         # monitor of an instance that never ran here: no python-iptables).
-        return self._read_owned(params.vip) is not None or fingerprint is None \
+        return owned is not None or fingerprint is None \
             or iptables.has_target(fingerprint, TARGET)
 
-    def _full_state(self, params, placement, multicast):
-        owned = self._read_owned(params.vip)
+    def _full_state(self, params, placement, owned, multicast):
         table, chain = self._table()
         rules = self._our_rules(chain, params.vip)
         if owned is None and not rules:

@@ -509,7 +509,9 @@ class NftBackend(Backend):
         # on an older layout's tables does not vouch for them after an upgrade.
         return memo_key(params, placement, _nic_mac(params, placement), LAYOUT)
 
-    def _full_state(self, params, placement, multicast):
+    def _full_state(self, params, placement, owned, multicast):
+        # owned unused: parse_state reads the buckets from the listing itself,
+        # consistent with the rules listed with them.
         listings = [self._list_table(family, name) for family, name in tables(params)]
         return parse_state(listings[0], listings[-1], params, placement, not multicast,
                            _nic_mac(params, placement))
