@@ -75,6 +75,46 @@ once. nft backend only: with the clusterip backend the agent refuses it
 (exit 6), as the CLUSTERIP target drops every packet of a bucket the node
 does not own, established or not; use backend=nft on every node instead.""",
               "boolean", "false", False, False),
+    Parameter("iflabel", "IPv4 address label", """\
+A label for the IPv4 address, appended to the interface name and a colon as
+ip addr and ifconfig show it (e.g. iflabel=1 gives eth0:1, as in IPaddr2).
+Letters, digits, '_', '.' and '-'; with the interface name at most 15
+characters. Default: <nic>:cip where that fits. IPv6 addresses have no
+labels: refused with an IPv6 ip.""",
+              "string", None, False, False),
+    Parameter("broadcast", "IPv4 broadcast address", """\
+The broadcast address of the IPv4 address: + (the subnet's, host bits set),
+- (host bits reset) or an address, as ip addr add ... brd takes it. /31 and
+/32 have none with + and -. IPv4 only.""",
+              "string", "+", False, False),
+    Parameter("preferred_lft", "IPv6 preferred lifetime", """\
+Plain (not cloned) IPv6 address only: its preferred lifetime in seconds or
+forever, as IPaddr2. 0 makes the address deprecated: it still answers, but
+the node never chooses it as the source of its own connections.
+A clone always adds its IPv6 address with preferred_lft 0 (any other value
+is refused): replies to a connection the node itself opened from the cluster
+address would be hashed into other nodes' buckets.""",
+              "string", "forever", False, False),
+    Parameter("noprefixroute", "Add the address without its prefix route", """\
+Plain (not cloned) address only: add it with noprefixroute, so that the
+kernel makes no route for its subnet (as IPaddr2). A clone chooses its
+prefix route itself (refused on a clone): it never adds the kernel's
+prefix route with the cluster address as the source of the node's own
+connections; where no route covers the subnet on the interface, the agent
+adds one whose source is the node's own address.""",
+              "boolean", "false", False, False),
+    Parameter("arp_count", "Announcements at start", """\
+How many gratuitous ARPs (IPv4: a request and a reply each) or unsolicited
+Neighbour Advertisements (IPv6) the start sends for the address, 0..100,
+arp_interval apart, so that one lost frame does not leave clients on a
+stale MAC (as IPaddr2). The first goes out before the start returns, the
+others in the background: they do not lengthen a start or a failover.
+They stop early when the address goes. 0: none.""",
+              "integer", "5", False, False),
+    Parameter("arp_interval", "Milliseconds between announcements", """\
+The interval between two announcements of arp_count, 1..60000 ms (as
+IPaddr2).""",
+              "integer", "200", False, False),
 )
 
 LONGDESC = """\

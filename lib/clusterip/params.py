@@ -63,6 +63,13 @@ _PARAMS_FIELDS = (
     "total_buckets",  # clone-max; 1 when not cloned
     "cloned",  # False: a plain failover IP held whole by one node
     "graceful_handover",  # bool: a moved bucket's TCP connections stay on the old owner
+    # As IPaddr2's parameters of the same names:
+    "iflabel",  # str appended to "<nic>:" as the IPv4 address label, or None (":cip")
+    "broadcast",  # "+", "-" or an IPv4 address in text (IPv4 only)
+    "preferred_lft",  # IPv6: seconds, None = forever; always 0 for a clone
+    "noprefixroute",  # bool, plain mode only (a clone manages its prefix route itself)
+    "arp_count",  # announcements sent at start (0: none)
+    "arp_interval",  # milliseconds between two of them
 )
 
 
@@ -193,6 +200,53 @@ def parse_clone(env):
     return True, index + 1, total
 
 
+DEFAULT_ARP_COUNT = 5  # as IPaddr2
+DEFAULT_ARP_INTERVAL = 200  # ms, as IPaddr2
+FOREVER = 0xFFFFFFFF  # an address lifetime without end (INFINITY_LIFE_TIME)
+
+
+def parse_iflabel(text, nic):
+    """The label's suffix: the kernel takes up to IFNAMSIZ-1 characters in all."""
+    if text is None:
+        return None
+    if not _made_of(text, _NIC_CHARS):
+        raise NotConfigured("iflabel=%r may hold only letters, digits, '_', '.' and '-'"
+                            % text)
+    if nic is not None and len(nic) + 1 + len(text) > 15:
+        raise NotConfigured("iflabel=%s makes the label %s:%s, longer than the kernel's 15 "
+                            "characters" % (text, nic, text))
+    if len(text) > 13:  # even a one-character NIC name leaves only 13
+        raise NotConfigured("iflabel=%s is longer than 13 characters" % text)
+    return text
+
+
+def parse_broadcast(text):
+    if text is None or text in ("+", "-"):
+        return text or "+"
+    broadcast = inet.parse(text)
+    if broadcast is None or inet.is_ipv6(broadcast):
+        raise NotConfigured("broadcast=%r is not +, - or an IPv4 address" % text)
+    return inet.text(broadcast)
+
+
+def parse_preferred_lft(text, ipv6, cloned):
+    """Seconds, or None for forever (as ip-address(8) and IPaddr2 take it)."""
+    if text is None or text == "forever":
+        seconds = None
+    else:
+        seconds = _bounded_int(text, "preferred_lft", 0, FOREVER - 1)
+    if cloned:
+        if seconds != 0 and text is not None:
+            raise NotConfigured("preferred_lft=%s cannot be set on a clone: the agent adds a "
+                                "cloned address with preferred_lft 0, so that the node "
+                                "never uses it as the source of its own connections" % text)
+        return 0
+    if seconds is not None and not ipv6:
+        raise NotConfigured("preferred_lft=%s applies to IPv6 only: IPv4 chooses source "
+                            "addresses by route (see noprefixroute)" % text)
+    return seconds
+
+
 def parse(env):
     """Parse and check every parameter; raises NotConfigured with a reason."""
     ip, packed = parse_ip(_value(env, "ip"))
@@ -227,9 +281,32 @@ def parse(env):
     cloned, bucket, total = parse_clone(env)
     if seed is None and cloned:
         seed = default_hash_init(packed)
+    ipv6 = inet.is_ipv6(packed)
+
+    iflabel = parse_iflabel(_value(env, "iflabel"), nic)
+    broadcast = parse_broadcast(_value(env, "broadcast"))
+    for name, value, default in (("iflabel", iflabel, None), ("broadcast", broadcast, "+")):
+        if ipv6 and value != default:
+            raise NotConfigured("%s=%s applies to IPv4 only: IPv6 addresses have none"
+                                % (name, value))
+    noprefixroute = _parse_bool(_value(env, "noprefixroute"), "noprefixroute")
+    if cloned and noprefixroute:
+        raise NotConfigured("noprefixroute=true cannot be set on a clone: the agent chooses "
+                            "the cloned address's prefix route itself, so that the node "
+                            "never uses it as the source of its own connections")
     return Params(
         ip=ip, cidr_netmask=cidr, nic=nic, clustermac=mac, hashmode=hashmode,
         hash_init=seed,
         backend=backend, bucket=bucket, total_buckets=total, cloned=cloned,
         graceful_handover=_parse_bool(_value(env, "graceful_handover"), "graceful_handover"),
+        iflabel=iflabel, broadcast=broadcast,
+        preferred_lft=parse_preferred_lft(_value(env, "preferred_lft"), ipv6, cloned),
+        noprefixroute=noprefixroute,
+        arp_count=_bounded_default(env, "arp_count", DEFAULT_ARP_COUNT, 0, 100),
+        arp_interval=_bounded_default(env, "arp_interval", DEFAULT_ARP_INTERVAL, 1, 60000),
     )
+
+
+def _bounded_default(env, name, default, low, high):
+    text = _value(env, name)
+    return default if text is None else _bounded_int(text, name, low, high)
