@@ -83,6 +83,24 @@ def addresses(lab, ns, dev="eth0", ipv6=False, flags=False):
     return found if flags else sorted(found)
 
 
+def source_address(lab, ns, destination):
+    """The source the node's kernel gives its own connection to ``destination``
+    (``ip -j route get``: "prefsrc")."""
+    out = lab.run(ns, "ip", "-j", "route", "get", destination).stdout
+    return json.loads(out)[0].get("prefsrc")
+
+
+AGENT_ROUTE_PROTOCOL = "193"  # the agent's own subnet routes (README, "Source addresses")
+
+
+def agent_routes(lab, ns):
+    """The routes the agent added ("proto 193"), as "destination dev src"."""
+    out = lab.run(ns, "ip", "-j", "-4", "route", "show", "proto",
+                  AGENT_ROUTE_PROTOCOL).stdout
+    return sorted("%s dev %s src %s" % (r["dst"], r.get("dev"), r.get("prefsrc"))
+                  for r in json.loads(out or "[]"))
+
+
 def nft_ruleset(lab, ns):
     """The whole ruleset as the list under "nftables" of ``nft -j list ruleset``."""
     out = lab.run(ns, "nft", "-j", "list", "ruleset").stdout
@@ -303,6 +321,7 @@ def leftovers(lab, ns, backend, vips=(), baseline_macs=None, clustermac=None):
     else:
         found += clusterip_rules(lab, ns)
     found += ["%s/%s" % (CLUSTERIP_PROC, name) for name in clusterip_proc_files(lab, ns)]
+    found += ["route %s" % route for route in agent_routes(lab, ns)]
     if baseline_macs is not None:
         macs = multicast_macs(lab, ns)
         found += ["multicast MAC %s joined" % mac for mac in sorted(macs - baseline_macs)]

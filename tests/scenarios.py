@@ -28,6 +28,7 @@ import os
 import sys
 import time
 
+import netlab
 import oracle
 from netlab import Lab, is_multicast_mac, split_pair
 
@@ -101,6 +102,43 @@ def assert_clean(lab, node, backend, baseline_macs, family=IPV4):
     other than before (``baseline_macs``)."""
     leftovers = oracle.leftovers(lab, node, backend, [family.vip], baseline_macs)
     check(not leftovers, "%s still has %s", node, leftovers)
+
+
+OWN_CONNECTIONS = 40
+
+
+def start_server(lab, port, ipv6=False):
+    """A responder in the client namespace: the server the nodes connect to."""
+    os.makedirs(os.path.join(lab.directory, "client"), exist_ok=True)
+    lab.start_responder("client", port, bind="::" if ipv6 else "0.0.0.0")
+
+
+def own_connections(lab, node, server, port):
+    """{source port: answer} of the node's own connections to server:port, the
+    kernel choosing the source address (bound to the wildcard address and
+    OWN_CONNECTIONS fixed ports, so that their replies hit every bucket in a
+    hash mode with the destination port)."""
+    wildcard = "::" if ":" in server else "0.0.0.0"
+    pairs = [[wildcard, 41000 + k] for k in range(OWN_CONNECTIONS)]
+    result = lab.run(node, sys.executable, "-I", os.path.join(netlab.HELPERS, "client.py"),
+                     server, str(port), "--timeout", "2", "--workers", "10", "--deadline", "60",
+                     input=json.dumps(pairs), timeout=90)
+    return {key.rsplit(":", 1)[1]: answer for key, answer in json.loads(result.stdout).items()}
+
+
+def assert_own_connections_work(lab, vip, server, port, nodes=None):
+    """Every node's own connections to the server (started by :func:`start_server`)
+    leave from an address of the node's own, never the cloned VIP, and connect
+    (issue #13)."""
+    for node in nodes or lab.node_names:
+        source = oracle.source_address(lab, node, server)
+        check(source != vip, "%s: ip route get %s chooses the VIP", node, server)
+        answers = own_connections(lab, node, server, port)
+        failed = {p: answer for p, answer in answers.items() if answer != "client"}
+        check(not failed, "%s: %d of %d own connections to %s failed: %s", node, len(failed),
+              OWN_CONNECTIONS, server, sorted(failed.items())[:5])
+    check(vip not in {src for src, _ in lab.accepted("client")},
+          "the server saw connections from the VIP %s", vip)
 
 
 class Dataplane:

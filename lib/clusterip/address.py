@@ -31,10 +31,10 @@ class Placement(collections.namedtuple("Placement", "nic prefixlen")):
 
     __slots__ = ()
 
-    def label(self):
-        # ip-addr labels must start with the device name and fit IFNAMSIZ.
-        label = self.nic + ":cip"
-        return label if len(label) <= 15 else None
+
+# The agent's own prefix routes (``ip route`` shows "proto 193"), told apart
+# from the kernel's (proto kernel) and the administrator's.
+RTPROT_CLUSTERIP = 193
 
 
 def _family(packed):
@@ -64,7 +64,7 @@ def _on_link(scope, has_gateway, packed):
 def _covering_route(ip, nic_index=None):
     """(ifindex, prefixlen) of the most specific on-link route covering ip (IPaddr2's findif)."""
     best = None
-    for destination, prefixlen, scope, oif, has_gateway in rtnl.routes(_family(ip)):
+    for destination, prefixlen, scope, oif, has_gateway, _, _ in rtnl.routes(_family(ip)):
         if prefixlen == 0 or not _on_link(scope, has_gateway, ip):
             continue
         if nic_index is not None and oif != nic_index:
@@ -115,55 +115,200 @@ def resolve(params):
 _UNUSABLE = rtnl.IFA_F_TENTATIVE | rtnl.IFA_F_DADFAILED  # IPv6: left so by DAD
 
 
-def address_present(vip, placement):
-    """True when the VIP is configured on the chosen NIC with the chosen prefix
-    and usable (IPv6: not left tentative or dadfailed by someone's ``ip addr add``
-    without nodad)."""
+def _wanted_flags(params):
+    """The address flags that keep the node from choosing a cloned VIP as the
+    source of its own connections, whose replies would be hashed into other
+    nodes' buckets (issue #13), or that the plain-mode parameters ask for.
+
+    IPv6 picks sources by RFC 6724 and skips a deprecated address (preferred
+    lifetime 0) when another one fits; IPv4 takes the route's source, so a
+    clone's address gets no kernel prefix route (which would carry the VIP as
+    its source when the VIP is alone on its subnet) and the agent adds one
+    with the node's own address where needed (:func:`_ensure_subnet_route`).
+    """
+    flags = 0
+    if params.noprefixroute or (params.cloned and not params.ipv6):
+        flags |= rtnl.IFA_F_NOPREFIXROUTE
+    if params.ipv6 and params.preferred_lft == 0:
+        flags |= rtnl.IFA_F_DEPRECATED
+    return flags
+
+
+def _flags_text(flags):
+    return " and ".join(text for bit, text in (
+        (rtnl.IFA_F_DEPRECATED, "preferred_lft 0"),
+        (rtnl.IFA_F_NOPREFIXROUTE, "noprefixroute")) if flags & bit)
+
+
+def _needs_subnet_route(params, placement):
+    return params.cloned and not params.ipv6 and placement.prefixlen < 32
+
+
+def _subnet(params, placement):
+    return inet.network_address(params.packed, placement.prefixlen)
+
+
+def address_problems(params, placement):
+    """What is missing of the VIP's address on this node, as "missing" pieces:
+    the address on the chosen NIC with the chosen prefix, usable (IPv6: not
+    left tentative or dadfailed by someone's ``ip addr add`` without nodad),
+    with the flags it needs, and for a clone's IPv4 address a route to its
+    subnet on the NIC (the kernel made none)."""
+    p = params
     index = _ifindex(placement.nic)
-    return index is not None and any(
-        (found, prefixlen) == (index, placement.prefixlen) and not flags & _UNUSABLE
-        for found, prefixlen, flags in _vip_addresses(inet.parse(vip)))
+    found = [flags for at, prefixlen, flags in _vip_addresses(p.packed)
+             if (at, prefixlen) == (index, placement.prefixlen) and not flags & _UNUSABLE]
+    where = "address %s/%d on %s" % (p.vip, placement.prefixlen, placement.nic)
+    if index is None or not found:
+        return [where]
+    missing = []
+    lacking = _wanted_flags(p) & ~found[0]
+    if lacking:
+        missing.append("%s with %s" % (where, _flags_text(lacking)))
+    if _needs_subnet_route(p, placement) and _covering_subnet(p, placement, index) is None:
+        missing.append("route to %s/%d on %s" % (inet.text(_subnet(p, placement)),
+                                                 placement.prefixlen, placement.nic))
+    return missing
 
 
-def add_address(vip, placement):
-    packed = inet.parse(vip)
+def _covering_subnet(params, placement, index):
+    """The prefix length of an on-link route on ``index`` that covers the VIP's
+    whole subnet (the node's own address's, the administrator's or ours), or None."""
+    network = _subnet(params, placement)
+    lengths = [prefixlen for destination, prefixlen, scope, oif, has_gateway, _, _
+               in rtnl.routes(_socket.AF_INET)
+               if oif == index and 0 < prefixlen <= placement.prefixlen
+               and _on_link(scope, has_gateway, network)
+               and inet.in_network(network, destination, prefixlen)]
+    return max(lengths) if lengths else None
+
+
+def _label(params, placement):
+    """The IPv4 label: <nic>:<iflabel>, by default <nic>:cip where that fits."""
+    if params.iflabel is None:
+        label = placement.nic + ":cip"
+        return label if len(label) <= 15 else None
+    label = "%s:%s" % (placement.nic, params.iflabel)
+    if len(label) > 15:
+        raise InvalidArgument("iflabel=%s makes the label %s, longer than the kernel's 15 "
+                              "characters" % (params.iflabel, label))
+    return label
+
+
+def _broadcast(params, placement):
+    """The IPv4 broadcast address of ``broadcast`` (ip's brd +, brd - or an address)."""
+    if params.broadcast not in ("+", "-"):
+        return inet.parse(params.broadcast)
+    if placement.prefixlen >= 31:  # a point-to-point /31 or a /32 has none
+        return None
+    if params.broadcast == "+":
+        return inet.broadcast_address(params.packed, placement.prefixlen)
+    return inet.network_address(params.packed, placement.prefixlen)
+
+
+def add_address(params, placement):
+    """Add the VIP as the parameters say (idempotent) and, for a clone's IPv4
+    address alone on its subnet, the route to that subnet.
+
+    An address that is there but unusable or lacks the flags it needs (someone
+    re-added it by hand) is replaced.  Returns a warning to log, or None.
+    """
+    p, packed = params, params.packed
     broadcast = label = None
-    if not inet.is_ipv6(packed):
-        # The broadcast address IPaddr2 (ip addr add ... brd +) would set; IPv6
-        # has neither broadcast nor labels.
-        label = placement.label()
-        if placement.prefixlen < 31:
-            broadcast = inet.broadcast_address(packed, placement.prefixlen)
+    if not p.ipv6:  # IPv6 has neither broadcast addresses nor labels
+        label = _label(p, placement)
+        broadcast = _broadcast(p, placement)
     index = _ifindex(placement.nic)
     if index is None:
         raise InvalidArgument("nic %s does not exist on this node" % placement.nic)
-    if (index, placement.prefixlen) in {(found, prefixlen) for found, prefixlen, flags
-                                        in _vip_addresses(packed) if flags & _UNUSABLE}:
-        # Added by hand without nodad: tentative or dadfailed, never usable; an
-        # add would leave it so (EEXIST), so it is replaced by one with nodad.
-        try:
-            rtnl.delete_address(index, packed, placement.prefixlen)
-        except OSError as error:
-            if error.errno != errno.EADDRNOTAVAIL:  # gone meanwhile: fine
-                raise GenericError("cannot replace the tentative %s/%d on %s: %s" % (
-                    vip, placement.prefixlen, placement.nic, error.strerror)) from None
+    wanted = _wanted_flags(p)
+    for at, prefixlen, flags in _vip_addresses(packed):
+        if (at, prefixlen) != (index, placement.prefixlen):
+            continue
+        if flags & _UNUSABLE or wanted & ~flags:
+            # An add would leave it so (EEXIST): delete it and add it anew.
+            try:
+                rtnl.delete_address(index, packed, placement.prefixlen)
+            except OSError as error:
+                if error.errno != errno.EADDRNOTAVAIL:  # gone meanwhile: fine
+                    raise GenericError("cannot replace %s/%d on %s: %s" % (
+                        p.vip, placement.prefixlen, placement.nic, error.strerror)) from None
     try:
-        rtnl.add_address(index, packed, placement.prefixlen, broadcast, label)
+        rtnl.add_address(index, packed, placement.prefixlen, broadcast, label, wanted,
+                         p.preferred_lft)
     except OSError as error:
         if error.errno != errno.EEXIST:
             raise GenericError("cannot add %s/%d to %s: %s" % (
-                vip, placement.prefixlen, placement.nic, error.strerror)) from None
+                p.vip, placement.prefixlen, placement.nic, error.strerror)) from None
+    if _needs_subnet_route(p, placement):
+        return _ensure_subnet_route(p, placement, index)
+    return None
+
+
+def _own_source(vip, index):
+    """The node's own IPv4 address to give the clone's subnet route as its
+    source: a primary address of the NIC, else of another interface, never a
+    cloned VIP (those carry noprefixroute) nor a loopback address."""
+    candidates = [(at != index, at, packed)
+                  for at, _, packed, _, flags in rtnl.addresses(_socket.AF_INET)
+                  if packed != vip and packed[0] != 127
+                  and not flags & (rtnl.IFA_F_SECONDARY | rtnl.IFA_F_NOPREFIXROUTE)]
+    return min(candidates)[2] if candidates else None
+
+
+def _ensure_subnet_route(params, placement, index):
+    p = params
+    if _covering_subnet(p, placement, index) is not None:
+        return None  # the node's own address (or the administrator) routes the subnet
+    network = _subnet(p, placement)
+    source = _own_source(p.packed, index)
+    try:
+        rtnl.add_route(index, network, placement.prefixlen, RTPROT_CLUSTERIP, source)
+    except OSError as error:
+        if error.errno != errno.EEXIST:
+            raise GenericError("cannot add the route to %s/%d on %s: %s" % (
+                inet.text(network), placement.prefixlen, placement.nic,
+                error.strerror)) from None
+    if source is None:
+        return ("the node has no IPv4 address of its own: its own connections to %s/%d "
+                "leave from %s, and most of their replies reach other nodes"
+                % (inet.text(network), placement.prefixlen, p.vip))
+    return None
 
 
 def remove_address(vip):
-    """Remove the VIP from every interface that holds it (the NIC may have changed)."""
+    """Remove the VIP from every interface that holds it (the NIC may have
+    changed), and the agent's route to its subnet where no other address of
+    that subnet is left on the interface."""
     packed = inet.parse(vip)
-    for index, prefixlen, _ in _vip_addresses(packed):
+    removed = _vip_addresses(packed)
+    for index, prefixlen, _ in removed:
         try:
             rtnl.delete_address(index, packed, prefixlen)
         except OSError as error:
             if error.errno not in (errno.EADDRNOTAVAIL, errno.ENODEV):
                 raise GenericError("cannot remove %s: %s" % (vip, error.strerror)) from None
+    if removed and not inet.is_ipv6(packed):
+        _remove_subnet_routes(packed, removed)
+
+
+def _remove_subnet_routes(packed, removed):
+    left = rtnl.addresses(_socket.AF_INET)
+    for destination, prefixlen, _, oif, _, protocol, _ in rtnl.routes(_socket.AF_INET):
+        if protocol != RTPROT_CLUSTERIP or not any(
+                at == oif and inet.in_network(packed, destination, prefixlen)
+                for at, _, _ in removed):
+            continue
+        if any(at == oif and flags & rtnl.IFA_F_NOPREFIXROUTE
+               and inet.in_network(address, destination, prefixlen)
+               for at, _, address, _, flags in left):
+            continue  # another cloned VIP of the subnet still needs it
+        try:
+            rtnl.delete_route(oif, destination, prefixlen, RTPROT_CLUSTERIP)
+        except OSError as error:
+            if error.errno != errno.ESRCH:  # gone meanwhile: fine
+                raise GenericError("cannot remove the route to %s/%d: %s" % (
+                    inet.text(destination), prefixlen, error.strerror)) from None
 
 
 # --- multicast membership -------------------------------------------------

@@ -95,11 +95,10 @@ class Instance:
         except InvalidArgument:
             return None
 
-    def _address_missing(self, placement):
-        p = self.params
-        if address.address_present(p.vip, placement):
-            return []
-        return ["address %s/%d on %s" % (p.vip, placement.prefixlen, placement.nic)]
+    def _add_address(self, placement):
+        warning = address.add_address(self.params, placement)
+        if warning:
+            self.log.warning(warning)
 
     def _announce(self, placement, mac=None):
         failure = address.announce(placement.nic, self.params.vip, mac)
@@ -125,7 +124,7 @@ class PlainInstance(Instance):
             placement = address.resolve(self.params)
         except InvalidArgument as error:  # the NIC is gone
             return False, [str(error)]
-        missing = self._address_missing(placement)
+        missing = address.address_problems(self.params, placement)
         return not missing, missing
 
     def start(self):
@@ -135,7 +134,7 @@ class PlainInstance(Instance):
             placement = address.resolve(p)
             self.mark()  # first: a start killed half-way is "failed", not "never ran"
             step("start:marked")
-            address.add_address(p.vip, placement)
+            self._add_address(placement)
             self._announce(placement)
             running, missing = self.problems()
         self._check_complete(running, missing)
@@ -177,7 +176,7 @@ class ClonedInstance(Instance):
         except InvalidArgument as error:  # the NIC is gone
             return False, [str(error)]
         backend = backend or self.backend()
-        missing = self._address_missing(placement)
+        missing = address.address_problems(self.params, placement)
         state = backend.state(p, placement)
         if state is None:
             return False, ["%s of %s" % (backend.filter_description, p.vip)] + missing
@@ -208,7 +207,7 @@ class ClonedInstance(Instance):
             elif p.bucket not in state.owned:
                 backend.add_bucket(p, p.bucket)
             step("start:filter")
-            address.add_address(p.vip, placement)
+            self._add_address(placement)
             step("start:address")
             if state is None:
                 self._announce(placement, p.clustermac)

@@ -10,7 +10,9 @@ of mixed backends.
   exactly one node, the one whose kernel owns the bucket Pacemaker placed
   there; the client resolves the IPv6 VIP to its cluster MAC; every node
   publishes the mixed-backend guard's attribute for the IPv6 VIP, a name with
-  colons, which Pacemaker keeps verbatim; stopping both clones leaves nothing.
+  colons, which Pacemaker keeps verbatim; every node's own connections to a
+  server on the VIPs' subnet leave from its own address and connect (both
+  families, 40 each); stopping both clones leaves nothing.
 * Mixed backends: a node that announces another backend for the VIP (the
   transient node attribute ``clusterip-backend-<VIP>``, as a node running the
   CLUSTERIP backend publishes it) makes the other nodes refuse to start their
@@ -51,6 +53,7 @@ DUAL_STACK = {"web-ip": scenarios.IPV4, "web-ip6": scenarios.IPV6}
 HASHMODE = "sourceip-sourceport"
 VIP6 = scenarios.IPV6.vip
 CLUSTER_MAC6 = "33:33:00:00:01:00"
+OWN_PORT = 7070  # the server the nodes' own connections go to
 
 
 def spread(c, primitive, buckets):
@@ -175,6 +178,14 @@ def test_ipv6_dual_stack_example():
             c.lab.run("client", "ping", "-c", "1", "-W", "1", family.vip, check=False)
             answers = plane.traffic_round(family.vip, round_pairs)
             assert set(answers.values()) == set(c.nodes), (family.vip, answers)
+        # The nodes' own connections to a server on the VIPs' subnet never leave
+        # from a cloned VIP and all connect (issue #13; IPv6 beside the node's
+        # own address is where they broke).
+        for port, (family, server) in enumerate(((scenarios.IPV4, netlab.CLIENT_ADDRESS),
+                                                 (scenarios.IPV6, netlab.CLIENT_ADDRESS6)),
+                                                start=OWN_PORT):
+            scenarios.start_server(c.lab, port, family is scenarios.IPV6)
+            scenarios.assert_own_connections_work(c.lab, family.vip, server, port, c.nodes)
         # The nodes answer Neighbour Solicitations for the IPv6 VIP, and solicit
         # the client from it, with the cluster MAC (the client knows no node's
         # own), and every node has joined that MAC.

@@ -23,11 +23,13 @@ class FakeNode:
             raise InvalidArgument("nic %s does not exist on this node" % nic)
         return Placement(nic=nic, prefixlen=params.cidr_netmask or 24)
 
-    def address_present(self, vip, placement):
-        return self.addresses.get(vip) == placement and placement.nic in self.nics
+    def address_problems(self, params, placement):
+        if self.addresses.get(params.vip) == placement and placement.nic in self.nics:
+            return []
+        return ["address %s/%d on %s" % (params.vip, placement.prefixlen, placement.nic)]
 
-    def add_address(self, vip, placement):
-        self.addresses[vip] = placement
+    def add_address(self, params, placement):
+        self.addresses[params.vip] = placement
 
     def remove_address(self, vip):
         self.addresses.pop(vip, None)

@@ -98,3 +98,57 @@ def test_rtnetlink_address_messages():
     v4 = socket.inet_aton("192.0.2.10")
     assert rtnl.attributes(rtnl._address_message(3, v4, 24), 8) == {
         rtnl.IFA_LOCAL: v4, rtnl.IFA_ADDRESS: v4}
+
+
+def _params(**overrides):
+    from clusterip import params
+
+    return params.parse({"OCF_RESKEY_" + k: v for k, v in dict({"ip": "192.0.2.10"},
+                                                               **overrides).items()})
+
+
+CLONE = {"CRM_meta_clone": "0", "CRM_meta_clone_max": "2", "CRM_meta_globally_unique": "true"}
+
+
+@pytest.mark.parametrize("overrides, wanted", [
+    ({}, 0),
+    ({"noprefixroute": "true"}, 0x200),
+    (CLONE, 0x200),  # IPv4 clone: no kernel prefix route with the VIP as its source
+    ({"ip": "2001:db8::10"}, 0),
+    ({"ip": "2001:db8::10", "preferred_lft": "0"}, 0x20),
+    ({"ip": "2001:db8::10", "preferred_lft": "60"}, 0),  # deprecated later, by the kernel
+    (dict(CLONE, ip="2001:db8::10"), 0x20),  # IPv6 clone: deprecated, kernel prefix route
+])
+def test_the_address_flags_that_keep_a_clone_from_being_a_source(overrides, wanted):
+    assert address._wanted_flags(_params(**overrides)) == wanted
+
+
+@pytest.mark.parametrize("broadcast, prefixlen, wanted", [
+    ("+", 24, "192.0.2.255"), ("-", 24, "192.0.2.0"), ("+", 31, None), ("-", 32, None),
+    ("192.0.2.127", 24, "192.0.2.127")])
+def test_broadcast_as_ip_addr_add_brd_takes_it(broadcast, prefixlen, wanted):
+    found = address._broadcast(_params(broadcast=broadcast),
+                               address.Placement("eth0", prefixlen))
+    assert found == (socket.inet_aton(wanted) if wanted else None)
+
+
+def test_labels_default_to_cip_where_they_fit_and_iflabel_must_fit():
+    from clusterip.errors import InvalidArgument
+
+    assert address._label(_params(), address.Placement("eth0", 24)) == "eth0:cip"
+    assert address._label(_params(), address.Placement("enx0123456789ab", 24)) is None
+    assert address._label(_params(iflabel="1"), address.Placement("eth0", 24)) == "eth0:1"
+    with pytest.raises(InvalidArgument, match="longer than the kernel's 15"):
+        address._label(_params(iflabel="web1"), address.Placement("enp0s31f6xy", 24))
+
+
+def test_rtnetlink_route_and_lifetime_messages():
+    from clusterip.kernel import rtnl
+
+    network, source = socket.inet_aton("198.19.0.0"), socket.inet_aton("198.18.0.11")
+    message = rtnl._route_message(3, network, 24, 193, source)
+    assert message[:8] == bytes([socket.AF_INET, 24, 0, 0, 254, 193, 253, 1])
+    assert rtnl.attributes(message, 12) == {
+        rtnl.RTA_DST: network, rtnl.RTA_OIF: (3).to_bytes(4, sys.byteorder),
+        rtnl.RTA_PREFSRC: source}
+    assert rtnl.RTA_PREFSRC not in rtnl.attributes(rtnl._route_message(3, network, 24, 193), 12)

@@ -1,8 +1,8 @@
 """rtnetlink: IPv4 and IPv6 addresses and routes.
 
-What the agent needs is four messages: dump addresses, dump routes, add and
-delete one address; each is a few struct packs (see :mod:`clusterip.kernel`
-for why not pyroute2).
+What the agent needs is six messages: dump addresses, dump routes, add and
+delete one address, add and delete one route; each is a few struct packs
+(see :mod:`clusterip.kernel` for why not pyroute2).
 """
 
 import _socket
@@ -12,16 +12,21 @@ from clusterip.kernel import netlink
 from clusterip.kernel.netlink import NLM_F_CREATE, NLM_F_EXCL, attribute, attributes
 
 RTM_NEWADDR, RTM_DELADDR, RTM_GETADDR = 20, 21, 22
-RTM_GETROUTE = 26
-RTM_NEWROUTE = 24
-IFA_ADDRESS, IFA_LOCAL, IFA_LABEL, IFA_BROADCAST, IFA_FLAGS = 1, 2, 3, 4, 8
+RTM_NEWROUTE, RTM_DELROUTE, RTM_GETROUTE = 24, 25, 26
+IFA_ADDRESS, IFA_LOCAL, IFA_LABEL, IFA_BROADCAST, IFA_CACHEINFO, IFA_FLAGS = 1, 2, 3, 4, 6, 8
 # Every node holds the same cluster address: Duplicate Address Detection
 # would mark it "dadfailed" on all but the first.
+IFA_F_SECONDARY = 0x01  # IPv4: a further address of a subnet, never a route's source
 IFA_F_NODAD = 0x02
 IFA_F_DADFAILED = 0x08
+IFA_F_DEPRECATED = 0x20  # IPv6, preferred lifetime over: never chosen as a source
 IFA_F_TENTATIVE = 0x40
-RT_SCOPE_UNIVERSE = 0
-RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_TABLE = 1, 4, 5, 15
+IFA_F_NOPREFIXROUTE = 0x200  # above the low byte: only the IFA_FLAGS attribute holds it
+INFINITY_LIFE_TIME = 0xFFFFFFFF
+RT_SCOPE_UNIVERSE, RT_SCOPE_LINK = 0, 253
+RT_TABLE_MAIN = 254
+RTN_UNICAST = 1
+RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_PREFSRC, RTA_TABLE = 1, 4, 5, 7, 15
 _FAMILY = {4: _socket.AF_INET, 16: _socket.AF_INET6}
 
 _IFADDRMSG = struct.Struct("=BBBBI")  # family, prefixlen, flags, scope, index
@@ -39,9 +44,12 @@ def _address_message(index, packed, prefixlen, flags=0, extra=b""):
             + attribute(IFA_LOCAL, packed) + attribute(IFA_ADDRESS, packed) + extra)
 
 
-def add_address(index, packed, prefixlen, broadcast=None, label=None):
-    """``ip addr add address/prefixlen [brd ..] [label ..] dev index``, for IPv6
-    with ``nodad``; the address family is the length of ``packed``.
+def add_address(index, packed, prefixlen, broadcast=None, label=None, flags=0,
+                preferred=None):
+    """``ip addr add address/prefixlen [brd ..] [label ..] [flags] dev index``,
+    for IPv6 always with ``nodad``; ``preferred``: the preferred lifetime in
+    seconds (valid forever), None for forever.  The address family is the
+    length of ``packed``.
 
     Raises OSError: EEXIST when the address is already there (the caller
     decides whether that is success), ENODEV when the interface is gone.
@@ -51,14 +59,42 @@ def add_address(index, packed, prefixlen, broadcast=None, label=None):
         extra += attribute(IFA_BROADCAST, broadcast)
     if label is not None:
         extra += attribute(IFA_LABEL, label.encode() + b"\0")
-    flags = IFA_F_NODAD if len(packed) == 16 else 0
+    if len(packed) == 16:
+        flags |= IFA_F_NODAD
+    if flags > 0xFF:
+        extra += attribute(IFA_FLAGS, struct.pack("=I", flags))
+    if preferred is not None:
+        # struct ifa_cacheinfo: preferred, valid, and two stamps the kernel ignores here.
+        extra += attribute(IFA_CACHEINFO, struct.pack("=IIII", preferred,
+                                                       INFINITY_LIFE_TIME, 0, 0))
     _request(RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL,
-             _address_message(index, packed, prefixlen, flags, extra))
+             _address_message(index, packed, prefixlen, flags & 0xFF, extra))
 
 
 def delete_address(index, packed, prefixlen):
     """``ip addr del address/prefixlen dev index``; OSError EADDRNOTAVAIL when absent."""
     _request(RTM_DELADDR, 0, _address_message(index, packed, prefixlen))
+
+
+def _route_message(index, destination, prefixlen, protocol, prefsrc=None):
+    """An on-link (scope link) unicast route of the main table through index."""
+    family = _FAMILY[len(destination)]
+    return (_RTMSG.pack(family, prefixlen, 0, 0, RT_TABLE_MAIN, protocol, RT_SCOPE_LINK,
+                        RTN_UNICAST, 0)
+            + attribute(RTA_DST, destination) + attribute(RTA_OIF, struct.pack("=I", index))
+            + (attribute(RTA_PREFSRC, prefsrc) if prefsrc is not None else b""))
+
+
+def add_route(index, destination, prefixlen, protocol, prefsrc=None):
+    """``ip route add destination/prefixlen dev index scope link proto protocol
+    [src prefsrc]``; OSError EEXIST when that route exists."""
+    _request(RTM_NEWROUTE, NLM_F_CREATE | NLM_F_EXCL,
+             _route_message(index, destination, prefixlen, protocol, prefsrc))
+
+
+def delete_route(index, destination, prefixlen, protocol):
+    """Delete that route, whatever its source; OSError ESRCH when there is none."""
+    _request(RTM_DELROUTE, 0, _route_message(index, destination, prefixlen, protocol))
 
 
 def _dump(kind, payload):
@@ -87,9 +123,9 @@ def addresses(family):
     return found
 
 
-def routes(family, table=254):
-    """[(packed destination, dst_len, scope, oif, has_gateway)] of a family's
-    routes in one table."""
+def routes(family, table=RT_TABLE_MAIN):
+    """[(packed destination, dst_len, scope, oif, has_gateway, protocol, prefsrc
+    or None)] of a family's routes in one table."""
     found = []
     request = _RTMSG.pack(family, 0, 0, 0, 0, 0, 0, 0, 0)
     for kind, body in _dump(RTM_GETROUTE, request):
@@ -97,7 +133,7 @@ def routes(family, table=254):
             continue
         if len(body) < _RTMSG.size:
             raise netlink.damaged("route message")
-        msg_family, dst_len, _, _, rtm_table, _, scope, _, _ = _RTMSG.unpack_from(body)
+        msg_family, dst_len, _, _, rtm_table, protocol, scope, _, _ = _RTMSG.unpack_from(body)
         attrs = attributes(body, _RTMSG.size)
         if RTA_TABLE in attrs:
             rtm_table = netlink.u32(attrs[RTA_TABLE])
@@ -106,5 +142,6 @@ def routes(family, table=254):
         width = 4 if family == _socket.AF_INET else 16
         dst = attrs.get(RTA_DST, bytes(width))
         oif = netlink.u32(attrs[RTA_OIF]) if RTA_OIF in attrs else None
-        found.append((dst, dst_len, scope, oif, RTA_GATEWAY in attrs))
+        found.append((dst, dst_len, scope, oif, RTA_GATEWAY in attrs, protocol,
+                      attrs.get(RTA_PREFSRC)))
     return found
