@@ -224,6 +224,43 @@ def boolean_values():
     ).filter(lambda t: t.strip().lower() not in BOOLEAN_WORDS + ("",))
 
 
+def iflabel_values():
+    """Not a label the clone's eth0 can carry (IPv6: no label at all)."""
+    return st.one_of(
+        st.sampled_from(["eth0:1", "web server", "a" * 11, "x" * 40, "1/2", "web\u0660"]),
+        st.builds(lambda h: "web" + h, hostile()),
+        hostile(), unicode_text(),
+    )
+
+
+def broadcast_values():
+    """Not +, - or an IPv4 address (IPv6: anything but +)."""
+    return st.one_of(
+        st.sampled_from(["++", "brd", "198.18.255", "198.18.255.255.0", "198.18.255.0255",
+                         "2001:db8::ff", "*", "0x12ffffff"]),
+        st.ip_addresses(v=6).map(str),
+        st.builds(lambda h: "198.18.255.255" + h, hostile()),
+        hostile(), unicode_text(),
+    )
+
+
+def preferred_lft_values():
+    """On a clone anything but 0: forever, a lifetime, or not a number."""
+    return st.one_of(
+        st.sampled_from(["forever", "FOREVER", "00", "0s", "1", "3600", "-0", "0.0",
+                         "4294967295", _unicode_digits("0")]),
+        st.integers(min_value=1, max_value=10 ** 20).map(str), negative_numbers(),
+        st.builds(lambda h: "0" + h, hostile()),
+        hostile(), unicode_text(),
+    )
+
+
+def noprefixroute_values():
+    """On a clone: true (the agent chooses the prefix route) or not a boolean."""
+    return st.one_of(st.sampled_from(["true", "yes", "on", "1", "y", "TRUE"]),
+                     boolean_values())
+
+
 _UINT = re.compile(r"\A(0|[1-9][0-9]*)\Z")
 _MAC = re.compile(r"\A[0-9A-Fa-f]{2}([:-][0-9A-Fa-f]{2}){5}\Z")
 
@@ -250,6 +287,14 @@ def _valid_ip(text, prefixlen):
         and ip not in (network.network_address, network.broadcast_address)
 
 
+def _valid_ipv4(text):
+    try:
+        ipaddress.IPv4Address(text)
+    except ValueError:
+        return False
+    return True
+
+
 def _valid_mac(text):
     if not _MAC.match(text):
         return False
@@ -273,6 +318,11 @@ def validity(limit, ipv6=False):
         or _uint(t, 2 ** 32 - 1),
         "backend": lambda t: t in BACKENDS,
         "graceful_handover": lambda t: t.lower() in BOOLEAN_WORDS,
+        # IPv4 only; on the clone's eth0 the label eth0:<iflabel> fits 15 characters.
+        "iflabel": lambda t: not ipv6 and bool(re.match(r"\A[A-Za-z0-9_.-]{1,10}\Z", t)),
+        "broadcast": lambda t: t == "+" or (not ipv6 and (t == "-" or _valid_ipv4(t))),
+        "preferred_lft": lambda t: t == "0",  # a clone: nothing else
+        "noprefixroute": lambda t: t.lower() in ("false", "no", "off", "0", "n"),
         "clone": lambda t: _uint(t, 2),
         "clone_max": lambda t: _uint(t, limit) and int(t) >= 1,
         "globally_unique": lambda t: t.lower() in ("true", "yes", "on", "1", "y"),
@@ -294,6 +344,9 @@ def cases(limit, ipv6=False):
         ("param", "hashmode", hashmode_values()), ("param", "hash_init", hash_init_values()),
         ("param", "backend", backend_values()),
         ("param", "graceful_handover", boolean_values()),
+        ("param", "iflabel", iflabel_values()), ("param", "broadcast", broadcast_values()),
+        ("param", "preferred_lft", preferred_lft_values()),
+        ("param", "noprefixroute", noprefixroute_values()),
         ("meta", "clone", clone_values()), ("meta", "clone_max", clone_max_values(limit)),
         ("meta", "globally_unique", globally_unique_values()),
     ]

@@ -28,6 +28,24 @@ def test_defaults_for_a_plain_address():
     assert p.graceful_handover is False
 
 
+def test_ipaddr2_parameters_default_as_ipaddr2():
+    p = parse()
+    assert (p.iflabel, p.broadcast, p.preferred_lft, p.noprefixroute) == (None, "+", None, False)
+    assert (p.arp_count, p.arp_interval) == (5, 200)
+    six = parse(ip="2001:db8::1", preferred_lft="0", noprefixroute="yes")
+    assert (six.preferred_lft, six.noprefixroute) == (0, True)
+    assert parse(ip="2001:db8::1", preferred_lft="forever").preferred_lft is None
+    assert parse(ip="2001:db8::1", preferred_lft="3600").preferred_lft == 3600
+    assert parse(broadcast="192.0.2.127", iflabel="web-1").broadcast == "192.0.2.127"
+
+
+def test_a_clone_is_never_a_source_address():
+    clone = {"CRM_meta_clone": "1", "CRM_meta_clone_max": "2", "CRM_meta_globally_unique": "1"}
+    assert parse(ip="2001:db8::1", **clone).preferred_lft == 0
+    assert parse(ip="2001:db8::1", preferred_lft="0", **clone).preferred_lft == 0
+    assert parse(**clone).noprefixroute is False  # the agent decides: see address.py
+
+
 @pytest.mark.parametrize("text, value", [("true", True), ("YES", True), ("1", True),
                                          ("false", False), ("off", False), ("", False)])
 def test_graceful_handover_is_a_boolean(text, value):
@@ -96,8 +114,31 @@ def test_clone_instance_i_owns_bucket_i_plus_1(meta, expected):
       "CRM_meta_globally_unique": "false"}, "globally-unique=true"),
     ({"CRM_meta_clone": "0", "CRM_meta_clone_max": "257",
       "CRM_meta_globally_unique": "true"}, "out of range"),
+    ({"iflabel": "web;x"}, "iflabel"),
+    ({"iflabel": "a" * 14}, "longer than 13"),
+    ({"iflabel": "webserver1", "nic": "enp0s31f6"}, "longer than the kernel's 15"),
+    ({"iflabel": "1", "ip": "2001:db8::1"}, "IPv4 only"),
+    ({"broadcast": "192.0.2"}, "broadcast"),
+    ({"broadcast": "2001:db8::ff"}, "broadcast"),
+    ({"broadcast": "+", "ip": "2001:db8::1"}, None),
+    ({"broadcast": "-", "ip": "2001:db8::1"}, "IPv4 only"),
+    ({"preferred_lft": "0"}, "IPv6 only"),
+    ({"preferred_lft": "soon", "ip": "2001:db8::1"}, "not a whole number"),
+    ({"preferred_lft": "4294967295", "ip": "2001:db8::1"}, "out of range"),
+    ({"preferred_lft": "forever", "ip": "2001:db8::1", "CRM_meta_clone": "0",
+      "CRM_meta_clone_max": "2", "CRM_meta_globally_unique": "true"}, "clone"),
+    ({"noprefixroute": "true", "CRM_meta_clone": "0", "CRM_meta_clone_max": "2",
+      "CRM_meta_globally_unique": "true"}, "clone"),
+    ({"noprefixroute": "perhaps"}, "noprefixroute"),
+    ({"arp_count": "101"}, "out of range 0..100"),
+    ({"arp_count": "-1"}, "not a whole number"),
+    ({"arp_interval": "0"}, "out of range 1..60000"),
+    ({"arp_interval": "0.2"}, "not a whole number"),
 ])
 def test_invalid_values_are_refused_with_a_reason(overrides, needle):
+    if needle is None:  # the default written out: accepted
+        parse(**overrides)
+        return
     with pytest.raises(NotConfigured) as caught:
         parse(**overrides)
     assert needle in str(caught.value)
