@@ -48,6 +48,7 @@ class Instance:
         self.lock_path = base + ".lock"
         self.memo_path = base + ".checked"
         self.marker_path = "%s.bucket%d.started" % (base, params.bucket)
+        self.announcing_path = base + ".announcing"  # the background sender's (announcements)
         # Every lock of this action (the per-VIP one, the backend's) is given up
         # by then, leaving part of Pacemaker's timeout for the work after the wait.
         self.lock_deadline = time.monotonic() + max(1.0, _action_timeout(env) * 0.75)
@@ -101,9 +102,37 @@ class Instance:
             self.log.warning(warning)
 
     def _announce(self, placement, mac=None):
+        """Start's own announcement, under the lock: the first of arp_count.
+
+        An older background sender (a start on a node that holds the address
+        already) is told to end: the one spawned by _repeat replaces it.
+        """
+        self._stop_announcing()
+        if self.params.arp_count == 0:
+            return
         failure = address.announce(placement.nic, self.params.vip, mac)
         if failure:
             self.log.warning(failure)
+
+    def _repeat(self, placement, mac=None):
+        """The other arp_count - 1 in the background, after the lock is released."""
+        from clusterip import announcements
+
+        count = announcements.repeats(self.params)
+        if not count:
+            return
+        try:
+            announcements.spawn(self.announcing_path, address, placement, self.params.vip, mac,
+                                count, self.params.arp_interval / 1000.0)
+        except OSError as error:  # best effort, like the announcement itself
+            self.log.warning("cannot repeat the announcement of %s in the background: %s"
+                             % (self.params.vip, error.strerror))
+
+    def _stop_announcing(self):
+        """The background sender exits before its next send (no kill: see announcements)."""
+        from clusterip import announcements
+
+        announcements.forget(self.announcing_path)
 
     @staticmethod
     def _check_complete(running, missing):
@@ -138,12 +167,14 @@ class PlainInstance(Instance):
             self._announce(placement)
             running, missing = self.problems()
         self._check_complete(running, missing)
+        self._repeat(placement)
         self.log.info("started: %s/%d on %s" % (p.vip, placement.prefixlen, placement.nic))
         return ocf.SUCCESS
 
     def stop(self):
         with self.lock():
             step("stop:locked")
+            self._stop_announcing()
             address.remove_address(self.params.vip)
             self.unmark()
         self.log.info("stopped %s" % self.name())
@@ -213,6 +244,8 @@ class ClonedInstance(Instance):
                 self._announce(placement, p.clustermac)
             running, missing = self.problems(backend)
         self._check_complete(running, missing)
+        if state is None:
+            self._repeat(placement, p.clustermac)
         # Published once the bucket is served (a failover's traffic need not wait
         # for attrd_updater, ~20 ms), and not again by every further instance on
         # a node that published it when its first instance started.
@@ -254,6 +287,7 @@ class ClonedInstance(Instance):
                 # Nothing of this backend can exist here; the address may (a stop
                 # after an upgrade removed the backend's libraries).
                 backend = None
+                self._stop_announcing()
                 address.remove_address(p.vip)
             except NotConfigured:
                 # Parameters the backend cannot serve (clone-max above its limit,
@@ -277,6 +311,7 @@ class ClonedInstance(Instance):
         if not owned - {p.bucket}:
             # The last instance on this node: remove every shared piece, the
             # address first so that the node never holds it unfiltered.
+            self._stop_announcing()
             address.remove_address(p.vip)
             step("stop:address-removed")
             backend.destroy(p, placement)

@@ -4,6 +4,9 @@ Each behaviour faked here is exercised for real in the netns tier
 (tests/netns) and, for the CLUSTERIP backend, in the legacy tier.
 """
 
+import os
+
+from clusterip import announcements
 from clusterip.address import Placement
 from clusterip.backends import Backend, VipState
 from clusterip.errors import InvalidArgument
@@ -16,6 +19,7 @@ class FakeNode:
         self.nics = set(nics)
         self.addresses = {}  # vip -> Placement
         self.announced = []
+        self.spawned = []  # announcements.spawn calls: (path, placement, vip, mac, count, interval)
 
     def resolve(self, params):
         nic = params.nic or "eth0"
@@ -36,6 +40,14 @@ class FakeNode:
 
     def announce(self, nic, vip, mac=None):
         self.announced.append((nic, vip, mac))
+
+    def spawn(self, path, node, placement, vip, mac, count, interval):
+        """Replaces announcements.spawn: no fork.  Like the real one it returns
+        once the handshake file names the sender, here this process, so that a
+        test can run the sender's loop (announcements.send_repeats) itself."""
+        assert node is self  # the instance hands the sender its address module
+        self.spawned.append((path, placement, vip, mac, count, interval))
+        announcements.publish(path, os.getpid())
 
 
 class FakeBackend(Backend):

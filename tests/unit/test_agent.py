@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from clusterip import agent, backends, instance
+from clusterip import agent, announcements, backends, instance
 from unit.fakes import FakeBackend, FakeNode
 
 VIP = "192.0.2.10"
@@ -16,6 +16,7 @@ SELECT = backends.select  # the real one, before the fixture replaces it
 def node(monkeypatch, tmp_path):
     fake_node, fake_backend = FakeNode(), FakeBackend()
     monkeypatch.setattr(instance, "address", fake_node)
+    monkeypatch.setattr(announcements, "spawn", fake_node.spawn)  # never fork pytest
     monkeypatch.setattr(backends, "select", lambda params, **context: fake_backend)
     monkeypatch.setattr(os, "geteuid", lambda: 0)
     fake_node.backend = fake_backend
@@ -185,6 +186,7 @@ def test_validate_all_and_meta_data_work_without_root(node, monkeypatch, capsys)
 def test_clone_max_over_the_backends_limit_is_6(node, monkeypatch, capsys):
     monkeypatch.undo()
     monkeypatch.setattr(instance, "address", node)
+    monkeypatch.setattr(announcements, "spawn", node.spawn)
     monkeypatch.setattr(os, "geteuid", lambda: 0)
     monkeypatch.setattr(backends, "_REGISTRY", {"fake": ("unit.fakes", "FakeBackend")})
     assert act(node, "start", 0, clone_max=17) == 6

@@ -27,7 +27,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import badinput
-from clusterip import agent, backends, instance, params, peers
+from clusterip import agent, announcements, backends, instance, params, peers
 from unit.fakes import FakeBackend, FakeNode
 
 LIB = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
@@ -46,7 +46,8 @@ undecodable = st.binary(min_size=1, max_size=12).map(
 
 def with_undecodable(limit):
     fields = ["ip", "cidr_netmask", "nic", "clustermac", "hashmode", "hash_init", "backend",
-              "graceful_handover", "iflabel", "broadcast", "preferred_lft", "noprefixroute"]
+              "graceful_handover", "iflabel", "broadcast", "preferred_lft", "noprefixroute",
+              "arp_count", "arp_interval"]
     meta = ["clone", "clone_max", "globally_unique"]
     return st.one_of(
         badinput.cases(limit),
