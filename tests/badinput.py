@@ -122,6 +122,17 @@ def cidr_values():
                             and t.strip()[:1] != "0" and 1 <= int(t.strip()) <= 32))
 
 
+def bounded_values(low, high, typical):
+    """Whole numbers out of low..high, or not whole numbers (arp_count, arp_interval)."""
+    return st.one_of(
+        st.sampled_from(["-1", "1.5", "1e2", "0x10", "+5", "five", "5 5", "5ms",
+                         _unicode_digits(typical)]),
+        st.integers(min_value=high + 1, max_value=10 ** 30).map(str),
+        st.builds(lambda h: typical + h, hostile()),
+        hostile(), unicode_text(), negative_numbers(), huge_numbers(),
+    ).filter(lambda t: not _uint(t.strip(), high) or int(t.strip()) < low)
+
+
 def nic_values():
     return st.one_of(
         st.sampled_from([".", "..", "eth0:1", "eth0 ", " eth 0", "eth0/1", "eth\u0660",
@@ -323,6 +334,8 @@ def validity(limit, ipv6=False):
         "broadcast": lambda t: t == "+" or (not ipv6 and (t == "-" or _valid_ipv4(t))),
         "preferred_lft": lambda t: t == "0",  # a clone: nothing else
         "noprefixroute": lambda t: t.lower() in ("false", "no", "off", "0", "n"),
+        "arp_count": lambda t: _uint(t, 100),
+        "arp_interval": lambda t: _uint(t, 60000) and int(t) >= 1,
         "clone": lambda t: _uint(t, 2),
         "clone_max": lambda t: _uint(t, limit) and int(t) >= 1,
         "globally_unique": lambda t: t.lower() in ("true", "yes", "on", "1", "y"),
@@ -347,6 +360,8 @@ def cases(limit, ipv6=False):
         ("param", "iflabel", iflabel_values()), ("param", "broadcast", broadcast_values()),
         ("param", "preferred_lft", preferred_lft_values()),
         ("param", "noprefixroute", noprefixroute_values()),
+        ("param", "arp_count", bounded_values(0, 100, "5")),
+        ("param", "arp_interval", bounded_values(1, 60000, "200")),
         ("meta", "clone", clone_values()), ("meta", "clone_max", clone_max_values(limit)),
         ("meta", "globally_unique", globally_unique_values()),
     ]

@@ -63,7 +63,8 @@ def with_undecodable(limit):
 def fake_node(euid=0):
     """instance.address and the backend replaced by fakes; yields (node, backend, rsctmp)."""
     node, backend = FakeNode(), FakeBackend()
-    patches = [(instance, "address", node), (os, "geteuid", lambda: euid),
+    patches = [(instance, "address", node), (announcements, "spawn", node.spawn),
+               (os, "geteuid", lambda: euid),
                # The backend's own limit check, as for a real backend.
                (backends, "select",
                 lambda params, **context: backends.check_supported(backend, params)),
