@@ -116,7 +116,13 @@ def _detach():
 
 def publish(path, pid):
     """Make the handshake file name pid; by rename: a sender never reads half a PID."""
+    # os calls, not open(): run in the freshly forked child, which start waits
+    # for, open()'s io stack made a spawn ~3.5 ms instead of ~1.5 (measured
+    # with libnftables loaded, as in a clone's start).
     temporary = "%s.%d" % (path, pid)
-    with open(temporary, "w", encoding="ascii") as f:
-        f.write("%d\n" % pid)
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    try:
+        os.write(fd, b"%d\n" % pid)
+    finally:
+        os.close(fd)
     os.rename(temporary, path)
