@@ -148,6 +148,20 @@ def _subnet(params, placement):
     return inet.network_address(params.packed, placement.prefixlen)
 
 
+def _usable_flags(packed, placement):
+    """The flags of each usable copy of the address on the placement's NIC and prefix."""
+    index = _ifindex(placement.nic)
+    return [flags for at, prefixlen, flags in _vip_addresses(packed)
+            if index is not None and (at, prefixlen) == (index, placement.prefixlen)
+            and not flags & _UNUSABLE]
+
+
+def address_present(vip, placement):
+    """Whether the VIP is on the placement's NIC, usable (the background
+    announcer's check before each send)."""
+    return bool(_usable_flags(inet.parse(vip), placement))
+
+
 def address_problems(params, placement):
     """What is missing of the VIP's address on this node, as "missing" pieces:
     the address on the chosen NIC with the chosen prefix, usable (IPv6: not
@@ -155,17 +169,16 @@ def address_problems(params, placement):
     with the flags it needs, and for a clone's IPv4 address a route to its
     subnet on the NIC (the kernel made none)."""
     p = params
-    index = _ifindex(placement.nic)
-    found = [flags for at, prefixlen, flags in _vip_addresses(p.packed)
-             if (at, prefixlen) == (index, placement.prefixlen) and not flags & _UNUSABLE]
+    found = _usable_flags(p.packed, placement)
     where = "address %s/%d on %s" % (p.vip, placement.prefixlen, placement.nic)
-    if index is None or not found:
+    if not found:
         return [where]
     missing = []
     lacking = _wanted_flags(p) & ~found[0]
     if lacking:
         missing.append("%s with %s" % (where, _flags_text(lacking)))
-    if _needs_subnet_route(p, placement) and _covering_subnet(p, placement, index) is None:
+    if _needs_subnet_route(p, placement) and _covering_subnet(
+            p, placement, _ifindex(placement.nic)) is None:
         missing.append("route to %s/%d on %s" % (inet.text(_subnet(p, placement)),
                                                  placement.prefixlen, placement.nic))
     return missing

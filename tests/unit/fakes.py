@@ -27,8 +27,11 @@ class FakeNode:
             raise InvalidArgument("nic %s does not exist on this node" % nic)
         return Placement(nic=nic, prefixlen=params.cidr_netmask or 24)
 
+    def address_present(self, vip, placement):
+        return self.addresses.get(vip) == placement and placement.nic in self.nics
+
     def address_problems(self, params, placement):
-        if self.addresses.get(params.vip) == placement and placement.nic in self.nics:
+        if self.address_present(params.vip, placement):
             return []
         return ["address %s/%d on %s" % (params.vip, placement.prefixlen, placement.nic)]
 
