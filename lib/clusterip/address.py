@@ -105,6 +105,10 @@ def resolve(params):
     index = _ifindex(nic)
     if index is None:
         raise InvalidArgument("nic %s does not exist on this node" % nic)
+    if params.iflabel is not None and len(nic) + 1 + len(params.iflabel) > 15:
+        # Given a nic, params refused it (6); a nic found by route may differ per node.
+        raise InvalidArgument("iflabel=%s makes the label %s:%s, longer than the kernel's 15 "
+                              "characters" % (params.iflabel, nic, params.iflabel))
     prefix = params.cidr_netmask
     if prefix is None:
         route = _covering_route(params.packed, index)
@@ -201,11 +205,7 @@ def _label(params, placement):
     if params.iflabel is None:
         label = placement.nic + ":cip"
         return label if len(label) <= 15 else None
-    label = "%s:%s" % (placement.nic, params.iflabel)
-    if len(label) > 15:
-        raise InvalidArgument("iflabel=%s makes the label %s, longer than the kernel's 15 "
-                              "characters" % (params.iflabel, label))
-    return label
+    return "%s:%s" % (placement.nic, params.iflabel)  # fits: checked by resolve()
 
 
 def _broadcast(params, placement):

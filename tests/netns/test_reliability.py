@@ -681,7 +681,12 @@ def test_the_nic_disappearing_fails_the_monitor_and_stop_succeeds(lab, family):
 
 def node_snapshot(lab, node):
     """Everything an agent action could change on the node (:func:`oracle.snapshot`)
-    and the agent's files in HA_RSCTMP but its locks."""
+    and the agent's files in HA_RSCTMP but its locks, once the background
+    announcements of the last start have ended (their handshake file goes then)."""
+    deadline = time.monotonic() + 10  # arp_count 5 x 200 ms, with room for a loaded machine
+    while any(f.endswith(".announcing") for f in os.listdir(lab.rsctmp(node))) \
+            and time.monotonic() < deadline:
+        time.sleep(0.05)
     return dict(oracle.snapshot(lab, node, BACKEND),
                 rsctmp=sorted(f for f in os.listdir(lab.rsctmp(node)) if not f.endswith(".lock")))
 
