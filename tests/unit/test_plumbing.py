@@ -132,14 +132,11 @@ def test_broadcast_as_ip_addr_add_brd_takes_it(broadcast, prefixlen, wanted):
     assert found == (socket.inet_aton(wanted) if wanted else None)
 
 
-def test_labels_default_to_cip_where_they_fit_and_iflabel_must_fit():
-    from clusterip.errors import InvalidArgument
-
+def test_labels_default_to_cip_where_they_fit():
     assert address._label(_params(), address.Placement("eth0", 24)) == "eth0:cip"
     assert address._label(_params(), address.Placement("enx0123456789ab", 24)) is None
     assert address._label(_params(iflabel="1"), address.Placement("eth0", 24)) == "eth0:1"
-    with pytest.raises(InvalidArgument, match="longer than the kernel's 15"):
-        address._label(_params(iflabel="web1"), address.Placement("enp0s31f6xy", 24))
+    # Too long for a NIC found by route: resolve() refuses it (netns tier).
 
 
 def test_rtnetlink_route_and_lifetime_messages():
