@@ -195,7 +195,7 @@ class ClonedInstance(Instance):
         context = {"lock_deadline": self.lock_deadline, "memo": Memo(self.memo_path)}
         if checked:
             return backends.select(self.params, **context)
-        return backends.choose(self.params.backend, **context)
+        return backends.choose(self.params.backend, params=self.params, **context)
 
     def name(self):
         return "bucket %d of %s" % (self.params.bucket, self.params.vip)

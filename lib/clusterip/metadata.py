@@ -18,7 +18,7 @@ owns. IPv6: a global unicast (2000::/3) or unique local (fc00::/7) address;
 not link-local, multicast, loopback or IPv4-mapped. It is added with nodad
 (every node holds it, so Duplicate Address Detection would fail it), and the
 Neighbour Advertisements the node sends for it carry the cluster MAC.
-IPv6 needs backend=nft: the clusterip backend (and auto where it picks
+IPv6 needs the nft backend: the clusterip backend (and auto where it picks
 clusterip) refuses it with exit 6.""",
               "string", None, True, True),
     Parameter("cidr_netmask", "Netmask length", """\
@@ -54,9 +54,13 @@ Seed of the bucket hash, 0..4294967295 (decimal or 0x hex). Must be the same on
 all nodes, which the default (derived from ip) guarantees.""",
               "integer", None, False, False),
     Parameter("backend", "Kernel mechanism", """\
-%s. auto chooses by kernel capability. nft uses nftables (every current
-kernel; CLUSTERIP was removed in Linux 6.3). All nodes of a cluster must use
-the same backend: they hash differently.""" % " | ".join(BACKENDS),
+%s. All nodes of a cluster must use the same backend: they hash
+differently. nft uses nftables, which every supported kernel has (CLUSTERIP
+was removed in Linux 6.3), so auto is nft wherever nf_tables can hold the
+agent's tables; clusterip only on a kernel that has the CLUSTERIP target and
+whose nf_tables cannot, and for a VIP this node serves with a CLUSTERIP rule
+now (until it stops there). clusterip asks for the kernel's target on
+purpose.""" % " | ".join(BACKENDS),
               "string", "auto", False, False),
     Parameter("graceful_handover", "Keep a moved bucket's TCP connections", """\
 When a bucket moves while its old owner lives (a rebalance, such as buckets

@@ -93,7 +93,9 @@ def test_more_than_16_buckets_is_refused_with_6(lab):
     assert rules(lab) == []
 
 
-def test_auto_chooses_clusterip_on_a_kernel_that_has_it(lab):
+def test_auto_chooses_clusterip_where_nf_tables_cannot_hold_the_tables(lab):
+    """This kernel has CLUSTERIP, and its nf_tables no ip or arp chains (the
+    user-mode-linux build): auto asks the kernel and takes clusterip."""
     params = dict(PARAMS)
     del params["backend"]
     rc, _, err = lab.agent("n0", "start", params, meta(0), "vip:0")

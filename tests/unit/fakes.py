@@ -65,8 +65,11 @@ class FakeBackend(Backend):
         self.tables = {}  # vip -> {"owned": set, "pieces": set}
         self.calls = []
 
-    def kernel_supports(self):
+    def kernel_supports(self, params=None):
         return True
+
+    def serves(self, params):
+        return params.vip in self.tables
 
     def check_available(self):
         pass

@@ -188,7 +188,8 @@ def test_clone_max_over_the_backends_limit_is_6(node, monkeypatch, capsys):
     monkeypatch.setattr(instance, "address", node)
     monkeypatch.setattr(announcements, "spawn", node.spawn)
     monkeypatch.setattr(os, "geteuid", lambda: 0)
-    monkeypatch.setattr(backends, "_REGISTRY", {"fake": ("unit.fakes", "FakeBackend")})
+    monkeypatch.setattr(backends, "_REGISTRY", {  # auto: either name builds the fake
+        name: ("unit.fakes", "FakeBackend") for name in ("nft", "clusterip")})
     assert act(node, "start", 0, clone_max=17) == 6
     assert "limit of 16" in reason(capsys)
 

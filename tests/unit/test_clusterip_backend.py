@@ -35,13 +35,37 @@ def test_rule_options_spell_the_configuration_like_iptables():
         "total-nodes": "4", "hash-init": "7"}
 
 
-def test_auto_chooses_by_kernel_capability(monkeypatch):
-    monkeypatch.setattr(clusterip, "_kernel_has_clusterip", lambda: False)
-    monkeypatch.setattr(backends.nft.NftBackend, "check_available", lambda self: None)
+def kernel(monkeypatch, clusterip_target, nft_holds, serving=None):
+    """A kernel with or without the CLUSTERIP target and nf_tables that can or
+    cannot hold the agent's tables; ``serving``: the backend whose filter for
+    the VIP exists now."""
+    monkeypatch.setattr(clusterip, "_kernel_has_clusterip", lambda: clusterip_target)
+    monkeypatch.setattr(backends.nft.nfnl, "base_chains_work", lambda hooks: nft_holds)
+    for cls in (clusterip.ClusteripBackend, nft.NftBackend):
+        monkeypatch.setattr(cls, "check_available", lambda self: None)
+        monkeypatch.setattr(cls, "serves", lambda self, params, name=cls.name: name == serving)
+
+
+@pytest.mark.parametrize("clusterip_target, nft_holds, serving, chosen", [
+    (False, True, None, "nft"),  # Linux 6.3 and later
+    (True, True, None, "nft"),  # Debian 12's 6.1: nft, as every other node runs
+    (True, False, None, "clusterip"),  # nf_tables without ip/arp chains (UML 6.1)
+    (True, True, "clusterip", "clusterip"),  # started before auto meant nft: kept until stopped
+    (True, False, "nft", "nft"),  # its tables exist: nf_tables holds them
+])
+def test_auto_is_nft_wherever_nf_tables_can_hold_the_tables(
+        monkeypatch, clusterip_target, nft_holds, serving, chosen):
+    kernel(monkeypatch, clusterip_target, nft_holds, serving)
+    assert backends.select(clone()).name == chosen
+    assert backends.choose("auto").name == (
+        "nft" if not clusterip_target or nft_holds else "clusterip")  # no VIP: the kernel's
+
+
+def test_auto_asks_the_kernel_only_where_there_is_a_choice(monkeypatch):
+    kernel(monkeypatch, False, True)
+    monkeypatch.setattr(backends.nft.nfnl, "base_chains_work",
+                        lambda hooks: pytest.fail("probed on a kernel without CLUSTERIP"))
     assert backends.select(clone()).name == "nft"
-    monkeypatch.setattr(clusterip, "_kernel_has_clusterip", lambda: True)
-    monkeypatch.setattr(clusterip.ClusteripBackend, "check_available", lambda self: None)
-    assert backends.select(clone()).name == "clusterip"
 
 
 def test_explicit_clusterip_on_a_kernel_without_it_names_nft(monkeypatch):
@@ -59,8 +83,8 @@ def test_more_than_16_buckets_is_6(monkeypatch):
 # What the target cannot do: graceful_handover (it drops every packet of a
 # bucket the node does not own, see the comment on
 # ClusteripBackend.graceful_handover) and IPv6 (ipt_CLUSTERIP is an IPv4
-# target).  auto does not switch to nft behind the administrator's back (see
-# backends.check_supported); nft serves both.
+# target).  auto does not switch to nft behind the administrator's back where
+# it chose CLUSTERIP (see backends.check_supported); nft serves both.
 REFUSED = [({"graceful_handover": "true"}, "graceful_handover=true needs backend=nft"),
            ({"ip": "2001:db8::10"}, "ip=2001:db8::10 is IPv6, which needs backend=nft")]
 
@@ -69,8 +93,7 @@ REFUSED = [({"graceful_handover": "true"}, "graceful_handover=true needs backend
 @pytest.mark.parametrize("extra, reason", REFUSED)
 def test_what_clusterip_cannot_do_is_refused_with_6_where_it_is_chosen(
         monkeypatch, requested, extra, reason):
-    monkeypatch.setattr(clusterip, "_kernel_has_clusterip", lambda: True)
-    monkeypatch.setattr(clusterip.ClusteripBackend, "check_available", lambda self: None)
+    kernel(monkeypatch, True, False)  # auto: CLUSTERIP, nf_tables cannot hold the tables
     with pytest.raises(NotConfigured, match=reason):
         backends.select(clone(requested, **extra))
     assert backends.select(clone(requested, graceful_handover="false")).name == "clusterip"

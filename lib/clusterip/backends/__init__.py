@@ -64,6 +64,11 @@ class Backend:
         """Whether the running kernel has the mechanism (what backend=auto looks at)."""
         raise NotImplementedError
 
+    def serves(self, params: Params) -> bool:
+        """Whether this node's kernel holds the VIP's filter of this backend now
+        (cheap: what backend=auto looks at on every action)."""
+        raise NotImplementedError
+
     def check_available(self) -> None:
         """Raise NotInstalled when this kernel cannot run the backend (every action)."""
         raise NotImplementedError
@@ -193,9 +198,7 @@ def inventory():
     return found
 
 
-# name -> (module, class), in auto-selection preference order: where the kernel
-# still has CLUSTERIP (<= 6.2) it is what CLUSTERIP-era clusters run, and a
-# cluster must not mix backends; nft everywhere else.
+# name -> (module, class).
 _REGISTRY = {
     "clusterip": ("clusterip.backends.clusterip", "ClusteripBackend"),
     "nft": ("clusterip.backends.nft", "NftBackend"),
@@ -208,24 +211,36 @@ def _build(name, **context):
 
 
 def choose(requested: str, lock_deadline: float | None = None,
-           memo: Memo | None = None) -> Backend:
+           memo: Memo | None = None, params: Params | None = None) -> Backend:
     """The backend ``backend=requested`` means on this kernel, unchecked (no root needed).
 
-    ``auto`` picks by kernel capability alone, never by which libraries
-    happen to be installed: nodes with the same kernel must pick the same
-    backend, so a missing library is an error (5), not a reason to fall back.
+    ``auto`` is nft wherever nf_tables can hold the agent's tables, since
+    only a choice every node of a cluster makes alike is right, and nft is
+    the one backend every supported kernel can run (Linux 6.3 removed
+    CLUSTERIP; nf_tables is in 6.1 too).  CLUSTERIP only where the kernel has
+    it and its nf_tables cannot hold the tables (Debian's user-mode-linux 6.1
+    has no ip, ip6 or arp chains), or, with ``params``, for a VIP this node
+    serves with a CLUSTERIP rule now: started before auto meant nft, it keeps
+    its backend until it stops (README, "From CLUSTERIP to nft").  Never by
+    which libraries happen to be installed: a missing library is an error
+    (5), not a reason to fall back.
     """
     context = {"lock_deadline": lock_deadline, "memo": memo}
     if requested != "auto":
         return _build(requested, **context)
-    candidates = [_build(name, **context) for name in _REGISTRY]
-    return next((b for b in candidates if b.kernel_supports()), candidates[-1])
+    nft = _build("nft", **context)
+    clusterip = _build("clusterip", **context)
+    if not clusterip.kernel_supports():
+        return nft  # nothing to choose: nft is the only backend here
+    if params is not None and clusterip.serves(params):
+        return clusterip
+    return nft if nft.kernel_supports(params) else clusterip
 
 
 def select(params: Params, lock_deadline: float | None = None,
            memo: Memo | None = None) -> Backend:
     """The backend for these parameters, checked against this kernel (root)."""
-    backend = choose(params.backend, lock_deadline, memo)
+    backend = choose(params.backend, lock_deadline, memo, params)
     backend.check_available()
     return check_supported(backend, params)
 def check_supported(backend: Backend, params: Params) -> Backend:

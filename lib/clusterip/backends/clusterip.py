@@ -260,6 +260,10 @@ class ClusteripBackend(Backend):
     def kernel_supports(self):
         return _kernel_has_clusterip()
 
+    def serves(self, params):
+        # The target keeps one bucket file per VIP while a rule for it exists.
+        return os.path.exists(os.path.join(PROC_DIR, params.vip))
+
     def check_available(self):
         if not _kernel_has_clusterip():
             raise NotInstalled("this kernel has no CLUSTERIP target (removed in Linux 6.3); "

@@ -87,6 +87,12 @@ _UDATA_HASH_TYPE = 0
 _NFT_HASH_JENKINS = 0
 
 
+# (family, hook number) of every base chain of the agent's tables: ip
+# prerouting (NF_INET_PRE_ROUTING 0), arp output (NF_ARP_OUT 1), ip6
+# prerouting and output (NF_INET_LOCAL_OUT 3).
+_PROBED_HOOKS = (("ip", 0), ("arp", 1), ("ip6", 0), ("ip6", 3))
+
+
 def table_name(vip):
     return "clusterip_" + vip.replace(".", "_").replace(":", "_")
 
@@ -468,8 +474,27 @@ class NftBackend(Backend):
                                % (family, name, _first_error_line(error)))
         return output or {}  # json_cmd parses the listing; '' when it printed nothing
 
-    def kernel_supports(self):
-        return True  # the fallback: nf_tables is in every kernel since 3.13
+    def kernel_supports(self, params=None):
+        """Whether nf_tables here can hold the agent's tables: the filter base
+        chains they hook (ip prerouting, arp output, ip6 prerouting and
+        output).  The VIP's own tables, where they exist, say so at once; else
+        an uncommitted probe (~12 ms: the kernel registers and unregisters
+        the hooks) asks the kernel, which is what a start of the first
+        instance and a probe of one not running here pay, never a monitor
+        of a running one.  Without root it cannot ask, and says yes: nft
+        is the choice wherever it can run."""
+        if params is not None and self.serves(params):
+            return True
+        try:
+            return nfnl.base_chains_work(_PROBED_HOOKS)
+        except OSError:
+            return True
+
+    def serves(self, params):
+        try:
+            return any(name in nfnl.table_names(family) for family, name in tables(params))
+        except OSError:
+            return False
 
     def check_available(self):
         # Over nfnetlink, not libnftables: every action passes here, the monitor

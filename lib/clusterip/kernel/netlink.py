@@ -119,6 +119,30 @@ def request(protocol: int, kind: int, flags: int, payload: bytes) -> None:
     _exchange(protocol, kind, NLM_F_ACK | flags, payload)
 
 
+def unfinished_batch(protocol: int, begin: tuple[int, bytes],
+                     changes: list[tuple[int, int, bytes]]) -> list[int]:
+    """Send a transaction without its end: the kernel checks and prepares
+    every change, answers each (NLM_F_ACK), then aborts them all, since no
+    end message commits them (what ``nft --check`` does).  ``begin`` is the
+    (type, body) that opens the batch, ``changes`` [(type, flags, body)].
+    Returns the errno of each change in order, 0 for one that would succeed.
+    """
+    kinds = [(begin[0], 0, begin[1])] + changes
+    datagram = b"".join(
+        HEADER.pack(HEADER.size + len(body), kind, NLM_F_REQUEST | flags, seq, 0) + body
+        for seq, (kind, flags, body) in enumerate(kinds, 1))
+    found = {}
+    with _socket_for(protocol) as sock:
+        sock.sendto(datagram, (0, 0))
+        while len(found) < len(changes):
+            for msg_type, _, body in messages(sock.recv(1 << 16)):
+                if msg_type != NLMSG_ERROR or len(body) < _ERROR.size + HEADER.size:
+                    continue
+                seq = HEADER.unpack_from(body, _ERROR.size)[3]
+                found[seq] = -_ERROR.unpack_from(body)[0]
+    return [found.get(seq, errno.EBADMSG) for seq in range(2, len(kinds) + 1)]
+
+
 def dump(protocol: int, kind: int, payload: bytes) -> list[tuple[int, bytes]]:
     """[(type, body)] of every message of a complete, uninterrupted dump."""
     for _ in range(DUMP_ATTEMPTS):

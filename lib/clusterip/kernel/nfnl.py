@@ -8,9 +8,16 @@ This module does not interpret rules: the nft backend compares their bytes
 with those it saw at its last full check (see NftBackend).
 """
 
+import errno
+import os
 import struct
 
 from clusterip.kernel import netlink
+
+
+def _socket_htons(value):
+    return int.from_bytes(value.to_bytes(2, "big"), "little") if struct.pack("=H", 1) == \
+        b"\x01\x00" else value
 
 NETLINK_NETFILTER = 12
 NFNL_SUBSYS_NFTABLES = 10
@@ -83,6 +90,41 @@ def set_keys(family, table, name):
                 if value is not None:
                     keys.append(value)
     return keys
+
+
+NFNL_MSG_BATCH_BEGIN = 0x10
+NFT_MSG_NEWTABLE, NFT_MSG_NEWCHAIN = 0, 3
+NFTA_CHAIN_TABLE, NFTA_CHAIN_NAME, NFTA_CHAIN_HOOK, NFTA_CHAIN_TYPE = 1, 3, 4, 7
+NFTA_HOOK_HOOKNUM, NFTA_HOOK_PRIORITY = 1, 2
+PROBE_TABLE = "clusterip_probe"
+
+
+def base_chains_work(hooks, chain_type="filter"):
+    """Whether the kernel could create a filter base chain at each (family,
+    hook number) in ``hooks``: nf_tables may be built without a family's
+    chain types (Debian's user-mode-linux 6.1 has none for ip, ip6 and arp)
+    and then refuses such a chain (ENOENT).  Checked in a batch that is
+    never committed, so nothing is created, and nothing is seen by ``nft
+    monitor``.  OSError when nf_tables cannot be asked (EPERM without root).
+    """
+    changes = []
+    for number, (family, hooknum) in enumerate(hooks):
+        nfgen = _NFGENMSG.pack(FAMILIES[family], 0, 0)
+        table = netlink.attribute(NFTA_TABLE_NAME, _name(PROBE_TABLE))
+        hook = netlink.attribute(NFTA_HOOK_HOOKNUM, struct.pack("!I", hooknum)) \
+            + netlink.attribute(NFTA_HOOK_PRIORITY, struct.pack("!i", 0))
+        chain = (netlink.attribute(NFTA_CHAIN_TABLE, _name(PROBE_TABLE))
+                 + netlink.attribute(NFTA_CHAIN_NAME, _name("probe%d" % number))
+                 + netlink.attribute(NFTA_CHAIN_HOOK, hook)
+                 + netlink.attribute(NFTA_CHAIN_TYPE, _name(chain_type)))
+        for message, body in ((NFT_MSG_NEWTABLE, table), (NFT_MSG_NEWCHAIN, chain)):
+            changes.append((NFNL_SUBSYS_NFTABLES << 8 | message,
+                            netlink.NLM_F_ACK | netlink.NLM_F_CREATE, nfgen + body))
+    begin = (NFNL_MSG_BATCH_BEGIN, _NFGENMSG.pack(0, 0, _socket_htons(NFNL_SUBSYS_NFTABLES)))
+    errors = netlink.unfinished_batch(NETLINK_NETFILTER, begin, changes)
+    if any(error in (errno.EPERM, errno.EACCES) for error in errors):
+        raise OSError(errno.EPERM, os.strerror(errno.EPERM))
+    return not any(errors)
 
 
 def available():
