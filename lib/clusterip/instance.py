@@ -122,8 +122,8 @@ class Instance:
         if not count:
             return
         try:
-            announcements.spawn(self.announcing_path, address, placement, self.params.vip, mac,
-                                count, self.params.arp_interval / 1000.0)
+            announcements.spawn(self.announcing_path, placement, self.params.vip, mac, count,
+                                self.params.arp_interval / 1000.0)
         except OSError as error:  # best effort, like the announcement itself
             self.log.warning("cannot repeat the announcement of %s in the background: %s"
                              % (self.params.vip, error.strerror))

@@ -12,7 +12,6 @@ import pytest
 
 from clusterip import announcements
 from clusterip.address import Placement
-from unit.fakes import FakeNode
 from unit.test_agent import VIP, act, node  # noqa: F401 - node is a fixture
 
 CLUSTER_MAC = "03:c1:c0:00:02:0a"
@@ -128,26 +127,10 @@ def test_a_garbled_file_names_nobody(tmp_path):
     assert announcements.owner(str(tmp_path / "missing")) is None
 
 
-# --- one real fork --------------------------------------------------------------
+# --- one real sender ------------------------------------------------------------
 
-class RecordingNode(FakeNode):
-    """Records every announcement in a file: the forked sender's memory is its own."""
-
-    def __init__(self, log, fail=False):
-        super().__init__()
-        self.log, self.fail = log, fail
-
-    def address_present(self, vip, placement):
-        if self.fail:
-            raise OSError("netlink went away")  # the sender must exit quietly
-        return True
-
-    def announce(self, nic, vip, mac=None):
-        fds = sorted(os.listdir("/proc/self/fd"))
-        targets = {os.readlink("/proc/self/fd/%s" % fd) for fd in ("0", "1", "2")}
-        with open(self.log, "a") as f:
-            f.write("%d %d %s %s\n" % (os.getpid(), os.getsid(0), ",".join(fds),
-                                       ",".join(sorted(targets))))
+TESTS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+LIBRARY = os.path.join(os.path.dirname(TESTS), "lib")
 
 
 def wait_until(condition, timeout=5.0):
@@ -157,44 +140,44 @@ def wait_until(condition, timeout=5.0):
         time.sleep(0.01)
 
 
-def gone(pid):
-    """Exited (a zombie until whoever adopted it reaps it counts as gone)."""
-    try:
-        with open("/proc/%d/stat" % pid) as f:
-            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
-    except FileNotFoundError:
-        return True
+def spawn_recorded(monkeypatch, tmp_path, count, interval, fail=False):
+    """announcements.spawn for real, announcing with unit/recording_node.py."""
+    log = str(tmp_path / "log")
+    monkeypatch.setenv("RECORDING_NODE_LOG", log)
+    if fail:
+        monkeypatch.setenv("RECORDING_NODE_FAIL", "1")
+    path = str(tmp_path / "clusterip-x.announcing")
+    pid = announcements.spawn(path, PLACEMENT, VIP, None, count, interval,
+                              node="unit.recording_node", library=LIBRARY + ":" + TESTS)
+    return path, log, pid
 
 
-def test_the_forked_sender_is_detached_and_bounded(tmp_path):
-    path, log = str(tmp_path / "clusterip-x.announcing"), str(tmp_path / "log")
-    lock_fd = os.open(str(tmp_path / "lock"), os.O_RDWR | os.O_CREAT)  # as the agent's flock
-    fcntl.flock(lock_fd, fcntl.LOCK_EX)
+def test_the_sender_is_a_fresh_detached_process_and_bounded(monkeypatch, tmp_path):
+    lock_fd = os.open(str(tmp_path / "lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC)
+    fcntl.flock(lock_fd, fcntl.LOCK_EX)  # as the agent's per-VIP lock (close-on-exec)
+    inheritable = os.open(os.devnull, os.O_RDONLY)  # one the agent might have inherited
+    os.set_inheritable(inheritable, True)
     try:
         before = time.monotonic()
-        announcements.spawn(path, RecordingNode(log), PLACEMENT, VIP, None, 3, 0.05)
+        path, log, sender = spawn_recorded(monkeypatch, tmp_path, 3, 0.05)
         assert time.monotonic() - before < 0.05  # start does not wait for the repeats
-        sender = announcements.owner(path)  # named once spawn returns
-        assert sender not in (None, os.getpid())
-        with pytest.raises(ChildProcessError):
-            os.waitpid(sender, os.WNOHANG)  # a grandchild: not ours to wait for
+        assert announcements.owner(path) == sender != os.getpid()  # named once spawn returns
         wait_until(lambda: not os.path.exists(path))  # done: it removed its file
     finally:
+        os.close(inheritable)
         os.close(lock_fd)
+    assert os.waitpid(sender, 0)[1] == 0  # our child here; the agent's exits first in use
     lines = [line.split() for line in open(log)]
     assert len(lines) == 3
-    for pid, sid, fds, targets in lines:
-        assert int(pid) == sender and int(sid) != os.getsid(0)
+    for pid, sid, fds, targets, mapped in lines:
+        assert int(pid) == sender == int(sid) != os.getsid(0)  # a session of its own
         # 0, 1, 2 on /dev/null plus the one listdir opened: not the lock, nothing else.
         assert len(fds.split(",")) == 4 and targets == os.devnull
-    wait_until(lambda: gone(sender))
+        assert mapped == "fresh"  # not a fork: none of this process's memory
 
 
-def test_the_forked_sender_never_shows_a_traceback(tmp_path, capfd):
-    path = str(tmp_path / "clusterip-x.announcing")
-    announcements.spawn(path, RecordingNode(str(tmp_path / "log"), fail=True), PLACEMENT,
-                        VIP, None, 2, 0.01)
-    sender = announcements.owner(path)
-    wait_until(lambda: gone(sender))
-    assert not os.path.exists(tmp_path / "log")
+def test_the_sender_never_shows_a_traceback(monkeypatch, tmp_path, capfd):
+    path, log, sender = spawn_recorded(monkeypatch, tmp_path, 2, 0.01, fail=True)
+    assert os.waitpid(sender, 0)[1] == 0
+    assert not os.path.exists(log)
     assert capfd.readouterr() == ("", "")
