@@ -260,18 +260,25 @@ class ClonedInstance(Instance):
         return ocf.SUCCESS
 
     def _check_peers(self, backend):
-        """What the nodes published for the VIP; InvalidArgument (2) when another
-        node serves it with a different backend."""
+        """What the nodes published for the VIP; Failed (1) when another node
+        serves it with a different backend.
+
+        1, not 2: the configuration is right, the cluster is in transition (a
+        node not yet moved to nft, an older agent on a peer), and the conflict
+        passes.  A failed start is banned from this node only until the
+        clone's failure-timeout expires (every example sets one), then
+        Pacemaker tries again by itself: no crm resource cleanup."""
         from clusterip import peers
 
         vip = self.params.vip
         published = peers.published(vip, self.log)
         others = peers.conflicts(published, self.node_name, backend.name)
         if others:
-            raise InvalidArgument(
+            raise Failed(
                 "this node would serve %s with backend %s but %s: nodes that hash "
-                "differently drop or duplicate traffic; give all nodes the same kernel "
-                "capability or set backend= explicitly" % (vip, backend.name, ", ".join(
+                "differently drop or duplicate traffic; move the whole clone to one "
+                "backend (README: From CLUSTERIP to nft) or set backend= explicitly"
+                % (vip, backend.name, ", ".join(
                     "%s uses %s" % item for item in sorted(others.items()))))
         return published
 

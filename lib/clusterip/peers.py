@@ -5,8 +5,9 @@ The nft and CLUSTERIP backends put the same packet into different buckets
 whose nodes chose differently would drop some connections and answer others
 twice.  Each node publishes the backend it serves a VIP with as a transient
 Pacemaker node attribute, ``clusterip-backend-<VIP>``; a start compares with
-what the other nodes published and refuses (exit 2: this node's choice does
-not fit the cluster) on a mismatch.  An IPv6 VIP's name has colons
+what the other nodes published and refuses on a mismatch (exit 1: the
+conflict passes, and the clone's failure-timeout lets Pacemaker retry; see
+ClonedInstance._check_peers).  An IPv6 VIP's name has colons
 (``clusterip-backend-2001:db8::100``): Pacemaker keeps attribute names
 verbatim and sanitises only the CIB's nvpair id (':' -> '.'), so no
 escaping is needed (the cluster tier checks it).

@@ -16,9 +16,12 @@ of mixed backends.
 * Mixed backends: a node that announces another backend for the VIP (the
   transient node attribute ``clusterip-backend-<VIP>``, as a node running the
   CLUSTERIP backend publishes it) makes the other nodes refuse to start their
-  instances (exit 2, with the reason), so no two nodes hash differently.
+  instances (exit 1, with the reason), so no two nodes hash differently.
   The host kernel has no CLUSTERIP, so the other backend is announced, not
   run: what is tested is the detection and the refusal in a real cluster.
+  Once that node withdraws its backend, the refused instances start by
+  themselves within HEAL_LIMIT (the examples' failure-timeout=60s; no crm
+  resource cleanup) and every connection is answered once.
 * The README's ``pcs`` commands (pcs 0.11 on Debian 12, 0.12 on Debian 13),
   run verbatim in a node (only the address and netmask are the lab's): the
   clone they push carries ``globally-unique``, ``clone-max``,
@@ -32,6 +35,7 @@ of mixed backends.
 import os
 import re
 import shutil
+import time
 import xml.etree.ElementTree as ET
 
 import pytest
@@ -54,6 +58,9 @@ HASHMODE = "sourceip-sourceport"
 VIP6 = scenarios.IPV6.vip
 CLUSTER_MAC6 = "33:33:00:00:01:00"
 OWN_PORT = 7070  # the server the nodes' own connections go to
+# s from the end of a backend conflict until the refused instances run by
+# themselves: the examples' failure-timeout (60 s) and Pacemaker's recheck.
+HEAL_LIMIT = 120
 
 
 def spread(c, primitive, buckets):
@@ -142,12 +149,25 @@ def test_two_vips_example_and_mixed_backends_refused():
             return failures if {"n0", "n1"} <= nodes else None
         failures = wait_until(refused, 90, "n0 and n1 refusing to start web-ip")
         for failure in failures:
-            assert failure.get("exitstatus") == "invalid parameter" or \
-                failure.get("exitcode") == "2", failure
+            assert failure.get("exitstatus") == "error" or \
+                failure.get("exitcode") == "1", failure
             assert "n2 uses clusterip" in failure.get("exitreason", ""), failure
         # No node that refused holds the VIP's filter: nobody hashes differently.
         for node in ("n0", "n1"):
             assert kernel_owned(c, VIPS["web-ip"])[node] == [], node
+
+        # The conflict goes (n2 withdraws its backend, as its last stop does):
+        # the refusals expire by themselves (failure-timeout=60s, exit 1) and
+        # n0 and n1 serve the VIP again, with no crm resource cleanup.
+        c.node_exec("n2", ["attrd_updater", "--name", attribute, "--delete"])
+        withdrawn = time.monotonic()
+        healed = wait_until(lambda: (lambda b: b if set(b.values()) == {"n0", "n1"} else None)(
+            c.status().buckets("web-ip")), HEAL_LIMIT, "web-ip started again on n0 and n1")
+        c.log("refusal healed %.1f s after the conflict went: %s" % (
+            time.monotonic() - withdrawn, healed))
+        c.answered_rounds += 1
+        served = answered_once(c, VIPS["web-ip"])
+        assert set(served) == {"n0", "n1"}, served
 
 
 def test_ipv6_dual_stack_example():
@@ -222,7 +242,7 @@ def test_ipv6_dual_stack_example():
 README = os.path.join(cluster.REPO, "README.rst")
 PCS_LAB = {"ip=192.0.2.100 cidr_netmask=24": "ip=%s cidr_netmask=16" % VIPS["web-ip"]}
 CLONE_META = {"globally-unique": "true", "clone-max": "3", "clone-node-max": "3",
-              "resource-stickiness": "0"}
+              "resource-stickiness": "0", "failure-timeout": "60s"}
 
 
 def readme_pcs_commands():
