@@ -159,6 +159,14 @@ def test_two_vips_example_and_mixed_backends_refused():
         # The conflict goes (n2 withdraws its backend, as its last stop does):
         # the refusals expire by themselves (failure-timeout=60s, exit 1) and
         # n0 and n1 serve the VIP again, with no crm resource cleanup.
+        # First every instance refused on both nodes and the cluster settled:
+        # nothing would start again without the failures expiring.
+        wait_until(lambda: len({(f.get("op_key"), f.get("node")) for f in c.status().failures
+                                if f.get("op_key", "").startswith("web-ip:")
+                                and f.get("task") == "start"}) == 6, 90,
+                   "all three web-ip instances refused on n0 and n1")
+        c.wait_settled(60)
+        assert not any(c.status().buckets("web-ip").values())
         c.node_exec("n2", ["attrd_updater", "--name", attribute, "--delete"])
         withdrawn = time.monotonic()
         healed = wait_until(lambda: (lambda b: b if set(b.values()) == {"n0", "n1"} else None)(
