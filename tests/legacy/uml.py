@@ -109,40 +109,36 @@ slower per process (python3 -c pass ~0.1-0.25 s, `import iptc` 1.8 s untuned).
 
 import argparse
 import collections
-import io
-import math
 import os
-import re
-import resource
 import secrets
-import selectors
 import shlex
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
-import time
+
+sys.path.insert(1, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # tests/
+from guest_console import (  # noqa: E402  (shared with tests/qemu/qemu.py)
+    INFRA_RC,
+    TIMEOUT_RC,
+    Splitter,
+    check_path,
+    command_lines,
+    directories,
+    exit_code,
+    guest_env,
+    shell_functions,
+    stream_sink,
+    supervise,
+)
 
 LINUX = "/usr/bin/linux.uml"
 MODULES_ROOT = "/usr/lib/uml/modules"
 MEMORY_DIR = "/dev/shm"
 DEFAULT_MEM = "768M"
 DEFAULT_TIMEOUT = 600.0
-# Grace period between the command's end and UML's own exit before we kill it.
-HALT_GRACE = 15.0
-
-TIMEOUT_RC = 124  # like timeout(1)
-INFRA_RC = 125    # the guest never reported an exit code (boot failed, crashed)
-
-# The guest's environment before the caller's additions.  No host variables leak
-# in: tests must not depend on whoever started them.
-BASE_ENV = {
-    "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-    "HOME": "/root",
-    "LANG": "C.UTF-8",
-    "TERM": "dumb",  # the console is a tty: keep colour escapes out of logs
-}
+__all__ = ["INFRA_RC", "TIMEOUT_RC", "UMLError", "Result", "capture", "problems", "run"]
 
 GUEST_CTL = "/run/uml-ctl"  # where the guest mounts the control directory
 
@@ -219,33 +215,11 @@ def problems(root="/"):
     return found
 
 
-def _check_path(path, what):
-    if not os.path.isabs(path):
-        raise ValueError(f"{what} must be an absolute path: {path!r}")
-    if "," in path or "\n" in path:
-        # hostfs takes the host path as its whole mount option string.
-        raise ValueError(f"{what} must not contain ',' or newlines: {path!r}")
-
-
-def _guest_env(env):
-    merged = dict(BASE_ENV)
-    for name, value in (env or {}).items():
-        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
-            raise ValueError(f"bad environment variable name {name!r}")
-        if value is None:
-            merged.pop(name, None)
-        else:
-            merged[name] = str(value)
-    return merged
-
-
 def _init_script(argv, cwd, env, writable, ctl, token, timeout, readonly=(), ctl_seen=None):
     """ctl: the control directory's host path; ctl_seen: the same directory as
     the guest's root shows it before the overlay (ctl itself when the root is
     the host's /)."""
     q = shlex.quote
-    assignments = " ".join(q(f"{k}={v}") for k, v in env.items())
-    command = " ".join(q(a) for a in argv)
     ctl_seen = ctl_seen or ctl
     # "$R" (the new root) expands in the guest; the quoted host path follows it.
     mount_readonly = "\n".join(
@@ -262,24 +236,7 @@ def _init_script(argv, cwd, env, writable, ctl, token, timeout, readonly=(), ctl
 PATH=/usr/sbin:/usr/bin:/sbin:/bin
 export PATH
 
-halt() {{
-    sync
-    busybox poweroff -f 2>/dev/null
-    echo o > /proc/sysrq-trigger
-    sleep 30
-}}
-fail() {{
-    echo "uml-init: $*"
-    halt
-}}
-release() {{  # unmount, retrying while killed processes die
-    for i in 1 2 3 4 5 6 7 8 9 10; do
-        umount "$1" 2>/dev/null && return 0
-        sleep 0.2
-    done
-    umount -l "$1"
-}}
-
+{shell_functions('uml-init')}
 mount -t proc proc /proc || fail "cannot mount /proc"
 # UML answers a reboot by exec'ing itself again: never run the command twice.
 [ -e {q(ctl_seen)}/booted ] && fail "the guest rebooted; powering off instead"
@@ -321,13 +278,7 @@ umount -l /.uml-oldroot && rmdir /.uml-oldroot
 echo uml > /proc/sys/kernel/hostname
 ip link set lo up || echo "uml-init: cannot set lo up"
 
-echo "@@uml-begin {token}"
-( cd {q(cwd)} &&
-  exec timeout -s KILL {math.ceil(timeout)} env -i {assignments} {command} ) </dev/null
-rc=$?
-echo "$rc" > {GUEST_CTL}/rc
-echo "@@uml-end {token} $rc"
-
+{command_lines(argv, cwd, env, token, timeout, GUEST_CTL + "/rc")}
 kill -9 -1 2>/dev/null  # dash: "kill -s KILL -1" is a syntax error
 {unmount_writable}
 release {GUEST_CTL}
@@ -335,144 +286,18 @@ halt
 """
 
 
-class _Splitter:
-    """Turns the console byte stream into boot log / command output / tail.
-
-    Command output is handed to `sink` as soon as it cannot be part of the end
-    marker any more; a trailing CR is held back until we know whether LF follows.
-    """
-
-    def __init__(self, token, sink):
-        self.begin = f"@@uml-begin {token}\n".encode()
-        self.end = f"@@uml-end {token} ".encode()
-        self.sink = sink
-        self.state = "boot"
-        self.boot_log = bytearray()
-        self.pending = b""
-        self.tail = bytearray()
-        self.begun_at = None
-        self.marker_rc = None
-
-    def feed(self, data):
-        data = self.pending + data
-        self.pending = b""
-        if data.endswith(b"\r"):
-            data, self.pending = data[:-1], b"\r"
-        data = data.replace(b"\r\n", b"\n")
-        if self.state == "boot":
-            self.boot_log += data
-            at = self.boot_log.find(self.begin)
-            if at < 0:
-                return
-            self.state = "command"
-            self.begun_at = time.monotonic()
-            data = bytes(self.boot_log[at + len(self.begin):])
-            del self.boot_log[at:]
-        if self.state == "command":
-            buf = data
-            at = buf.find(self.end)
-            if at >= 0:
-                self._emit(buf[:at])
-                self.state = "tail"
-                self.tail += buf[at + len(self.end):]
-                m = re.match(rb"(\d+)\n", bytes(self.tail))
-                self.marker_rc = int(m.group(1)) if m else None
-                return
-            # Hold back only a tail that could be the start of the end marker.
-            keep = _overlap(buf, self.end)
-            self._emit(buf[:len(buf) - keep])
-            self.pending = buf[len(buf) - keep:] + self.pending
-            return
-        self.tail += data
-        if self.marker_rc is None:
-            m = re.match(rb"(\d+)\n", bytes(self.tail))
-            self.marker_rc = int(m.group(1)) if m else None
-
-    def finish(self):
-        """At EOF: flush whatever was held back."""
-        rest, self.pending = self.pending, b""
-        if self.state == "command":
-            self._emit(rest)
-        elif self.state == "boot":
-            self.boot_log += rest
-
-    def _emit(self, data):
-        if data:
-            self.sink(data)
-
-
-def _overlap(data, marker):
-    """Length of the longest end of data that is a beginning of marker."""
-    for n in range(min(len(data), len(marker) - 1), 0, -1):
-        if data.endswith(marker[:n]):
-            return n
-    return 0
-
-
-def _exited(pid):
-    """Has the child exited?  Does not reap it, so its PID (and process group
-    ID) cannot be reused while we may still signal the group."""
-    try:
-        return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
-    except ChildProcessError:
-        return True
-
-
-def _kill_group(proc):
-    """SIGKILL the process group we created for UML (it and its helpers)."""
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-
-
-def _live_members(pgid):
-    """PIDs in process group pgid that are not yet zombies."""
-    live = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                state, _, pgrp = f.read().rsplit(")", 1)[1].split()[:3]
-        except (OSError, ValueError):
-            continue
-        if int(pgrp) == pgid and state not in "ZX":
-            live.append(int(pid))
-    return live
-
-
-def _wait_dead(pgid, seconds=5.0):
-    """After SIGKILL: wait (bounded) until UML's helpers are really gone.  They
-    are reparented to the host's init, which reaps them; zombies hold nothing."""
-    deadline = time.monotonic() + seconds
-    while _live_members(pgid) and time.monotonic() < deadline:
-        time.sleep(0.05)
-
-
-def _no_core():
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-
-
-def _directories(paths, what):
-    found = [os.path.abspath(path) for path in (paths or ())]
-    for path in found:
-        _check_path(path, what)
-        if not os.path.isdir(path):
-            raise ValueError(f"{what} does not exist: {path}")
-    return found
-
-
 def _guest(argv, cwd, env, timeout, mem, writable, sink, root="/", readonly=()):
     if not argv:
         raise ValueError("empty command")
     root = os.path.realpath(root)
-    _check_path(root, "root")
+    check_path(root, "root")
     found = problems(root)
     if found:
         raise UMLError("cannot run a user-mode-linux guest: " + "; ".join(found))
     cwd = os.path.abspath(cwd or os.getcwd())
-    writable = _directories(writable, "writable directory")
-    readonly = _directories(readonly, "read-only directory")
-    env = _guest_env(env)
+    writable = directories(writable, "writable directory")
+    readonly = directories(readonly, "read-only directory")
+    env = guest_env(env)
 
     # The init script must be a file of the guest's root: under its /tmp
     # (hostfs shows the host's files there before the guest mounts its own).
@@ -480,7 +305,7 @@ def _guest(argv, cwd, env, timeout, mem, writable, sink, root="/", readonly=()):
                            dir=None if root == "/" else os.path.join(root, "tmp"))
     ctl_seen = ctl if root == "/" else "/" + os.path.relpath(ctl, root)
     try:
-        _check_path(ctl, "control directory")
+        check_path(ctl, "control directory")
         token = secrets.token_hex(8)
         init = os.path.join(ctl, "init")
         with open(init, "w") as f:
@@ -496,101 +321,15 @@ def _guest(argv, cwd, env, timeout, mem, writable, sink, root="/", readonly=()):
         cmdline = [LINUX, f"mem={mem}", "rootfstype=hostfs", f"rootflags={root}", "ro",
                    f"init={ctl_seen}/init", "quiet", "con=null", "con0=null,fd:1",
                    "ssl=null", f"uml_dir={ctl}"]
-        splitter = _Splitter(token, sink)
-        started = time.monotonic()
-        deadline = started + timeout
-        timed_out = eof = False
-        proc = subprocess.Popen(
-            cmdline, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT, cwd=ctl, start_new_session=True,
-            preexec_fn=_no_core,
-            env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "TMPDIR": MEMORY_DIR,
-                 "LD_PRELOAD": shim})
-        try:
-            fd = proc.stdout.fileno()
-            with selectors.DefaultSelector() as sel:
-                sel.register(fd, selectors.EVENT_READ)
-                while True:
-                    if splitter.state == "tail":
-                        deadline = min(deadline, time.monotonic() + HALT_GRACE)
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        timed_out = splitter.state != "tail"
-                        break
-                    if not sel.select(remaining):
-                        continue
-                    chunk = os.read(fd, 65536)
-                    if not chunk:
-                        eof = True
-                        break
-                    splitter.feed(chunk)
-            splitter.finish()
-            if eof:
-                # UML is exiting; give it a moment to do so by itself.
-                for _ in range(50):
-                    if _exited(proc.pid):
-                        break
-                    time.sleep(0.1)
-        finally:
-            _kill_group(proc)  # stragglers, or everything on timeout/Ctrl-C
-            proc.wait()
-            _wait_dead(proc.pid)
-            proc.stdout.close()
-        ended = time.monotonic()
-        boot_seconds = (splitter.begun_at - started) if splitter.begun_at else None
-
-        rc = None
-        try:
-            with open(os.path.join(ctl, "rc")) as f:
-                rc = int(f.read().strip())
-        except (OSError, ValueError):
-            rc = splitter.marker_rc
-        if timed_out:
-            sys.stderr.write(f"uml: timed out after {timeout:.0f} s; killed the guest\n")
-            if splitter.state == "boot":
-                _dump_boot_log(splitter)
-            rc = TIMEOUT_RC
-        elif rc is None:
-            if splitter.state == "boot":
-                sys.stderr.write(f"uml: the guest did not boot (linux.uml exit "
-                                 f"status {proc.returncode})\n")
-                _dump_boot_log(splitter)
-            else:
-                sys.stderr.write("uml: the guest stopped before the command ended "
-                                 "(crash, reboot or halt: see the output above)\n")
-            rc = INFRA_RC
-        return rc, boot_seconds, ended - started
+        splitter = Splitter(token, sink)
+        timed_out, returncode, seconds = supervise(
+            cmdline, splitter, timeout, ctl,
+            {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "TMPDIR": MEMORY_DIR, "LD_PRELOAD": shim})
+        boot_seconds = (splitter.begun_at - splitter.launched) if splitter.begun_at else None
+        rc = exit_code(os.path.join(ctl, "rc"), splitter, timed_out, returncode, timeout, "uml")
+        return rc, boot_seconds, seconds
     finally:
         shutil.rmtree(ctl, ignore_errors=True)
-
-
-def _dump_boot_log(splitter):
-    log = bytes(splitter.boot_log + splitter.tail).decode("utf-8", "replace")
-    sys.stderr.write("uml: --- guest console ---\n" + log[-20000:] + "\numl: ---\n")
-    sys.stderr.flush()
-
-
-def _stream_sink(stream):
-    """A function writing console bytes to stream (binary or text) at once."""
-    if stream is None:
-        stream = sys.stdout
-    if isinstance(stream, (io.RawIOBase, io.BufferedIOBase)):
-        binary, text = stream, None
-    elif getattr(stream, "buffer", None) is not None:
-        binary, text = stream.buffer, stream   # keep text already written first
-    else:
-        binary, text = None, stream
-
-    def sink(data):
-        if binary is None:
-            text.write(data.decode("utf-8", "replace"))
-            text.flush()
-            return
-        if text is not None:
-            text.flush()
-        binary.write(data)
-        binary.flush()
-    return sink
 
 
 def run(argv, cwd=None, env=None, timeout=DEFAULT_TIMEOUT, *, mem=DEFAULT_MEM,
@@ -608,7 +347,7 @@ def run(argv, cwd=None, env=None, timeout=DEFAULT_TIMEOUT, *, mem=DEFAULT_MEM,
     after killing the guest on timeout, INFRA_RC when the guest never
     reported; raises UMLError when no guest can run here.
     """
-    rc, _, _ = _guest(argv, cwd, env, timeout, mem, writable, _stream_sink(stream),
+    rc, _, _ = _guest(argv, cwd, env, timeout, mem, writable, stream_sink(stream),
                       root, readonly)
     return rc
 
@@ -618,7 +357,7 @@ def capture(argv, cwd=None, env=None, timeout=DEFAULT_TIMEOUT, *, mem=DEFAULT_ME
     """Like run(), but also collect the output; returns a Result.
     With echo=True the output is streamed as well."""
     chunks = []
-    tee = _stream_sink(stream) if echo else None
+    tee = stream_sink(stream) if echo else None
 
     def sink(data):
         chunks.append(data)
@@ -669,7 +408,7 @@ def main(args=None):
         signal.signal(signum, _interrupt)
     try:
         rc, boot, total = _guest(command, opts.cwd, env, opts.timeout, opts.mem,
-                                 opts.writable, _stream_sink(sys.stdout), opts.root,
+                                 opts.writable, stream_sink(sys.stdout), opts.root,
                                  opts.readonly)
     except (UMLError, ValueError) as e:
         print(f"uml: {e}", file=sys.stderr)
