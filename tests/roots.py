@@ -62,6 +62,29 @@ RECIPE = {
     # host's network namespace (no systemd runs in the root): forbid it.
     "policy-rc.d":
         "#!/bin/sh\n# tests/roots.py: no daemon starts while packages install\nexit 101\n",
+    # The qemu tier's kernel (tests/qemu): Debian 12's own Linux 6.1 with its
+    # modules, in the bookworm root only.  Its initramfs holds just the
+    # modules listed (MODULES=list: nothing depends on the building host's
+    # devices) and a boot script of ours mounting the root over 9p (virtio).
+    "kernel": {
+        "bookworm": ["linux-image-amd64", "initramfs-tools"],
+    },
+    "initramfs": {
+        "usr/share/initramfs-tools/modules.d/clusterip-qemu":
+            "virtio_pci\n9pnet_virtio\n9p\noverlay\n",
+        "etc/initramfs-tools/conf.d/clusterip-qemu": "MODULES=list\nCOMPRESS=gzip\n",
+        # boot=clusterip-9p: the root is the host directory QEMU exports with
+        # mount tag "root", read-only, page cache kept (cache=loose: nothing
+        # changes it while a guest runs).
+        "etc/initramfs-tools/scripts/clusterip-9p": """# tests/roots.py: the root over 9p
+mountroot()
+{
+\tfor m in virtio_pci 9pnet_virtio 9p; do modprobe $m; done
+\tmount -t 9p -o ro,trans=virtio,version=9p2000.L,cache=loose,msize=262144 \\
+\t\troot "${rootmnt?}" || panic "cannot mount the 9p root"
+}
+""",
+    },
     "version": 1,
 }
 # deb822 sources for the root: the release, its updates and its security archive.
@@ -263,7 +286,24 @@ def _build(suite, tmp):
     rc = _run_in(tmp, [SETUP_HOST, "--no-uml"])
     if rc != 0:
         raise RootError("tests/setup-host inside the new %s root exited %d" % (suite, rc))
+    install_kernel(tmp, suite)
     configure(tmp, suite)  # the ca-certificates package rewrote the bundle
+
+
+def install_kernel(root, suite):
+    """The qemu tier's kernel and initramfs (RECIPE's "kernel"), if the suite has one."""
+    packages = RECIPE["kernel"].get(suite)
+    if not packages:
+        return
+    for path, text in RECIPE["initramfs"].items():
+        os.makedirs(os.path.dirname(os.path.join(root, path)), exist_ok=True)
+        _write(os.path.join(root, path), text)
+    print("roots: %s inside the %s root" % (" ".join(packages), suite), flush=True)
+    rc = _run_in(root, ["env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "install", "-y",
+                        "-q", "--no-install-recommends"] + packages)
+    if rc != 0:
+        raise RootError("installing %s inside the new %s root exited %d"
+                        % (" ".join(packages), suite, rc))
 
 
 def _lock(suite, kind, mode):
