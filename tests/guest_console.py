@@ -113,6 +113,25 @@ release() {{  # unmount, retrying while killed processes die
 """
 
 
+# An init script's new root "$R": a tmpfs overlay over the read-only root
+# (the guest writes anywhere, the host sees none of it), with fresh proc,
+# sysfs, devtmpfs, devpts, /dev/shm, /run and /tmp (through the shared root
+# those would be the host's).  Needs a tmpfs on /run and overlay loaded.
+OVERLAY_ROOT = """mkdir -p /run/ov/upper /run/ov/work /run/ov/root
+R=/run/ov/root
+mount -t overlay -o lowerdir=/,upperdir=/run/ov/upper,workdir=/run/ov/work overlay "$R" \\
+    || fail "cannot mount the overlay root"
+mount -t proc proc "$R/proc" &&
+mount -t sysfs sysfs "$R/sys" &&
+mount -t devtmpfs devtmpfs "$R/dev" &&
+mkdir -p "$R/dev/pts" "$R/dev/shm" &&
+mount -t devpts -o newinstance,ptmxmode=0666 devpts "$R/dev/pts" &&
+mount -t tmpfs -o mode=1777 tmpfs "$R/dev/shm" &&
+mount -t tmpfs -o mode=0755 tmpfs "$R/run" &&
+mount -t tmpfs -o mode=1777 tmpfs "$R/tmp" || fail "cannot mount the pseudo filesystems"
+"""
+
+
 class Splitter:
     """Turns the console byte stream into boot log / command output / tail.
 
@@ -327,3 +346,29 @@ def stream_sink(stream):
         binary.write(data)
         binary.flush()
     return sink
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def cli(name, call, errors, verbose):
+    """A runner's command line: call() -> (rc, boot seconds, total seconds);
+    errors (exception classes) print and give INFRA_RC.  SIGTERM/SIGHUP (CI
+    cancelling a job) must still kill the guest: they unwind like Ctrl-C,
+    through supervise()'s cleanup."""
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _interrupt)
+    try:
+        rc, boot, total = call()
+    except errors as e:
+        print(f"{name}: {e}", file=sys.stderr)
+        return INFRA_RC
+    except KeyboardInterrupt:
+        print(f"{name}: interrupted; killed the guest", file=sys.stderr)
+        return 130
+    if verbose:
+        boot_text = f"{boot:.2f} s" if boot is not None else "n/a"
+        print(f"{name}: exit {rc}; boot-to-command {boot_text}, total {total:.2f} s",
+              file=sys.stderr)
+    return rc

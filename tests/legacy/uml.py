@@ -113,7 +113,6 @@ import os
 import secrets
 import shlex
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -121,9 +120,11 @@ import tempfile
 sys.path.insert(1, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # tests/
 from guest_console import (  # noqa: E402  (shared with tests/qemu/qemu.py)
     INFRA_RC,
+    OVERLAY_ROOT,
     TIMEOUT_RC,
     Splitter,
     check_path,
+    cli,
     command_lines,
     directories,
     exit_code,
@@ -248,20 +249,7 @@ M=/run/modules
 mkdir -p $M && mount -t hostfs -o ro,{MODULES_ROOT}/"$V" hostfs $M \\
     || fail "cannot mount the host's {MODULES_ROOT}/$V"
 insmod "$M/kernel/fs/overlayfs/overlay.ko" || fail "cannot load overlay.ko from $M"
-mkdir -p /run/ov/upper /run/ov/work /run/ov/root
-R=/run/ov/root
-mount -t overlay -o lowerdir=/,upperdir=/run/ov/upper,workdir=/run/ov/work overlay "$R" \\
-    || fail "cannot mount the overlay root"
-
-mount -t proc proc "$R/proc" &&
-mount -t sysfs sysfs "$R/sys" &&
-mount -t devtmpfs devtmpfs "$R/dev" &&
-mkdir -p "$R/dev/pts" "$R/dev/shm" &&
-mount -t devpts -o newinstance,ptmxmode=0666 devpts "$R/dev/pts" &&
-mount -t tmpfs -o mode=1777 tmpfs "$R/dev/shm" &&
-mount -t tmpfs -o mode=0755 tmpfs "$R/run" &&
-mount -t tmpfs -o mode=1777 tmpfs "$R/tmp" || fail "cannot mount the pseudo filesystems"
-
+{OVERLAY_ROOT}
 mkdir -p "$R/lib/modules/$V" && mount --bind $M "$R/lib/modules/$V" \\
     || fail "cannot bind the modules at /lib/modules/$V"
 
@@ -367,10 +355,6 @@ def capture(argv, cwd=None, env=None, timeout=DEFAULT_TIMEOUT, *, mem=DEFAULT_ME
     return Result(rc, b"".join(chunks).decode("utf-8", "replace"), boot, total)
 
 
-def _interrupt(signum, frame):
-    raise KeyboardInterrupt
-
-
 def main(args=None):
     parser = argparse.ArgumentParser(
         description="Run a command inside a Linux 6.1 user-mode-linux guest.",
@@ -402,25 +386,10 @@ def main(args=None):
                 parser.error(f"--env {name}: not set here")
             value = os.environ[name]
         env[name] = value
-    # SIGTERM/SIGHUP (CI cancelling a job) must still kill the guest: let them
-    # unwind like Ctrl-C, through _guest's cleanup.
-    for signum in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, _interrupt)
-    try:
-        rc, boot, total = _guest(command, opts.cwd, env, opts.timeout, opts.mem,
-                                 opts.writable, stream_sink(sys.stdout), opts.root,
-                                 opts.readonly)
-    except (UMLError, ValueError) as e:
-        print(f"uml: {e}", file=sys.stderr)
-        return INFRA_RC
-    except KeyboardInterrupt:
-        print("uml: interrupted; killed the guest", file=sys.stderr)
-        return 130
-    if opts.verbose:
-        boot_text = f"{boot:.2f} s" if boot is not None else "n/a"
-        print(f"uml: exit {rc}; boot-to-command {boot_text}, total {total:.2f} s",
-              file=sys.stderr)
-    return rc
+    return cli("uml", lambda: _guest(command, opts.cwd, env, opts.timeout, opts.mem,
+                                     opts.writable, stream_sink(sys.stdout), opts.root,
+                                     opts.readonly),
+               (UMLError, ValueError), opts.verbose)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,61 @@
+"""The qemu tier: the nft backend on Debian 12's own Linux 6.1 kernel.
+
+Debian 12 nodes run the nft backend on that kernel (``backend=auto`` picks
+it there), and the host runs a newer one (the legacy tier's UML 6.1 build
+has no nf_tables for ip, ip6 and arp).  One guest boots that kernel under
+QEMU (qemu.py) over the bookworm root of tests/roots.py, which holds the
+kernel package, its initramfs and the checkout's agent installed with
+make install (guest_roots.py), the checkout read-only at its own path, and
+runs inside it: ocf-tester with backend=nft over IPv4 and IPv6, the three-
+node data plane with real traffic over IPv4 and IPv6, and
+guest_nft_checks.py (the kernel is 6.1 with its modules, ``backend=auto``
+serves with nft).  Fails, never skips, when the guest cannot run here.
+"""
+
+import os
+import sys
+import tempfile
+
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(1, os.path.join(os.path.dirname(HERE), "legacy"))
+import guest_roots  # noqa: E402  (tests/legacy: the roots the guests boot over)
+import qemu  # noqa: E402
+
+CHECKOUT = os.path.dirname(os.path.dirname(HERE))
+SUITE = "bookworm"  # Debian 12: the kernel and userland under test
+GUEST_TESTS = [
+    "tests/qemu/guest_nft_checks.py",
+    "tests/netns/test_ocf_tester.py",
+    "tests/netns/test_dataplane.py::test_dataplane[sourceip]",
+    "tests/netns/test_dataplane.py::test_dataplane_ipv6[sourceip]",
+]
+# Every step of the emulated guest is ~10x slower than on the host: stretch every timeout.
+TIMEOUT_SCALE = "6"
+TIMEOUT = 900
+PASSED_THROUGH = ("CLUSTERIP_TEST_ROUNDS", "CLUSTERIP_TEST_SEED")
+
+
+@pytest.fixture(scope="module")
+def bookworm_root():
+    root = guest_roots.suite_root(SUITE)  # built, and the checkout's agent installed
+    with guest_roots.held(root):
+        yield root
+
+
+def test_nft_backend_inside_debian_12s_linux_6_1(bookworm_root):
+    found = qemu.problems(bookworm_root)
+    assert not found, "; ".join(found)
+    env = {"CLUSTERIP_TEST_BACKEND": "nft", "CLUSTERIP_TEST_TIMEOUT_SCALE": TIMEOUT_SCALE}
+    env.update((name, os.environ[name]) for name in PASSED_THROUGH if os.environ.get(name))
+    with tempfile.TemporaryDirectory(prefix="clusterip-qemu-results-") as results:
+        rc, boot, total = qemu.run(
+            [guest_roots.TEST_VENV + "/bin/python3", "-m", "pytest", "-q", "-rA",
+             "-p", "no:cacheprovider", "--durations=0", *GUEST_TESTS],
+            cwd=CHECKOUT, env=env, timeout=TIMEOUT, root=bookworm_root,
+            readonly=[CHECKOUT], writable=[results])
+    print("qemu: guest booted in %s, %.0f s in all" % (
+        "%.1f s" % boot if boot is not None else "n/a", total))
+    assert rc == 0, "the tests inside Debian 12's Linux 6.1 (over %s) failed (exit %d), " \
+        "output above" % (bookworm_root, rc)
