@@ -23,8 +23,10 @@ complete, so a killed build never leaves a half root that passes as done.
 
 Measured on a 2-core Debian 12 machine (host kernel 6.18): a fresh build
 (debootstrap, then setup-host's packages, the agent, pytest) 77 s for
-bookworm and 80 s for trixie, ~850 MB each; a cached ensure 0.12 s; entering
-a root for a trivial command 0.14 s.
+bookworm and 80 s for trixie, ~850 MB each; the qemu tier's kernel and
+initramfs make the bookworm build ~150 s and 1.5 GB (its modules are
+~400 MB); a cached ensure 0.12 s; entering a root for a trivial command
+0.14 s.
 """
 
 import argparse

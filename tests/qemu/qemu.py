@@ -57,6 +57,9 @@ QEMU = "/usr/bin/qemu-system-x86_64"
 DEFAULT_MEM = "2048"
 DEFAULT_SMP = "2"
 DEFAULT_TIMEOUT = 900.0
+# Beyond the command's timeout, for booting (~20 s) and powering off: when
+# this passes too, the whole QEMU process group is SIGKILLed.
+BOOT_ALLOWANCE = 180.0
 GUEST_CTL = "/run/qemu-ctl"
 NINEP = "trans=virtio,version=9p2000.L,msize=262144"
 TIMEOUT_RC, INFRA_RC = console.TIMEOUT_RC, console.INFRA_RC
@@ -172,7 +175,8 @@ def _guest(argv, cwd, env, timeout, root, readonly, writable, sink, mem=DEFAULT_
             cmdline += _virtfs(f"rw{i}", path, False)
         splitter = console.Splitter(token, sink, "qemu")
         timed_out, returncode, seconds = console.supervise(
-            cmdline, splitter, timeout + 180, ctl, {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
+            cmdline, splitter, timeout + BOOT_ALLOWANCE, ctl,
+            {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
         boot = (splitter.begun_at - splitter.launched) if splitter.begun_at else None
         rc = console.exit_code(os.path.join(ctl, "rc"), splitter, timed_out, returncode,
                                timeout, "qemu")
@@ -185,8 +189,8 @@ def run(argv, cwd=None, env=None, timeout=DEFAULT_TIMEOUT, *, root, readonly=(),
         stream=None):
     """Run argv in a fresh guest over root; stream its output; return
     (exit code, seconds from launch to the command's start, seconds in all).
-    The guest gets timeout seconds for the command, plus 180 s to boot and
-    power off; TIMEOUT_RC after killing it, INFRA_RC when it never reported."""
+    The guest gets timeout seconds for the command, plus BOOT_ALLOWANCE to
+    boot and power off; TIMEOUT_RC after killing it, INFRA_RC when it never reported."""
     return _guest(argv, cwd, env, timeout, root, readonly, writable,
                   console.stream_sink(stream))
 

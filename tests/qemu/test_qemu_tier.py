@@ -15,6 +15,8 @@ serves with nft).  Fails, never skips, when the guest cannot run here.
 import os
 import sys
 import tempfile
+import time
+import xml.etree.ElementTree as ET
 
 import pytest
 
@@ -50,12 +52,50 @@ def test_nft_backend_inside_debian_12s_linux_6_1(bookworm_root):
     env = {"CLUSTERIP_TEST_BACKEND": "nft", "CLUSTERIP_TEST_TIMEOUT_SCALE": TIMEOUT_SCALE}
     env.update((name, os.environ[name]) for name in PASSED_THROUGH if os.environ.get(name))
     with tempfile.TemporaryDirectory(prefix="clusterip-qemu-results-") as results:
+        junit = os.path.join(results, "junit.xml")
         rc, boot, total = qemu.run(
             [guest_roots.TEST_VENV + "/bin/python3", "-m", "pytest", "-q", "-rA",
-             "-p", "no:cacheprovider", "--durations=0", *GUEST_TESTS],
+             "-p", "no:cacheprovider", "--durations=0", "--junitxml=" + junit, *GUEST_TESTS],
             cwd=CHECKOUT, env=env, timeout=TIMEOUT, root=bookworm_root,
             readonly=[CHECKOUT], writable=[results])
-    print("qemu: guest booted in %s, %.0f s in all" % (
-        "%.1f s" % boot if boot is not None else "n/a", total))
+        outcomes = _outcomes(junit)
+    print("qemu: guest booted in %s, %.0f s in all; %s" % (
+        "%.1f s" % boot if boot is not None else "n/a", total,
+        ", ".join("%d %s" % (n, what) for what, n in sorted(outcomes.items())) or "no report"))
     assert rc == 0, "the tests inside Debian 12's Linux 6.1 (over %s) failed (exit %d), " \
         "output above" % (bookworm_root, rc)
+    # The report written through the shared directory: every test ran and passed.
+    assert outcomes.get("passed", 0) >= len(GUEST_TESTS) and set(outcomes) == {"passed"}, \
+        outcomes
+
+
+def _outcomes(junit):
+    """{"passed": n, "failed": n, "skipped": n, ...} from the guest's JUnit XML."""
+    if not os.path.exists(junit):
+        return {}
+    counts = {}
+    for case in ET.parse(junit).iter("testcase"):
+        outcome = next((child.tag for child in case
+                        if child.tag in ("failure", "error", "skipped")), "passed")
+        counts[outcome] = counts.get(outcome, 0) + 1
+    return counts
+
+
+def test_a_guest_past_its_time_is_killed_with_its_whole_process_group(bookworm_root,
+                                                                       monkeypatch):
+    # 3 s in all for a guest that needs ~20 s to boot: QEMU is killed mid-boot.
+    launched = []
+    real_popen = qemu.console.subprocess.Popen
+
+    def recording_popen(*args, **kwargs):
+        proc = real_popen(*args, **kwargs)
+        launched.append(proc.pid)
+        return proc
+    monkeypatch.setattr(qemu.console.subprocess, "Popen", recording_popen)
+    monkeypatch.setattr(qemu, "BOOT_ALLOWANCE", 0)
+    started = time.monotonic()
+    rc, boot, _ = qemu.run(["sleep", "600"], cwd="/", timeout=3, root=bookworm_root)
+    assert rc == qemu.TIMEOUT_RC and boot is None
+    assert time.monotonic() - started < 15
+    [pgid] = launched  # QEMU ran as the leader of its own process group
+    assert qemu.console._live_members(pgid) == []
