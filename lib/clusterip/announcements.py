@@ -53,15 +53,17 @@ def forget(path):
         pass
 
 
-def send_repeats(path, node, placement, vip, mac, count, interval, sleep=time.sleep):
+def send_repeats(path, node, placement, vip, mac, count, interval, sleep=time.sleep,
+                 first_delay=None):
     """The sender's loop: up to ``count`` announcements, ``interval`` seconds
-    apart, the first one interval after start's own.  ``node`` is
+    apart, the first one ``first_delay`` from now (default: interval), which
+    the sender makes interval after start's own.  ``node`` is
     :mod:`clusterip.address` (a fake in the unit tests).  Returns why it ended:
     "done", "replaced" (the file names another PID or is gone) or "address gone".
     """
     me = os.getpid()
-    for _ in range(count):
-        sleep(interval)
+    for number in range(count):
+        sleep(interval if number or first_delay is None else first_delay)
         if owner(path) != me:
             return "replaced"
         if not node.address_present(vip, placement):
@@ -88,10 +90,13 @@ _SENDER = ("import sys; sys.path[:0] = sys.argv[1].split(':'); "
 FIRST_CHECK_WAIT = 1.0  # s the sender waits for the agent to name it in the file
 
 
-def spawn(path, placement, vip, mac, count, interval, node="clusterip.address",
-          library=None):
+def spawn(path, placement, vip, mac, count, interval, first_at=None,
+          node="clusterip.address", library=None):
     """Start the detached sender (see the module's docstring); returns once
     the handshake file names it.  Call it after the per-VIP lock is released.
+    ``first_at``: the time.monotonic() (a clock every process of the machine
+    shares) when the first repeat is due, so that the sender's own start-up
+    does not stretch the first interval; default: interval from its start.
     ``node``: the module the sender announces with (a test's recording one),
     ``library``: the directory that holds it (default: this library's).
     OSError if it cannot be started; the caller logs it, start still succeeds.
@@ -103,7 +108,8 @@ def spawn(path, placement, vip, mac, count, interval, node="clusterip.address",
     try:
         pid = os.posix_spawn(sys.executable, [
             sys.executable, "-I", "-S", "-c", _SENDER, library, node, path, placement.nic,
-            str(placement.prefixlen), vip, mac or "-", str(count), repr(interval)],
+            str(placement.prefixlen), vip, mac or "-", str(count), repr(interval),
+            repr(first_at) if first_at is not None else "-"],
             os.environ, setsid=True,
             file_actions=[(os.POSIX_SPAWN_DUP2, null, fd) for fd in (0, 1, 2)])
     finally:
@@ -130,12 +136,14 @@ def sender_main(argv):
 
         from clusterip.address import Placement
 
-        module, path, nic, prefixlen, vip, mac, count, interval = argv
+        module, path, nic, prefixlen, vip, mac, count, interval, first_at = argv
         me, deadline = os.getpid(), time.monotonic() + FIRST_CHECK_WAIT
         while owner(path) != me and time.monotonic() < deadline:
             time.sleep(0.01)  # the agent writes the file right after the spawn
+        first_delay = None if first_at == "-" else max(0.0, float(first_at) - time.monotonic())
         send_repeats(path, importlib.import_module(module), Placement(nic, int(prefixlen)),
-                     vip, None if mac == "-" else mac, int(count), float(interval))
+                     vip, None if mac == "-" else mac, int(count), float(interval),
+                     first_delay=first_delay)
     except BaseException:  # noqa: BLE001 - a background process never shows a traceback
         pass
     os._exit(0)

@@ -49,6 +49,7 @@ class Instance:
         self.memo_path = base + ".checked"
         self.marker_path = "%s.bucket%d.started" % (base, params.bucket)
         self.announcing_path = base + ".announcing"  # the background sender's (announcements)
+        self.announced_at = None  # time.monotonic() of this start's own announcement
         # Every lock of this action (the per-VIP one, the backend's) is given up
         # by then, leaving part of Pacemaker's timeout for the work after the wait.
         self.lock_deadline = time.monotonic() + max(1.0, _action_timeout(env) * 0.75)
@@ -111,6 +112,7 @@ class Instance:
         if self.params.arp_count == 0:
             return
         failure = address.announce(placement.nic, self.params.vip, mac)
+        self.announced_at = time.monotonic()  # the repeats keep arp_interval from here
         if failure:
             self.log.warning(failure)
 
@@ -122,8 +124,10 @@ class Instance:
         if not count:
             return
         try:
+            interval = self.params.arp_interval / 1000.0
             announcements.spawn(self.announcing_path, placement, self.params.vip, mac, count,
-                                self.params.arp_interval / 1000.0)
+                                interval, first_at=None if self.announced_at is None
+                                else self.announced_at + interval)
         except OSError as error:  # best effort, like the announcement itself
             self.log.warning("cannot repeat the announcement of %s in the background: %s"
                              % (self.params.vip, error.strerror))

@@ -44,7 +44,7 @@ class FakeNode:
     def announce(self, nic, vip, mac=None):
         self.announced.append((nic, vip, mac))
 
-    def spawn(self, path, placement, vip, mac, count, interval):
+    def spawn(self, path, placement, vip, mac, count, interval, first_at=None):
         """Replaces announcements.spawn: no process.  Like the real one it
         returns once the handshake file names the sender, here this process, so
         that a test can run the sender's loop (announcements.send_repeats) with

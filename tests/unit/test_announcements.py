@@ -181,3 +181,14 @@ def test_the_sender_never_shows_a_traceback(monkeypatch, tmp_path, capfd):
     assert os.waitpid(sender, 0)[1] == 0
     assert not os.path.exists(log)
     assert capfd.readouterr() == ("", "")
+
+
+def test_the_first_repeat_keeps_the_interval_from_starts_own_announcement(node):
+    """The sender is told how long is left until then (its own start-up took
+    some of the interval), and keeps arp_interval between the others."""
+    assert act(node, "start", arp_count="4", arp_interval="150") == 0
+    (path, placement, vip, mac, count, interval), = node.spawned
+    sleeps = []
+    assert announcements.send_repeats(path, node, placement, vip, mac, count, interval,
+                                      sleeps.append, first_delay=0.09) == "done"
+    assert sleeps == [0.09, 0.15, 0.15]
