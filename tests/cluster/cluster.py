@@ -46,6 +46,14 @@ oracles) and turns every node namespace into a cluster node:
   old /run tmpfs with HA_RSCTMP died with the old mount namespace), the link
   comes up, the init starts corosync and pacemakerd again, and the harness
   waits until the node is online.
+* **A node of another Debian release** (``roots={node: root}``, a root of
+  tests/roots.py): its init first makes that root the ``/`` of the node's
+  mount namespace (roots.py's pivot_root recipe, with the checkout and the
+  lab directory bound in), so the node runs that root's Corosync,
+  Pacemaker, crmsh and agent on this kernel.  :meth:`Cluster.upgrade_node`
+  is an admin's upgrade of one node: its cluster stack stopped cleanly,
+  started again from another root with the same disk (/etc/corosync,
+  /var/lib/pacemaker), the kernel untouched.
 * Resources come from crm files loaded **verbatim** with ``crm configure
   load update <file>``: one file is one transaction, so a primitive and its
   clone are created together (a primitive created alone would be started
@@ -79,6 +87,7 @@ import xml.etree.ElementTree as ET
 
 import netlab  # shared with the netns tier (tests/ is on the path: see pyproject.toml)
 import oracle
+import roots
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
@@ -212,6 +221,15 @@ def kill_netns_processes(ns, term_grace=0.0, timeout=15.0):
         time.sleep(0.05)
 
 
+def _exited(pid):
+    """True once ``pid`` is gone or a zombie (its parent, the init, reaps it later)."""
+    try:
+        with open("/proc/%d/stat" % pid) as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+
+
 def wait_until(predicate, timeout, what, interval=0.2):
     """Poll ``predicate`` until it returns something true (returned) or raise after timeout."""
     deadline = time.monotonic() + timeout
@@ -300,14 +318,17 @@ class Cluster:
     """
 
     def __init__(self, nodes=3, token=None, sources=200, prefix=None, log=None,
-                 up_timeout=120.0, lifetime=3600, dc_deadtime="5s", ipv6=False):
+                 up_timeout=120.0, lifetime=3600, dc_deadtime="5s", ipv6=False, roots=None):
         self.lab = netlab.Lab(nodes=nodes, sources=sources, prefix=prefix, ipv6=ipv6)
         self.token = token
         self.dc_deadtime = dc_deadtime
         self.nodes = list(self.lab.node_names)
+        # node -> the root its cluster stack runs from ("/": the host's own)
+        self.roots = {node: (roots or {}).get(node, "/") for node in self.nodes}
         self.up_timeout = up_timeout
         self.lifetime = lifetime
         self.init = {}  # node -> Popen of its init
+        self.init_logs = {}  # node -> its current init's log
         self.dead = set()
         self.baseline_macs = {}  # node -> link multicast addresses before any agent ran
         self.responder_port = None
@@ -439,8 +460,7 @@ class Cluster:
     def _prepare_node(self, node):
         """The node's private directories (bind-mounted by node-init.sh) and corosync.conf."""
         base = self.node_dir(node)
-        hacluster = pwd.getpwnam("hacluster").pw_uid
-        haclient = grp.getgrnam("haclient").gr_gid
+        hacluster, haclient = self.ha_ids(node)
         # (path, mode, owned by hacluster:haclient) -- as the packages create them
         layout = [
             ("etc-corosync", 0o755, False), ("etc-corosync/uidgid.d", 0o755, False),
@@ -463,6 +483,13 @@ class Cluster:
                 os.chown(full, hacluster, haclient)
         with open(os.path.join(base, "etc-corosync", "corosync.conf"), "w") as handle:
             handle.write(corosync_conf(self.nodes, self.token))
+        # The nodes' names resolve, as on real clusters: crmsh 4.4's `node
+        # standby <node>` pings the node first and does nothing (exit 0!)
+        # when its name does not resolve.
+        with open(os.path.join(base, "hosts"), "w") as handle:
+            handle.write("127.0.0.1 localhost\n::1 localhost\n" + "".join(
+                "%s %s\n" % (netlab.node_address(index), name)
+                for index, name in enumerate(self.nodes)))
         # Pacemaker's daemons run as hacluster and use Corosync's IPC.
         with open(os.path.join(base, "etc-corosync", "uidgid.d", "pacemaker"), "w") as handle:
             handle.write("uidgid {\n    uid: hacluster\n    gid: haclient\n}\n")
@@ -477,15 +504,38 @@ class Cluster:
             os.chmod(cib, 0o600)
             os.chown(cib, hacluster, haclient)
 
+    def ha_ids(self, node):
+        """(uid of hacluster, gid of haclient) as the node's root numbers them:
+        the packages allocate them at install time, so roots differ."""
+        if self.roots[node] == "/":
+            return pwd.getpwnam("hacluster").pw_uid, grp.getgrnam("haclient").gr_gid
+
+        def field(path, name, index):
+            with open(os.path.join(self.roots[node], path)) as handle:
+                for line in handle:
+                    fields = line.split(":")
+                    if fields[0] == name:
+                        return int(fields[index])
+            raise ClusterError("no %s in %s of %s" % (name, path, self.roots[node]))
+        return field("etc/passwd", "hacluster", 2), field("etc/group", "haclient", 2)
+
     def _start_init(self, node):
         self._boots[node] = self._boots.get(node, 0) + 1
         log = os.path.join(self.node_dir(node), "init.log" if self._boots[node] == 1
                            else "init-%d.log" % self._boots[node])
-        process = self.lab.spawn(
-            node, "unshare", "--mount", "--uts", "--propagation", "private",
-            "/bin/sh", NODE_INIT, node, self.node_dir(node), str(os.getpid()),
-            str(self.lifetime), env=dict(CLEAN_ENV), log=log)
+        init = ["/bin/sh", NODE_INIT, node, self.node_dir(node), str(os.getpid()),
+                str(self.lifetime)]
+        if self.roots[node] != "/":
+            # roots.ENTER pivot_roots into the node's root (its own
+            # mount namespace: unshare's), binds the checkout (node-init.sh)
+            # and the lab directory (the node's disk) at their own paths,
+            # then execs the init: the init's PID stays unshare's.
+            init = ["/bin/sh", "-c", roots.ENTER, "enter", self.roots[node], roots.CHECKOUT,
+                    self.lab.directory, "--", "/"] + init
+        process = self.lab.spawn(node, "unshare", "--mount", "--uts", "--propagation",
+                                 "private", *init, env=dict(CLEAN_ENV), log=log)
         self.init[node] = process
+        self.init_logs[node] = log
         deadline = time.monotonic() + 45
         while time.monotonic() < deadline:
             with open(log) as handle:
@@ -641,6 +691,58 @@ class Cluster:
         self.log("revived %s: online after %.1f s" % (node, time.monotonic() - at))
         return at
 
+    def stop_node(self, node, timeout=120):
+        """The node's cluster stack stopped as ``systemctl stop pacemaker corosync`` does:
+        SIGTERM to pacemakerd (which stops the node's resources, then its
+        daemons) and, once it is gone, to corosync; then the init.  Any
+        process of the node left after that (the responder) is killed.
+        Returns the seconds the stop took."""
+        at = time.monotonic()
+        with open(self.init_logs[node]) as handle:
+            started = re.search(r"^started corosync=(\d+) pacemakerd=(\d+)$", handle.read(),
+                                re.M)
+        if started is None:
+            raise ClusterError("%s: no daemon PIDs in %s" % (node, self.init_logs[node]))
+        for pid in (int(started.group(2)), int(started.group(1))):
+            _signal_all([pid], signal.SIGTERM)
+            wait_until(lambda pid=pid: _exited(pid), timeout,
+                       "PID %d of %s to exit after SIGTERM" % (pid, node), 0.1)
+        self.dead.add(node)
+        self.init[node].terminate()
+        self.init[node].wait(timeout=10)
+        kill_netns_processes(self.lab.ns(node))
+        self.log("stopped %s's cluster stack in %.1f s" % (node, time.monotonic() - at))
+        return time.monotonic() - at
+
+    def upgrade_node(self, node, root, timeout=None, stopped=False):
+        """An upgrade of the node's userland: stop (:meth:`stop_node`), the
+        node's root replaced by ``root``, its disk kept (re-owned where the
+        new root numbers hacluster otherwise), start, until online.  The
+        kernel state is *not* reset: what the old release's stack left
+        there is still there, for the caller to check.  Returns the seconds
+        from the start of the stop (``stopped``: the caller stopped it, so from
+        now) until the node is online again."""
+        at = time.monotonic()
+        old_ids = self.ha_ids(node)
+        if not stopped:
+            self.stop_node(node)
+        self.roots[node] = root
+        new_ids = self.ha_ids(node)
+        if new_ids != old_ids:
+            for directory, dirs, files in os.walk(self.node_dir(node)):
+                for name in [directory] + [os.path.join(directory, f) for f in dirs + files]:
+                    info = os.lstat(name)
+                    uid = new_ids[0] if info.st_uid == old_ids[0] else -1
+                    gid = new_ids[1] if info.st_gid == old_ids[1] else -1
+                    if (uid, gid) != (-1, -1):
+                        os.lchown(name, uid, gid)
+        self._start_init(node)
+        self.wait_up(timeout or self.up_timeout)
+        if self.responder_port is not None:
+            self.lab.start_responder(node, self.responder_port, lifetime=self.lifetime)
+        self.log("upgraded %s to %s: online after %.1f s" % (node, root, time.monotonic() - at))
+        return time.monotonic() - at
+
     # -- data plane and kernel oracles ---------------------------------------------------
 
     def start_responders(self, port):
@@ -774,6 +876,70 @@ class OwnershipSampler(threading.Thread):
     def stop(self):
         self._stop_event.set()
         self.join(timeout=10)
+
+
+class TrafficWatch(threading.Thread):
+    """Clients connecting throughout: rounds of one connection per pair every
+    ``every`` seconds (helpers/client.py --every in the client namespace,
+    0.15 s connection timeout), each round kept with its CLOCK_MONOTONIC
+    start, so :meth:`dark` can say how long each bucket went unanswered
+    between two moments of the caller's (time.monotonic() is the same
+    clock).  A connection answered by two nodes shows up as an error
+    (client.py counts only exactly one answer line).
+    """
+
+    def __init__(self, lab, vip, port, pairs, duration, every=0.1, timeout=0.15):
+        super().__init__(daemon=True)
+        self.rounds = []  # (t, {"src:sport": node or "ERROR:..."})
+        self.errors = []
+        argv = [sys.executable, "-I", os.path.join(netlab.HELPERS, "client.py"), vip, str(port),
+                "--timeout", str(timeout), "--workers", str(min(64, len(pairs))),
+                "--every", str(every), "--for", str(duration)]
+        self._process = subprocess.Popen(["ip", "netns", "exec", lab.ns("client"), *argv],
+                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                         stderr=subprocess.PIPE, text=True,
+                                         start_new_session=True)
+        self._process.stdin.write(json.dumps([list(pair) for pair in pairs]))
+        self._process.stdin.close()
+
+    def run(self):
+        for line in self._process.stdout:
+            try:
+                entry = json.loads(line)
+                self.rounds.append((entry["t"], entry["answers"]))
+            except (ValueError, KeyError) as error:
+                self.errors.append("%s: %r" % (error, line[:200]))
+
+    def stop(self):
+        if self._process.poll() is None:
+            self._process.kill()  # our own child, by its PID
+        self._process.wait(timeout=10)
+        self.join(timeout=10)
+        self.errors.extend(line for line in self._process.stderr.read().splitlines() if line)
+
+    def dark(self, bucket_of, since, until):
+        """{bucket: (longest unanswered span s, total unanswered s, failed connections)}
+        over the rounds that started in [since, until].  A span runs from the
+        start of the first round in which a connection of the bucket went
+        unanswered to the start of the next round in which all of them were
+        answered (or ``until``)."""
+        found = {}
+        rounds = [(t, answers) for t, answers in list(self.rounds) if since <= t <= until]
+        for bucket in sorted(set(bucket_of.values())):
+            longest = total = failed = 0.0
+            began = None
+            for t, answers in rounds:
+                bad = [pair for pair, answer in answers.items()
+                       if bucket_of.get(pair) == bucket and answer.startswith("ERROR:")]
+                failed += len(bad)
+                if bad and began is None:
+                    began = t
+                elif not bad and began is not None:
+                    longest, total, began = max(longest, t - began), total + t - began, None
+            if began is not None:
+                longest, total = max(longest, until - began), total + until - began
+            found[bucket] = (round(longest, 2), round(total, 2), int(failed))
+        return found
 
 
 class Report:

@@ -1,38 +1,11 @@
 """The cluster tier: a real Pacemaker + Corosync cluster in namespaces (root).
 
-Missing preconditions (not root, no agent, no Pacemaker/Corosync/crmsh)
-FAIL every test of this tier instead of skipping it: a tier that silently
-skips in CI tests nothing.  At the end of the run the measured start-up and
-failover times are printed as a table (the CI log keeps it) and, with
-$CLUSTERIP_FAILOVER_REPORT set, written there as JSON.
+Its hooks (fail, never skip, without the preconditions; the measurements
+table at the end) are tier_hooks.py's, shared with tests/upgrade.
 """
 
-import os
-
-import pytest
-
-import cluster
-import netlab
-
-
-@pytest.hookimpl(tryfirst=True)
-def pytest_runtest_call(item):
-    # Raising here, before the test body runs, reports the test as FAILED (not
-    # as a setup error, not as skipped) with just this message.
-    problem = netlab.not_root_problem() or cluster.cluster_problem()
-    if problem:
-        pytest.fail(problem, pytrace=False)
-
-
-def pytest_runtest_logreport(report):
-    if report.when == "call" and "tests/cluster/" in report.nodeid.replace(os.sep, "/"):
-        cluster.REPORT.add_scenario(report.nodeid, report.duration, report.outcome)
-
-
-def pytest_terminal_summary(terminalreporter):
-    if not cluster.REPORT.empty():
-        terminalreporter.write_sep("=", "cluster tier measurements")
-        terminalreporter.write_line(cluster.REPORT.table())
-        path = os.environ.get("CLUSTERIP_FAILOVER_REPORT")
-        if path:
-            terminalreporter.write_line("(JSON written to %s)" % path)
+from tier_hooks import (  # noqa: F401  (pytest finds hooks by name here)
+    pytest_runtest_call,
+    pytest_runtest_logreport,
+    pytest_terminal_summary,
+)

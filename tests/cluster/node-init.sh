@@ -17,7 +17,8 @@
 #    die with this mount namespace, exactly as they die with a real host;
 #    /etc/corosync, /var/lib/* and /var/log are bind mounts of directories
 #    under NODE_DIR, so they survive a "crash" (as a disk does) and the
-#    harness can read the logs after the node is gone.  Propagation is
+#    harness can read the logs after the node is gone.  /etc/hosts names
+#    every node (crmsh resolves them).  Propagation is
 #    private, so none of these mounts ever appears in the host's namespace.
 # 2. sets the hostname (UTS namespace) to the node name, as on a real node.
 # 3. starts corosync, waits (bounded) until it answers, then pacemakerd, both
@@ -47,6 +48,7 @@ mount --bind "$DIR/var-lib-pacemaker" /var/lib/pacemaker
 mount --bind "$DIR/var-lib-heartbeat" /var/lib/heartbeat
 mount --bind "$DIR/var-log" /var/log
 mount --bind "$DIR/home" /root
+mount --bind "$DIR/hosts" /etc/hosts
 hostname "$NODE"
 echo "mounted"
 

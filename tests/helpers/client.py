@@ -1,6 +1,7 @@
 """A TCP client for data-plane tests (stdlib only), run inside the client namespace.
 
     client.py VIP PORT [--timeout S] [--workers N] [--deadline S]  < pairs.json
+    client.py VIP PORT --every S --for S [--timeout S] [--workers N]  < pairs.json
 
 stdin: a JSON list of [source_address, source_port].  For each pair it binds
 exactly that source (SO_REUSEADDR, so a pair can be reused right after the
@@ -11,11 +12,19 @@ An answer counts only if it is exactly one line: two nodes answering the same
 connection would show up as a reset, a timeout or garbled data.  Connections
 run on a bounded thread pool; the whole run is bounded by --deadline (pairs
 not started in time report ERROR:deadline).
+
+With --every, it repeats the round every S seconds (a round that takes
+longer starts the next at once) for --for seconds, and prints one line per
+round, {"t": <CLOCK_MONOTONIC at the round's start>, "answers": {...}}: the
+clock is the kernel's, the same in every namespace, so the caller can line
+the rounds up with what it did meanwhile.  It also ends when its parent
+does (the caller's watcher died without stopping it).
 """
 
 import argparse
 import concurrent.futures
 import json
+import os
 import socket
 import sys
 import time
@@ -46,6 +55,13 @@ def probe(vip, port, source, sport, timeout, deadline):
     return text.strip()
 
 
+def one_round(args, pairs, deadline, pool):
+    futures = {"%s:%d" % pair: pool.submit(probe, args.vip, args.port, pair[0], pair[1],
+                                            args.timeout, deadline)
+               for pair in pairs}
+    return {key: future.result() for key, future in futures.items()}
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("vip")
@@ -53,16 +69,24 @@ def main():
     parser.add_argument("--timeout", type=float, default=2.0)
     parser.add_argument("--workers", type=int, default=32)
     parser.add_argument("--deadline", type=float, default=120.0)
+    parser.add_argument("--every", type=float, help="repeat the round every S seconds")
+    parser.add_argument("--for", dest="duration", type=float, default=60.0,
+                        help="with --every: stop after S seconds")
     args = parser.parse_args()
     pairs = [(str(source), int(sport)) for source, sport in json.load(sys.stdin)]
-    deadline = time.monotonic() + args.deadline
     with concurrent.futures.ThreadPoolExecutor(max_workers=args.workers) as pool:
-        futures = {"%s:%d" % pair: pool.submit(probe, args.vip, args.port, pair[0], pair[1],
-                                                args.timeout, deadline)
-                   for pair in pairs}
-        answers = {key: future.result() for key, future in futures.items()}
-    json.dump(answers, sys.stdout, sort_keys=True)
-    sys.stdout.write("\n")
+        if args.every is None:
+            answers = one_round(args, pairs, time.monotonic() + args.deadline, pool)
+            json.dump(answers, sys.stdout, sort_keys=True)
+            sys.stdout.write("\n")
+            return
+        parent, end = os.getppid(), time.monotonic() + args.duration
+        while time.monotonic() < end and os.getppid() == parent:
+            began = time.monotonic()
+            answers = one_round(args, pairs, began + args.every + args.timeout, pool)
+            sys.stdout.write(json.dumps({"t": began, "answers": answers}, sort_keys=True) + "\n")
+            sys.stdout.flush()
+            time.sleep(max(0.0, began + args.every - time.monotonic()))
 
 
 if __name__ == "__main__":
