@@ -227,7 +227,7 @@ BOOLEAN_WORDS = ("true", "yes", "on", "1", "y", "false", "no", "off", "0", "n")
 
 
 def boolean_values():
-    """Not a boolean (graceful_handover: either value is valid on the nft backend)."""
+    """Not a boolean (graceful_handover, firewall_guard: either value is valid on nft)."""
     return st.one_of(
         st.sampled_from(["maybe", "tru", "yes please", "2", "-1", "oui", "on off"]),
         st.builds(lambda h: "true" + h, hostile()),
@@ -329,6 +329,7 @@ def validity(limit, ipv6=False):
         or _uint(t, 2 ** 32 - 1),
         "backend": lambda t: t in BACKENDS,
         "graceful_handover": lambda t: t.lower() in BOOLEAN_WORDS,
+        "firewall_guard": lambda t: t.lower() in BOOLEAN_WORDS,
         # IPv4 only; on the clone's eth0 the label eth0:<iflabel> fits 15 characters.
         "iflabel": lambda t: not ipv6 and bool(re.match(r"\A[A-Za-z0-9_.-]{1,10}\Z", t)),
         "broadcast": lambda t: t == "+" or (not ipv6 and (t == "-" or _valid_ipv4(t))),
@@ -357,6 +358,7 @@ def cases(limit, ipv6=False):
         ("param", "hashmode", hashmode_values()), ("param", "hash_init", hash_init_values()),
         ("param", "backend", backend_values()),
         ("param", "graceful_handover", boolean_values()),
+        ("param", "firewall_guard", boolean_values()),
         ("param", "iflabel", iflabel_values()), ("param", "broadcast", broadcast_values()),
         ("param", "preferred_lft", preferred_lft_values()),
         ("param", "noprefixroute", noprefixroute_values()),

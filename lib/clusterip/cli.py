@@ -56,10 +56,25 @@ def cluster_map(cib, mon):
     return buckets
 
 
-def node_status():
-    from clusterip import backends
+def node_status(rsctmp=None):
+    """The kernel's inventory of each VIP, plus its guard (the PID its handshake
+    file names, or None) and the guard's repairs, from HA_RSCTMP."""
+    import os
 
-    return backends.inventory()
+    from clusterip import backends, background, guard
+    from clusterip.instance import DEFAULT_RSCTMP
+
+    rsctmp = rsctmp or os.environ.get("HA_RSCTMP") or DEFAULT_RSCTMP
+    vips = backends.inventory()
+    for vip in vips:
+        guard_path, repairs_path = guard.paths(rsctmp, vip["vip"])
+        vip["guard"] = background.owner(guard_path)
+        try:
+            with open(repairs_path, encoding="utf-8", errors="replace") as f:
+                vip["repairs"] = f.read().splitlines()
+        except OSError:
+            vip["repairs"] = []
+    return vips
 
 
 def render(vips, cluster):
@@ -70,6 +85,10 @@ def render(vips, cluster):
         lines.append("%s  backend %s  nic %s  mac %s  hashmode %s  hash_init %s  buckets %s"
                      % (vip["vip"], vip["backend"], vip["nic"], vip["clustermac"],
                         vip["hashmode"], vip["hash_init"], vip["buckets"]))
+        if vip.get("guard") or vip.get("repairs"):
+            lines.append("  guard: %s; %d repairs%s" % (
+                "pid %d" % vip["guard"] if vip.get("guard") else "none",
+                len(vip["repairs"]), ", last: " + vip["repairs"][-1] if vip["repairs"] else ""))
         if vip.get("problem"):
             lines.append("  %s; owned here: %s" % (
                 vip["problem"], ",".join(map(str, vip["owned"])) or "none"))

@@ -40,6 +40,7 @@ class Instance:
 
     def __init__(self, params, env, logger):
         self.params = params
+        self.env = env
         self.log = logger
         # Created by lock(), not here: validate-all and a non-root caller (exit 4)
         # must not need to write anything.
@@ -49,6 +50,8 @@ class Instance:
         self.memo_path = base + ".checked"
         self.marker_path = "%s.bucket%d.started" % (base, params.bucket)
         self.announcing_path = base + ".announcing"  # the background sender's (announcements)
+        self.guard_path = base + ".guard"  # the guard's (guard; cloned nft instances only)
+        self.repairs_path = base + ".repairs"
         self.announced_at = None  # time.monotonic() of this start's own announcement
         # Every lock of this action (the per-VIP one, the backend's) is given up
         # by then, leaving part of Pacemaker's timeout for the work after the wait.
@@ -220,13 +223,18 @@ class ClonedInstance(Instance):
             missing.insert(0, "bucket %d" % p.bucket)
         return running, list(state.missing) + missing
 
-    def start(self):
+    def start(self, repair=False):
+        """``repair``: the guard's start after a firewall reload, which changes
+        nothing unless the instance is still marked started here, and spawns
+        no other guard."""
         p = self.params
         backend = self.backend()  # fail early (5/6) before touching anything
         backend.check_libraries()
         published = self._check_peers(backend) if self.node_name else None
         with self.lock():
             step("start:locked")
+            if repair and not self.marked():
+                return ocf.NOT_RUNNING
             placement = address.resolve(p)
             self.mark()  # first: a start killed half-way is "failed", not "never ran"
             step("start:marked")
@@ -250,6 +258,8 @@ class ClonedInstance(Instance):
         self._check_complete(running, missing)
         if state is None:
             self._repeat(placement, p.clustermac)
+        if backend.guarded and p.firewall_guard and not repair:
+            self._guard()
         # Published once the bucket is served (a failover's traffic need not wait
         # for attrd_updater, ~20 ms), and not again by every further instance on
         # a node that published it when its first instance started.
@@ -262,6 +272,20 @@ class ClonedInstance(Instance):
             p.bucket, p.total_buckets, p.vip, placement.prefixlen, placement.nic,
             backend.name, p.hashmode))
         return ocf.SUCCESS
+
+    def _guard(self):
+        """The guard of the VIP's tables on this node (see guard), after the lock:
+        spawned by any start that finds none alive, so that a guard that died
+        (a start SIGKILLed before it spawned one, a kill by hand) is replaced."""
+        from clusterip import guard
+
+        if guard.alive(self.guard_path):
+            return
+        try:
+            guard.spawn(self.guard_path, self.env)
+        except OSError as error:  # the monitor still notices what the guard would
+            self.log.warning("cannot start the guard of %s's nft tables: %s"
+                             % (self.params.vip, error.strerror))
 
     def _check_peers(self, backend):
         """What the nodes published for the VIP; Failed (1) when another node
@@ -312,6 +336,13 @@ class ClonedInstance(Instance):
         self.log.info("stopped %s" % self.name())
         return ocf.SUCCESS
 
+    def _stop_guarding(self):
+        """The guard exits at its next wake-up (no kill: see background)."""
+        from clusterip import background
+
+        background.forget(self.guard_path)
+        background.forget(self.repairs_path)
+
     def _stop_bucket(self, backend, placement):
         p = self.params
         state = backend.state(p, placement) if placement else None
@@ -321,7 +352,9 @@ class ClonedInstance(Instance):
             step("stop:bucket-removed")
         if not owned - {p.bucket}:
             # The last instance on this node: remove every shared piece, the
-            # address first so that the node never holds it unfiltered.
+            # address first so that the node never holds it unfiltered.  The
+            # guard is told first: the deletions below are the agent's own.
+            self._stop_guarding()
             self._stop_announcing()
             address.remove_address(p.vip)
             step("stop:address-removed")

@@ -62,6 +62,18 @@ whose nf_tables cannot, and for a VIP this node serves with a CLUSTERIP rule
 now (until it stops there). clusterip asks for the kernel's target on
 purpose.""" % " | ".join(BACKENDS),
               "string", "auto", False, False),
+    Parameter("firewall_guard", "Put the nft tables back after a firewall reload", """\
+Cloned VIPs on the nft backend: the start of a node's first instance leaves a
+guard process (one per VIP per node, asleep until nf_tables reports a change)
+that, when a committed change deletes anything of the VIP's tables (a firewall
+reload whose file begins with flush ruleset), at once runs the start of every
+instance Pacemaker started on the node that misses something, under the
+agent's lock: the node's buckets are served again within a fraction of a
+second, before any monitor notices, and Pacemaker records no failure. At most
+5 repairs a minute; it ends with the node's last instance. Off: the next
+monitor notices and Pacemaker restarts the instance (the node's buckets dark
+until then). No effect on plain VIPs or the clusterip backend.""",
+              "boolean", "true", False, False),
     Parameter("graceful_handover", "Keep a moved bucket's TCP connections", """\
 When a bucket moves while its old owner lives (a rebalance, such as buckets
 moving back to a returning node), the TCP connections the old owner already

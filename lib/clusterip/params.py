@@ -63,6 +63,7 @@ _PARAMS_FIELDS = (
     "total_buckets",  # clone-max; 1 when not cloned
     "cloned",  # False: a plain failover IP held whole by one node
     "graceful_handover",  # bool: a moved bucket's TCP connections stay on the old owner
+    "firewall_guard",  # bool: a guard puts the VIP's nft tables back after a reload (guard)
     # As IPaddr2's parameters of the same names:
     "iflabel",  # str appended to "<nic>:" as the IPv4 address label, or None (":cip")
     "broadcast",  # "+", "-" or an IPv4 address in text (IPv4 only)
@@ -173,9 +174,9 @@ def parse_hash_init(text):
     return _bounded_int(text, "hash_init", 0, 0xFFFFFFFF)
 
 
-def _parse_bool(text, name):
+def _parse_bool(text, name, default=False):
     if text is None:
-        return False
+        return default
     lowered = text.lower()
     if lowered in ("true", "yes", "on", "1", "y"):
         return True
@@ -299,6 +300,7 @@ def parse(env):
         hash_init=seed,
         backend=backend, bucket=bucket, total_buckets=total, cloned=cloned,
         graceful_handover=_parse_bool(_value(env, "graceful_handover"), "graceful_handover"),
+        firewall_guard=_parse_bool(_value(env, "firewall_guard"), "firewall_guard", True),
         iflabel=iflabel, broadcast=broadcast,
         preferred_lft=parse_preferred_lft(_value(env, "preferred_lft"), ipv6, cloned),
         noprefixroute=noprefixroute,

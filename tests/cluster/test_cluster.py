@@ -15,8 +15,9 @@ a. the example loads and spreads: one bucket per node, every connection
    answered by exactly one node, every node answers some;
 c. a node crashes and returns: its bucket moves to a survivor, then back
    (resource-stickiness=0), and no bucket is ever owned by two live nodes;
-d. tampering: a node's nft table is deleted behind Pacemaker's back; the
-   next monitor fails, Pacemaker recovers the instance, traffic resumes;
+d. tampering: a node's nft table is deleted behind Pacemaker's back (the
+   guard off); the next monitor fails, Pacemaker recovers the instance,
+   traffic resumes;
 e. stopping the clone leaves nothing on any node (address, nft tables,
    multicast membership, HA_RSCTMP markers);
 b. failover times, for Corosync's default timings and for ``token: 1000``:
@@ -406,6 +407,12 @@ def test_c_crashed_node_returns_and_buckets_rebalance(clusters):
 def test_d_deleted_nft_table_is_recovered(clusters):
     c = acquire(clusters, "default")
     node = "n1"
+    # The monitor and Pacemaker's recovery are under test here, not the guard
+    # that would put the table back first (test_firewall_reload.py): off for
+    # this test (a parameter change restarts the clone), on again after it.
+    c.crm(c.nodes[0], "resource", "param", PRIMITIVE, "set", "firewall_guard", "false")
+    c.wait_settled()
+    wait_placement(c, "the clone restarted with firewall_guard=false")
     status = c.status()
     bucket = next(b for b, owner in status.buckets(PRIMITIVE).items() if owner == node)
     instance = "%s:%d" % (PRIMITIVE, bucket - 1)
@@ -442,6 +449,8 @@ def test_d_deleted_nft_table_is_recovered(clusters):
     answers = checked_round(c, "after the recovery")
     assert {answers[pair] for pair in pairs} == {status.buckets(PRIMITIVE)[bucket]}
 
+    c.crm(c.nodes[0], "resource", "param", PRIMITIVE, "delete", "firewall_guard")
+    c.wait_settled()
     c.crm(c.nodes[0], "resource", "cleanup", CLONE)
     wait_placement(c, "the baseline after the cleanup")
 

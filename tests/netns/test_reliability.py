@@ -46,7 +46,15 @@ from clusterip import testhooks
 from netlab import Lab, agent_command
 from oracle import default_cluster_mac as cluster_mac
 from oracle import filter_family, is_ipv6, prefixlen, table_name
-from scenarios import agent_params, clone_meta
+from scenarios import clone_meta
+
+
+def agent_params(*args, **overrides):
+    """The scenarios' parameters with the guard off: here the monitor must be
+    what notices tampering, and a start killed at each step must meet the
+    kernel as it left it, not as a guard repaired it.  The guard has its own
+    tests (test_guard.py, tests/cluster/test_firewall_reload.py)."""
+    return scenarios.agent_params(*args, **dict({"firewall_guard": "false"}, **overrides))
 
 BACKEND = scenarios.BACKEND_UNDER_TEST
 SCALE = scenarios.TIMEOUT_SCALE

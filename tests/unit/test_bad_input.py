@@ -170,9 +170,11 @@ KNOWN_SUBPROCESS_SITES = {
     ("peers.py", "_attrd"): "[ATTRD_UPDATER, *args]: args from attribute(vip) (a parsed "
                             "IPv4Address) and a backend name from the registry",
     ("cli.py", "_xml"): "crm_mon/cibadmin with fixed options (clusterip status)",
-    ("announcements.py", "spawn"): "this interpreter -I -S -c <fixed code>, then the "
-                                   "library path, a module name and the sender's parsed "
-                                   "arguments (NIC, prefix, canonical VIP, MAC, numbers)",
+    ("background.py", "spawn"): "this interpreter -I -S -c <fixed code>, then the library "
+                                "path, a module and function named by the library "
+                                "(announcements.sender_main with the sender's parsed "
+                                "arguments: NIC, prefix, canonical VIP, MAC, numbers; "
+                                "guard.guard_main with its handshake file's path)",
 }
 
 

@@ -50,6 +50,9 @@ class Backend:
     graceful_handover = False
     # Whether it can serve an IPv6 VIP.
     ipv6 = False
+    # Whether the kernel announces deletions of its state, so that a guard
+    # can put it back after a firewall reload (clusterip.guard).
+    guarded = False
     # What the monitor names when nothing of the VIP's filter is left.
     filter_description = "packet filter"
 

@@ -436,6 +436,7 @@ class NftBackend(Backend):
     max_buckets = 256
     graceful_handover = True
     ipv6 = True
+    guarded = True  # nf_tables notifies NFNLGRP_NFTABLES of every change
 
     def __init__(self, **context):
         super().__init__(**context)

@@ -1,0 +1,216 @@
+"""The guard: a VIP's nft tables put back as soon as a firewall reload deletes them.
+
+Why: Debian's nftables.service reloads with ``nft -f /etc/nftables.conf``,
+whose shipped text begins with ``flush ruleset``: the agent's tables go
+with everyone else's, and the node's buckets are dark until the next
+monitor notices (measured: 9.6 s with the examples' 10 s interval), after
+which Pacemaker records a failure and restarts the instance.  The kernel
+says at once what changed: nf_tables sends every committed change to the
+NFNLGRP_NFTABLES netlink group, ending each transaction with NEWGEN.
+
+So a start of a cloned instance (nft backend, ``firewall_guard`` on, the
+default) that finds no guard of its VIP alive spawns one, a background
+process of :mod:`clusterip.background` (handshake file
+``$HA_RSCTMP/clusterip-<VIP>.guard``).  It listens to that group; SETTLE
+seconds after a transaction that deleted anything of the VIP's tables (the
+table, a chain, a rule, the set, an element, a counter) it runs the start
+of every instance *marked started on this node* whose monitor finds
+something missing, exactly as Pacemaker's recovery would, under the VIP's
+lock, only at once: start rebuilds the filter with the node's
+buckets, adds a missing element, and announces the cluster MAC again
+(clients that learnt a node's own MAC meanwhile learn the cluster MAC
+back).  Why this is sound:
+
+* it only ever does what a start of an instance Pacemaker started here
+  does, under the same lock, so it serialises with Pacemaker's actions; an
+  instance stopped meanwhile has no marker and is left alone, and a
+  bucket moving away (the agent's own element deletion) finds nothing
+  missing;
+* it never removes or changes anything that is not the agent's;
+* it is bounded: at most REPAIRS_PER_MINUTE repairs a minute (a tool
+  deleting the tables in a loop then meets Pacemaker's monitor, as
+  without the guard), and it exits when its handshake file no longer
+  names it (the stop of the node's last instance removes it) or no marker
+  of the VIP is left, checked after every transaction and every
+  IDLE_CHECK seconds;
+* when it cannot listen (no nf_tables events, a socket error) it exits
+  and the monitor remains what notices, as before.
+
+What it does it logs as the agent does (``HA_LOGFACILITY``/``HA_LOGFILE``
+as Pacemaker hands them to the start that spawned it) and appends to
+``$HA_RSCTMP/clusterip-<VIP>.repairs`` (one line each: when, what was
+missing), which ``clusterip status`` shows.
+"""
+
+import os
+import time
+
+from clusterip import background
+
+NFNLGRP_NFTABLES = 7
+NFT_MSG_NEWGEN = 15
+# The deletions of nf_tables objects (nf_tables.h), all of which name their
+# table in attribute 1 (NFTA_TABLE_NAME, NFTA_CHAIN_TABLE, NFTA_RULE_TABLE,
+# NFTA_SET_TABLE, NFTA_SET_ELEM_LIST_TABLE, NFTA_OBJ_TABLE).
+DELETIONS = {2: "table", 5: "chain", 8: "rule", 11: "set", 14: "set element", 20: "object"}
+REPAIRS_PER_MINUTE = 5
+IDLE_CHECK = 2.0  # s between checks that the guard is still wanted, when nothing happens
+# s from the end of a deleting transaction to the check: a script that flushes
+# the ruleset and then loads a saved listing (two commands, ms apart) must find
+# the tables absent, not put back by the guard (its listing would add every
+# rule a second time); a flush with nothing after it waits this long.
+SETTLE = 0.3
+FIRST_CHECK_WAIT = 1.0  # s the guard waits for the agent to name it in the file
+
+
+def paths(rsctmp, vip):
+    base = os.path.join(rsctmp, "clusterip-%s" % vip)
+    return base + ".guard", base + ".repairs"
+
+
+def spawn(path, env):
+    """Start the guard for the VIP of the action whose environment is ``env``."""
+    return background.spawn(path, "clusterip.guard", "guard_main", [path], env=dict(env))
+
+
+def alive(path):
+    """Whether the guard the handshake file names runs (its PID's command line
+    is a guard's: a recycled PID is some other program)."""
+    pid = background.owner(path)
+    if pid is None:
+        return False
+    try:
+        with open("/proc/%d/cmdline" % pid, "rb") as f:
+            return b"\0guard_main\0" in f.read()
+    except OSError:
+        return False
+
+
+def marked_buckets(rsctmp, vip):
+    """The buckets of the VIP whose instances are marked started on this node."""
+    prefix, suffix = "clusterip-%s.bucket" % vip, ".started"
+    found = set()
+    try:
+        names = os.listdir(rsctmp)
+    except OSError:
+        return found
+    for name in names:
+        if name.startswith(prefix) and name.endswith(suffix) \
+                and name[len(prefix):-len(suffix)].isdigit():
+            found.add(int(name[len(prefix):-len(suffix)]))
+    return found
+
+
+def touched_tables(datagram, tables):
+    """([what was deleted: "table", "chain", ...] of anything in ``tables``
+    {(family number, name)}, whether a transaction ended in it): the nf_tables
+    notifications of one recv()."""
+    from clusterip.kernel import netlink, nfnl
+
+    deleted, ended = [], False
+    for kind, _, body in netlink.messages(datagram):
+        if kind >> 8 != nfnl.NFNL_SUBSYS_NFTABLES:
+            continue
+        message = kind & 0xff
+        if message == NFT_MSG_NEWGEN:
+            ended = True
+        elif message in DELETIONS and len(body) >= 4:
+            name = netlink.attributes(body, 4).get(1, b"").rstrip(b"\0").decode(errors="replace")
+            if (body[0], name) in tables:
+                deleted.append(DELETIONS[message])
+    return deleted, ended
+
+
+def repair(env, buckets, log):
+    """Start every marked instance whose monitor misses something; [what was missing]."""
+    from clusterip import instance, ocf, params
+    from clusterip.errors import AgentError
+
+    repaired = []
+    for bucket in sorted(buckets):
+        bucket_env = dict(env)
+        bucket_env["OCF_RESKEY_CRM_meta_clone"] = str(bucket - 1)
+        name = env.get("OCF_RESOURCE_INSTANCE", "")
+        if ":" in name:
+            bucket_env["OCF_RESOURCE_INSTANCE"] = "%s:%d" % (name.rsplit(":", 1)[0], bucket - 1)
+        try:
+            this = instance.ClonedInstance(params.parse(bucket_env), bucket_env, log)
+            running, missing = this.problems()
+            if running and not missing:
+                continue
+            # Under start's lock, and only while the instance is still marked
+            # started here (a stop meanwhile removed the marker).
+            if this.start(repair=True) == ocf.SUCCESS:
+                repaired.append("bucket %d (%s)" % (bucket, ", ".join(missing)))
+        except AgentError as error:  # the monitor and Pacemaker take it from here
+            log.error("cannot repair bucket %d of %s: %s" % (bucket, env.get(
+                "OCF_RESKEY_ip", "?"), error))
+    return repaired
+
+
+def guard_main(argv):
+    """The guard's process: no traceback ever, whatever happens."""
+    try:
+        background.become_background()
+        run(argv[0], os.environ)
+    except BaseException:  # noqa: BLE001 - a background process never shows a traceback
+        pass
+    os._exit(0)
+
+
+def run(path, env):
+    import select
+    import socket
+
+    from clusterip import ocf, params
+    from clusterip.backends import nft
+    from clusterip.kernel import nfnl
+
+    me = os.getpid()
+    if not background.wait_until_named(path, FIRST_CHECK_WAIT):
+        return "replaced"
+    p = params.parse(env)
+    rsctmp = os.path.dirname(path)
+    _, log_path = paths(rsctmp, p.vip)
+    tables = {(nfnl.FAMILIES[family], name) for family, name in nft.tables(p)}
+    log = ocf.Logger(env)
+    repairs = []  # time.monotonic() of each repair in the last minute
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, nfnl.NETLINK_NETFILTER) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        sock.bind((0, 1 << (NFNLGRP_NFTABLES - 1)))
+        deleted, due = [], None
+        while True:
+            if background.owner(path) != me:
+                return "replaced"
+            if not marked_buckets(rsctmp, p.vip):
+                background.release(path, me)
+                return "no instance left"
+            wait = IDLE_CHECK if due is None else max(0.0, due - time.monotonic())
+            readable, _, _ = select.select([sock], [], [], wait)
+            if readable:
+                try:
+                    found, ended = touched_tables(sock.recv(1 << 16), tables)
+                except OSError:  # ENOBUFS: notifications were lost; check anyway
+                    found, ended = ["notification lost"], True
+                deleted += found
+                if deleted and ended and due is None:
+                    due = time.monotonic() + SETTLE
+                continue
+            if due is None or time.monotonic() < due:
+                continue
+            now, due = time.monotonic(), None
+            repairs = [at for at in repairs if now - at < 60.0]
+            if len(repairs) >= REPAIRS_PER_MINUTE:
+                deleted = []
+                continue  # Pacemaker's monitor takes over
+            done = repair(env, marked_buckets(rsctmp, p.vip), log)
+            if done:
+                repairs.append(now)
+                line = "repaired %s after nft deleted from %s: %s" % (
+                    "; ".join(done), " and ".join("%s %s" % table for table in nft.tables(p)),
+                    ", ".join("%d %ss" % (deleted.count(kind), kind)
+                              for kind in sorted(set(deleted))))
+                log.warning(line)
+                with open(log_path, "a", encoding="utf-8") as f:
+                    f.write("%s %s\n" % (time.strftime("%Y-%m-%dT%H:%M:%S"), line))
+            deleted = []
