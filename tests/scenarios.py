@@ -214,12 +214,13 @@ class Dataplane:
 
     def reload_from_listing(self, nodes):
         """Each node's ruleset flushed and loaded back from its own ``nft list
-        ruleset``, as an administrator's backup and restore does; the monitor's
+        ruleset``, as an administrator's backup and restore does (one
+        transaction: ``flush ruleset`` and the listing in one file, so that the
+        guard finds the tables complete when it looks); the monitor's
         remembered verdicts dropped, so that it checks the reloaded tables fully."""
         for node in nodes:
             text = self.lab.run(node, "nft", "list", "ruleset").stdout
-            self.lab.run(node, "nft", "flush", "ruleset")
-            self.lab.run(node, "nft", "-f", "-", input=text)
+            self.lab.run(node, "nft", "-f", "-", input="flush ruleset\n" + text)
             for name in os.listdir(self.lab.rsctmp(node)):
                 if name.endswith(".checked"):
                     os.unlink(os.path.join(self.lab.rsctmp(node), name))
