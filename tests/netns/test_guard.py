@@ -50,13 +50,14 @@ def guard_pids(lab, node="n0"):
     return found
 
 
-def wait_for(predicate, timeout, what):
+def wait_for(predicate, timeout, what, explain=lambda: ""):
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
         if value:
             return value
-        assert time.monotonic() < deadline, "timed out after %.0f s: %s" % (timeout, what)
+        assert time.monotonic() < deadline, "timed out after %.0f s: %s %s" % (
+            timeout, what, explain())
         time.sleep(0.02)
 
 
@@ -105,7 +106,9 @@ def test_a_flushed_ruleset_is_put_back_at_once(ipv6):
 
         # Debian's reload: flush ruleset.
         since = reload_firewall(lab)
-        wait_for(lambda: complete({1, 3}), REPAIR_LIMIT, "buckets 1 and 3 back")
+        wait_for(lambda: complete({1, 3}), REPAIR_LIMIT, "buckets 1 and 3 back",
+                 lambda: (oracle.problems(oracle.vip_states(lab, "n0", [vip], "nft")[vip],
+                                          {1, 3}, "nft"), repairs()))
         repaired_after = time.monotonic() - since
         assert ("inet", "filter") in oracle.nft_tables(lab, "n0")
         for instance in (0, 2):
