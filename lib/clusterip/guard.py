@@ -34,7 +34,9 @@ back).  Why this is sound:
   of the VIP is left, checked after every transaction and every
   IDLE_CHECK seconds;
 * when it cannot listen (no nf_tables events, a socket error) it exits
-  and the monitor remains what notices, as before.
+  and the monitor remains what notices, as before;
+* once it listens it checks at once, so that a deletion between the start
+  that spawned it and its subscription is not missed.
 
 What it does it logs as the agent does (``HA_LOGFACILITY``/``HA_LOGFILE``
 as Pacemaker hands them to the start that spawned it) and appends to
@@ -178,7 +180,9 @@ def run(path, env):
     with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, nfnl.NETLINK_NETFILTER) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
         sock.bind((0, 1 << (NFNLGRP_NFTABLES - 1)))
-        deleted, due = [], None
+        # One check at once, now that it listens: a deletion between the start
+        # that spawned it and its subscription would go unnoticed otherwise.
+        deleted, due = [], time.monotonic()
         while True:
             if background.owner(path) != me:
                 return "replaced"
@@ -206,10 +210,11 @@ def run(path, env):
             done = repair(env, marked_buckets(rsctmp, p.vip), log)
             if done:
                 repairs.append(now)
-                line = "repaired %s after nft deleted from %s: %s" % (
-                    "; ".join(done), " and ".join("%s %s" % table for table in nft.tables(p)),
+                line = "repaired %s %s" % ("; ".join(done), "after nft deleted from %s: %s" % (
+                    " and ".join("%s %s" % table for table in nft.tables(p)),
                     ", ".join("%d %ss" % (deleted.count(kind), kind)
-                              for kind in sorted(set(deleted))))
+                              for kind in sorted(set(deleted)))) if deleted
+                    else "found missing as the guard started")
                 log.warning(line)
                 with open(log_path, "a", encoding="utf-8") as f:
                     f.write("%s %s\n" % (time.strftime("%Y-%m-%dT%H:%M:%S"), line))
