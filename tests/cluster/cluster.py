@@ -28,7 +28,8 @@ oracles) and turns every node namespace into a cluster node:
   Pacemaker's 20 s): nodes that start together each wait dc-deadtime for a
   DC before electing one, so a fresh cluster is up in ~8 s instead of ~22 s.
   It plays no part in failover (a DC's death triggers an election at once).
-  ``stonith-enabled=false`` is then set with crm: no fencing device exists here.
+  ``stonith-enabled=false`` is then set with crm, unless ``fencing=True``
+  (below) gives the cluster a fence device.
 * :meth:`Cluster.node_exec` runs a command inside a node (``nsenter -t
   <init pid> -m -u -n``): the node's mounts, hostname and network, so
   ``crm``, ``crm_mon``, ``crm_resource``, ``cibadmin`` talk to that node's
@@ -54,6 +55,19 @@ oracles) and turns every node namespace into a cluster node:
   is an admin's upgrade of one node: its cluster stack stopped cleanly,
   started again from another root with the same disk (/etc/corosync,
   /var/lib/pacemaker), the kernel untouched.
+* **Fencing** (``fencing=True``): a power controller
+  (:class:`PowerController`, a thread of the harness, like a BMC or a PDU)
+  listens on ``<lab directory>/power.sock``, which every node sees at the
+  same path; the test suite's fence agent ``fence_lab`` (an RHCS-style
+  ``fence_*`` program) appears in each node's /usr/sbin (node-init.sh: a
+  read-only overlay of the lab's fence-agents directory over the real one,
+  in the node's private mount namespace) and asks the controller to power a
+  node off (:meth:`Cluster.power_off`: every process killed, link down) or
+  on (:meth:`Cluster.boot_node`: a reboot's kernel reset, link up, the init
+  started; not waited for, as a BMC's power-on returns before the OS is
+  up).  The cluster gets the stonith resource ``fence-lab`` and
+  ``stonith-enabled=true``; every request is kept in
+  :attr:`PowerController.events` with its time.
 * Resources come from crm files loaded **verbatim** with ``crm configure
   load update <file>``: one file is one transaction, so a primitive and its
   clone are created together (a primitive created alone would be started
@@ -78,6 +92,7 @@ import pwd
 import re
 import shutil
 import signal
+import socketserver
 import statistics
 import subprocess
 import sys
@@ -101,6 +116,8 @@ BACKEND = "nft"  # the host kernel's (no CLUSTERIP after Linux 6.2)
 CLUSTER_TOOLS = ("corosync", "corosync-cfgtool", "pacemakerd", "crm", "crm_mon",
                  "crm_resource", "cibadmin", "nsenter", "unshare", "nft", "ip")
 DUMMY_AGENT = "/usr/lib/ocf/resource.d/pacemaker/Dummy"
+FENCE_AGENT = os.path.join(HERE, "fence_lab")
+FENCE_DEVICE = "fence-lab"
 
 
 # A fresh CIB with one cluster property; no .sig file: Pacemaker accepts a
@@ -315,10 +332,13 @@ class Cluster:
     ``ipv6``: the lab's IPv6 addresses too (see :class:`netlab.Lab`): the
     nodes and the client keep their IPv4 addresses (Corosync runs over them),
     the client's many sources are IPv6 ones instead.
+    ``fencing``: a fence device (``fence_lab`` through :attr:`power`, a
+    :class:`PowerController`) and ``stonith-enabled=true``.
     """
 
     def __init__(self, nodes=3, token=None, sources=200, prefix=None, log=None,
-                 up_timeout=120.0, lifetime=3600, dc_deadtime="5s", ipv6=False, roots=None):
+                 up_timeout=120.0, lifetime=3600, dc_deadtime="5s", ipv6=False, roots=None,
+                 fencing=False):
         self.lab = netlab.Lab(nodes=nodes, sources=sources, prefix=prefix, ipv6=ipv6)
         self.token = token
         self.dc_deadtime = dc_deadtime
@@ -338,6 +358,8 @@ class Cluster:
         self._old_sigterm = None
         self._closed = False
         self._boots = {}  # node -> how often its init was started
+        self.fencing = fencing
+        self.power = None  # the PowerController, with fencing
 
     def log(self, message):
         self._log("[cluster %6.1fs] %s" % (time.monotonic() - self._started, message))
@@ -367,6 +389,13 @@ class Cluster:
     def start(self):
         started = time.monotonic()
         self.lab.__enter__()
+        if self.fencing:
+            agents = os.path.join(self.lab.directory, "fence-agents")
+            os.makedirs(agents)
+            shutil.copy(FENCE_AGENT, agents)
+            os.chmod(os.path.join(agents, os.path.basename(FENCE_AGENT)), 0o755)
+            self.power = PowerController(self, os.path.join(self.lab.directory, "power.sock"))
+            self.power.start()
         for node in self.nodes:
             self.baseline_macs[node] = oracle.multicast_macs(self.lab, node)
             self._prepare_node(node)
@@ -374,9 +403,19 @@ class Cluster:
             self._start_init(node)
         self.wait_up(self.up_timeout)
         self.timings["up"] = round(time.monotonic() - started, 2)
-        # No fencing devices exist here: without this Pacemaker refuses to start
-        # anything.  (Production clusters need fencing; see README "Fencing".)
-        self.crm(self.nodes[0], "configure", "property", "stonith-enabled=false")
+        if self.fencing:
+            # One transaction: the device and the property that makes it matter.
+            path = os.path.join(self.lab.directory, "fence-lab.crm")
+            with open(path, "w") as handle:
+                handle.write("primitive %s stonith:%s params socket=%s "
+                             "op monitor interval=30s timeout=20s\n"
+                             "property stonith-enabled=true\n"
+                             % (FENCE_DEVICE, os.path.basename(FENCE_AGENT), self.power.path))
+            self.load_crm(path)
+        else:
+            # No fencing devices exist here: without this Pacemaker refuses to start
+            # anything.  (Production clusters need fencing; see README "Fencing".)
+            self.crm(self.nodes[0], "configure", "property", "stonith-enabled=false")
         self.timings["configured"] = round(time.monotonic() - started, 2)
         self.timings.update(self.totem_runtime())
         self.log("cluster up in %.1f s (token %s), configured after %.1f s" % (
@@ -391,6 +430,9 @@ class Cluster:
             # A second SIGTERM must not cut the teardown short.
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
         errors = []
+        if self.power is not None:
+            # First: no fence request may boot a node while we tear down.
+            self.power.stop()
         # SIGTERM to all nodes at once, one grace period, then SIGKILL what is left.
         namespaces = [self.lab.ns(node) for node in self.nodes]
         try:
@@ -525,6 +567,8 @@ class Cluster:
                            else "init-%d.log" % self._boots[node])
         init = ["/bin/sh", NODE_INIT, node, self.node_dir(node), str(os.getpid()),
                 str(self.lifetime)]
+        if self.fencing:
+            init.append(os.path.join(self.lab.directory, "fence-agents"))
         if self.roots[node] != "/":
             # roots.ENTER pivot_roots into the node's root (its own
             # mount namespace: unshare's), binds the checkout (node-init.sh)
@@ -678,6 +722,16 @@ class Cluster:
         # scenario (it rejoins without ever having left): wait until it left.
         self.wait_offline(node)
         at = time.monotonic()
+        self.boot_node(node, responder=False)
+        self.wait_up(timeout or self.up_timeout)
+        if self.responder_port is not None:
+            self.lab.start_responder(node, self.responder_port, lifetime=self.lifetime)
+        self.log("revived %s: online after %.1f s" % (node, time.monotonic() - at))
+        return at
+
+    def boot_node(self, node, responder=True):
+        """A dead node booted: reset kernel state, link up, its init started (not
+        waiting until it is online); with ``responder``, its responder too."""
         self.reset_kernel_state(node)
         self.set_link(node, True)
         self._start_init(node)
@@ -685,11 +739,17 @@ class Cluster:
         left = self.node_exec(node, ["ls", "-A", "/run/resource-agents"]).stdout.split()
         if left:
             raise ClusterError("%s rebooted with %s in /run/resource-agents" % (node, left))
-        self.wait_up(timeout or self.up_timeout)
-        if self.responder_port is not None:
+        if responder and self.responder_port is not None:
             self.lab.start_responder(node, self.responder_port, lifetime=self.lifetime)
-        self.log("revived %s: online after %.1f s" % (node, time.monotonic() - at))
-        return at
+
+    def power_off(self, node):
+        """Power cut: :meth:`kill_node` for a running node; for a dead one, its
+        link down and any process left killed (idempotent)."""
+        if node in self.dead:
+            self.set_link(node, False)
+            kill_netns_processes(self.lab.ns(node))
+        else:
+            self.kill_node(node)
 
     def stop_node(self, node, timeout=120):
         """The node's cluster stack stopped as ``systemctl stop pacemaker corosync`` does:
@@ -816,6 +876,115 @@ class Cluster:
             return []
 
 
+class PowerController:
+    """The namespace nodes' power switch, as a BMC or a PDU is a real node's.
+
+    Listens on the unix socket ``path`` (in the lab directory, so every node
+    sees it) for one request per connection, a line: ``list`` -> ``nodes n0
+    n1 n2``; ``status NODE`` -> ``on`` or ``off`` (the power, not the OS: a
+    crashed node is on until someone powers it off); ``off NODE`` ->
+    :meth:`Cluster.power_off`, then ``ok``; ``on NODE`` -> ``ok`` at once,
+    :meth:`Cluster.boot_node` in a thread of its own (a power-on returns
+    before the OS is up).  Anything else -> ``error: ...``.  Every request
+    is kept in :attr:`events` as (monotonic time of the answer, verb, node,
+    answer).  fence_lab is its client.
+    """
+
+    def __init__(self, cluster, path):
+        self.cluster = cluster
+        self.path = path
+        self.events = []
+        self.errors = []
+        self.off = set()  # nodes whose power this controller switched off
+        self._node_locks = {node: threading.Lock() for node in cluster.nodes}
+        self._boots = []
+        self._stopped = threading.Event()
+        self._server = None
+
+    def start(self):
+        controller = self
+
+        class Handler(socketserver.StreamRequestHandler):
+            def handle(self):
+                line = self.rfile.readline(1024).decode(errors="replace").strip()
+                try:
+                    answer = controller.answer(line)
+                except Exception as error:  # noqa: BLE001  (the agent gets the reason)
+                    controller.errors.append("%s: %s" % (line, error))
+                    answer = "error: %s" % str(error).splitlines()[0]
+                self.wfile.write((answer + "\n").encode())
+
+        self._server = socketserver.ThreadingUnixStreamServer(self.path, Handler)
+        self._server.daemon_threads = True
+        os.chmod(self.path, 0o600)
+        threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.1},
+                         daemon=True).start()
+
+    def stop(self):
+        self._stopped.set()
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+        for thread in self._boots:
+            thread.join(timeout=60)
+
+    def answer(self, line):
+        words = line.split()
+        if words == ["list"]:
+            return "nodes " + " ".join(self.cluster.nodes)
+        if len(words) != 2 or words[0] not in ("status", "off", "on") \
+                or words[1] not in self.cluster.nodes:
+            return "error: bad request %r" % line[:80]
+        verb, node = words
+        if verb == "status":
+            return "off" if node in self.off else "on"
+        if self._stopped.is_set():
+            return "error: the lab is being torn down"
+        if verb == "off":
+            with self._node_locks[node]:
+                self.cluster.power_off(node)
+                self.off.add(node)
+        else:
+            with self._node_locks[node]:
+                if node in self.off:
+                    self.off.discard(node)
+                    thread = threading.Thread(target=self._boot, args=(node,), daemon=True)
+                    self._boots.append(thread)
+                    thread.start()
+        self.events.append((time.monotonic(), verb, node, "ok"))
+        self.cluster.log("power controller: %s %s" % (verb, node))
+        return "ok"
+
+    def _boot(self, node):
+        with self._node_locks[node]:
+            if self._stopped.is_set() or node in self.off or node not in self.cluster.dead:
+                return
+            try:
+                self.cluster.boot_node(node)
+            except Exception as error:  # noqa: BLE001  (kept for the test to report)
+                self.errors.append("boot %s: %s" % (node, error))
+
+    def times(self, verb, node, since):
+        """Monotonic times of the ``verb`` requests for ``node`` answered after ``since``."""
+        return [t for t, v, n, _ in list(self.events) if v == verb and n == node and t >= since]
+
+
+def runs(flags, until):
+    """(longest s, total s) of the runs of true flags in [(time, flag)] (in time
+    order): a run lasts from its first true flag to the next false one, or
+    ``until``."""
+    longest = total = 0.0
+    began = None
+    for t, flag in flags:
+        if flag and began is None:
+            began = t
+        elif not flag and began is not None:
+            longest, total, began = max(longest, t - began), total + t - began, None
+    if began is not None:
+        longest, total = max(longest, until - began), total + until - began
+    return round(longest, 2), round(total, 2)
+
+
 class OwnershipSampler(threading.Thread):
     """Samples the kernel's owned sets of the live nodes every ``interval`` seconds.
 
@@ -825,6 +994,8 @@ class OwnershipSampler(threading.Thread):
     therefore confirmed by reading the earlier node again: if it still owns
     the bucket, it owned it before and after the later node's read -- both
     owned it at once (a violation); otherwise it is counted as read skew.
+    :attr:`timeline` keeps every sample, (monotonic time, {bucket: [live
+    owners]}) with read skew taken out, for :meth:`spans`.
     """
 
     def __init__(self, cluster, interval=0.1):
@@ -834,6 +1005,7 @@ class OwnershipSampler(threading.Thread):
         self.samples = 0
         self.skew = 0
         self.violations = []  # (seconds since start, bucket, [nodes])
+        self.timeline = []  # (monotonic time of the sample, {bucket: [nodes]})
         self.errors = []
         self._stop_event = threading.Event()
         self._started_at = None
@@ -850,6 +1022,7 @@ class OwnershipSampler(threading.Thread):
             self._stop_event.wait(max(0.0, self.interval - (time.monotonic() - began)))
 
     def _sample(self):
+        reads_began = time.monotonic()
         reads = []
         for node in self.cluster.live_nodes():
             if node in self.cluster.dead:  # killed while we read the others
@@ -860,11 +1033,13 @@ class OwnershipSampler(threading.Thread):
         for order, (node, owned) in enumerate(reads):
             for bucket in owned:
                 owners.setdefault(bucket, []).append((order, node))
+        sample = {bucket: [node for _, node in holders] for bucket, holders in owners.items()}
         for bucket, holders in owners.items():
             if len(holders) < 2:
                 continue
             first = holders[0][1]
             if first in self.cluster.dead:
+                sample[bucket].remove(first)
                 continue
             again = self.cluster.owned(first) or set()
             if bucket in again and first not in self.cluster.dead:
@@ -872,10 +1047,26 @@ class OwnershipSampler(threading.Thread):
                                         [node for _, node in holders]))
             else:
                 self.skew += 1
+                sample[bucket].remove(first)
+        self.timeline.append((reads_began, sample))
 
     def stop(self):
         self._stop_event.set()
         self.join(timeout=10)
+
+    def spans(self, buckets, since, until, owners=2):
+        """{bucket: (longest s, total s)} in which the bucket had ``owners`` or more
+        live owners (``owners=0``: none at all), over the samples in [since,
+        until].  A span runs from the first such sample to the next sample
+        that is not (or ``until``): the resolution is the interval.
+        """
+        samples = [(t, sample) for t, sample in list(self.timeline) if since <= t <= until]
+
+        def hit(sample, bucket):
+            count = len(sample.get(bucket, ()))
+            return count == 0 if owners == 0 else count >= owners
+        return {bucket: runs([(t, hit(sample, bucket)) for t, sample in samples], until)
+                for bucket in buckets}
 
 
 class TrafficWatch(threading.Thread):
@@ -926,19 +1117,11 @@ class TrafficWatch(threading.Thread):
         found = {}
         rounds = [(t, answers) for t, answers in list(self.rounds) if since <= t <= until]
         for bucket in sorted(set(bucket_of.values())):
-            longest = total = failed = 0.0
-            began = None
-            for t, answers in rounds:
-                bad = [pair for pair, answer in answers.items()
-                       if bucket_of.get(pair) == bucket and answer.startswith("ERROR:")]
-                failed += len(bad)
-                if bad and began is None:
-                    began = t
-                elif not bad and began is not None:
-                    longest, total, began = max(longest, t - began), total + t - began, None
-            if began is not None:
-                longest, total = max(longest, until - began), total + until - began
-            found[bucket] = (round(longest, 2), round(total, 2), int(failed))
+            bad = [(t, sum(1 for pair, answer in answers.items()
+                           if bucket_of.get(pair) == bucket and answer.startswith("ERROR:")))
+                   for t, answers in rounds]
+            found[bucket] = runs([(t, count > 0) for t, count in bad], until) + (
+                sum(count for _, count in bad),)
         return found
 
 
@@ -952,6 +1135,7 @@ class Report:
 
     MEASURES = (
         ("victim_offline", "Pacemaker reports the crashed node offline"),
+        ("victim_fenced", "fencing: the power controller switched the node off"),
         ("clusterip_traffic", "clusterip: every connection of the bucket answered again"),
         ("clusterip_pacemaker", "clusterip: Pacemaker reports the instance started"),
         ("dummy_pacemaker", "Dummy: Pacemaker reports the instance started"),
@@ -1027,6 +1211,8 @@ class Report:
             for setting, entry in self.failover.items():
                 for measure, text in self.MEASURES:
                     samples = entry.get(measure, [])
+                    if not samples and measure == "victim_fenced":
+                        continue  # settings without fencing
                     lines.append("  %-14s %-58s %7s  %s" % (
                         setting, text, "%.2f" % statistics.median(samples) if samples else "-",
                         " ".join("%.2f" % s for s in samples)))

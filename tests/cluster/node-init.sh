@@ -1,7 +1,7 @@
 #!/bin/sh
 # The "init" of one cluster node: PID 1 of the node in spirit, not in fact.
 #
-#   node-init.sh NODE NODE_DIR OWNER_PID LIFETIME_SECONDS
+#   node-init.sh NODE NODE_DIR OWNER_PID LIFETIME_SECONDS [FENCE_AGENTS_DIR]
 #
 # Started by cluster.py as
 #   ip netns exec <ns> unshare --mount --uts --propagation private sh node-init.sh ...
@@ -18,7 +18,11 @@
 #    /etc/corosync, /var/lib/* and /var/log are bind mounts of directories
 #    under NODE_DIR, so they survive a "crash" (as a disk does) and the
 #    harness can read the logs after the node is gone.  /etc/hosts names
-#    every node (crmsh resolves them).  Propagation is
+#    every node (crmsh resolves them).  With FENCE_AGENTS_DIR, /usr/sbin
+#    becomes a read-only overlay of that directory over the real /usr/sbin:
+#    pacemaker-fenced looks for RHCS fence agents (fence_*) there, and the
+#    test suite's own (fence_lab) appears without touching the host's
+#    /usr/sbin.  Propagation is
 #    private, so none of these mounts ever appears in the host's namespace.
 # 2. sets the hostname (UTS namespace) to the node name, as on a real node.
 # 3. starts corosync, waits (bounded) until it answers, then pacemakerd, both
@@ -36,6 +40,7 @@ NODE=$1
 DIR=$2
 OWNER=$3
 LIFETIME=$4
+FENCE_AGENTS=${5:-}
 CLEAN="env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin"
 
 mount -t tmpfs -o mode=0755,size=64m "cipc-run-$NODE" /run
@@ -49,6 +54,9 @@ mount --bind "$DIR/var-lib-heartbeat" /var/lib/heartbeat
 mount --bind "$DIR/var-log" /var/log
 mount --bind "$DIR/home" /root
 mount --bind "$DIR/hosts" /etc/hosts
+if [ -n "$FENCE_AGENTS" ]; then
+    mount -t overlay "cipc-fence-$NODE" -o "lowerdir=$FENCE_AGENTS:/usr/sbin" /usr/sbin
+fi
 hostname "$NODE"
 echo "mounted"
 

@@ -287,6 +287,38 @@ class PacemakerWatch(threading.Thread):
 # -- one crash and reboot ------------------------------------------------------------------
 
 
+def crash_and_measure(c, label):
+    """From the baseline, crash VICTIM and measure the failover, seconds from the
+    kill: every connection of its bucket answered by a survivor, Pacemaker
+    reporting the clusterip and Dummy instances started on one and the
+    victim offline.  Returns (the measurements, the kill's monotonic time,
+    the bucket's pairs)."""
+    status = wait_placement(c, "the baseline before %s" % label)
+    survivors = [node for node in c.nodes if node != VICTIM]
+    bucket = next(b for b, node in status.buckets(PRIMITIVE).items() if node == VICTIM)
+    dummy = next(i for i, node in status.instances(DUMMY).items() if node == VICTIM)
+    victim_pairs = [pair for pair in c.pairs if c.pair_buckets[pair] == bucket]
+    kill = {"label": label, "bucket": bucket, "pairs": len(victim_pairs),
+            "killed_dc": status.dc == VICTIM, "dc_before": status.dc}
+    since = c.kill_node(VICTIM)
+    watch = PacemakerWatch(c, survivors, {"clusterip_pacemaker": (PRIMITIVE, bucket - 1),
+                                          "dummy_pacemaker": (DUMMY, dummy)},
+                           since, FAILOVER_LIMIT)
+    watch.start()
+    (kill["clusterip_traffic"], kill["clusterip_traffic_round_start"],
+     kill["probe_rounds"]) = probe_until_answered(c, victim_pairs, survivors, since,
+                                                   FAILOVER_LIMIT)
+    watch.join(FAILOVER_LIMIT + 5)
+    kill.update(watch.times)
+    assert "clusterip_pacemaker" in watch.times and "dummy_pacemaker" in watch.times, \
+        "Pacemaker did not report the instances of %s started on a survivor within " \
+        "%.0f s: %s (crm_mon errors: %s)" % (VICTIM, FAILOVER_LIMIT, watch.times,
+                                             watch.errors[-3:])
+    c.log("%s: bucket %d answered again after %.2f s, Pacemaker: %s" % (
+        label, bucket, kill["clusterip_traffic"], watch.times))
+    return kill, since, victim_pairs
+
+
 def kill_cycle(c, label):
     """Crash VICTIM, measure the failover, reboot it, measure the rebalance.
 
@@ -295,34 +327,12 @@ def kill_cycle(c, label):
     after the failover and after the rebalance, and that no bucket was ever
     owned by two live nodes.
     """
-    status = wait_placement(c, "the baseline before %s" % label)
     survivors = [node for node in c.nodes if node != VICTIM]
-    bucket = next(b for b, node in status.buckets(PRIMITIVE).items() if node == VICTIM)
-    dummy = next(i for i, node in status.instances(DUMMY).items() if node == VICTIM)
-    victim_pairs = [pair for pair in c.pairs if c.pair_buckets[pair] == bucket]
-    kill = {"label": label, "bucket": bucket, "pairs": len(victim_pairs),
-            "killed_dc": status.dc == VICTIM, "dc_before": status.dc}
-
     sampler = OwnershipSampler(c, interval=0.1)
     sampler.start()
     try:
-        since = c.kill_node(VICTIM)
-        watch = PacemakerWatch(c, survivors, {"clusterip_pacemaker": (PRIMITIVE, bucket - 1),
-                                              "dummy_pacemaker": (DUMMY, dummy)},
-                               since, FAILOVER_LIMIT)
-        watch.start()
-        (kill["clusterip_traffic"], kill["clusterip_traffic_round_start"],
-         kill["probe_rounds"]) = probe_until_answered(c, victim_pairs, survivors, since,
-                                                       FAILOVER_LIMIT)
-        watch.join(FAILOVER_LIMIT + 5)
-        kill.update(watch.times)
-        assert "clusterip_pacemaker" in watch.times and "dummy_pacemaker" in watch.times, \
-            "Pacemaker did not report the instances of %s started on a survivor within " \
-            "%.0f s: %s (crm_mon errors: %s)" % (VICTIM, FAILOVER_LIMIT, watch.times,
-                                                 watch.errors[-3:])
-        c.log("%s: bucket %d answered again after %.2f s, Pacemaker: %s" % (
-            label, bucket, kill["clusterip_traffic"], watch.times))
-
+        kill, _, victim_pairs = crash_and_measure(c, label)
+        bucket = kill["bucket"]
         status = wait_placement(c, "every instance on the survivors", one_per_node=False)
         kill["new_owner"] = status.buckets(PRIMITIVE)[bucket]
         answers = checked_round(c, "%s: after the crash" % label)
