@@ -1,4 +1,4 @@
-"""The cluster tier's faults: fencing on (issue #15).
+"""The cluster tier's faults: fencing on, a partition (issue #15).
 
 One three-node cluster with ``token: 1000`` (timing matters here) and a real
 fence device: the test suite's ``fence_lab`` agent, registered as the
@@ -7,9 +7,11 @@ harness's power controller (cluster.py: ``Cluster(fencing=True)``,
 ``PowerController``).  ``crm-examples/three-nodes.crm`` and the ``Dummy``
 yardstick (dummy-clone.crm) are loaded as in test_cluster.py,
 ``no-quorum-policy=stop`` is set explicitly (Pacemaker's default), and each
-scenario first restores the baseline (all nodes up, one bucket per node)
-with ``stonith-enabled`` as it needs it; the kernels' owned sets are
-sampled every 0.1 s (OwnershipSampler).
+scenario first restores the baseline (all nodes up, one bucket per node,
+no cut) with ``stonith-enabled`` as it needs it.  Clients connect
+throughout (TrafficWatch: PAIRS_PER_BUCKET pairs per bucket, a round every
+0.1 s, 0.15 s timeouts) and the kernels' owned sets are sampled every 0.1 s
+(OwnershipSampler).
 
 f. fencing: FENCE_KILLS (default 3, $CLUSTERIP_FENCE_KILLS) crashes of n2
    with ``stonith-enabled=true``.  Measured from the kill: n2 reported
@@ -20,6 +22,16 @@ f. fencing: FENCE_KILLS (default 3, $CLUSTERIP_FENCE_KILLS) crashes of n2
    reported later than the power-off), the fence history holds a
    successful reboot of n2, the rebooted node comes back by itself and the
    buckets rebalance, never two owners.
+g. partition, without fencing and with it: n2's corosync traffic dropped
+   (nft in n2's own network namespace, UDP port 5405 in and out) while its
+   clients still reach it.  n2 loses quorum and stops serving (fenced,
+   with fencing), n0 and n1 take its bucket.  Measured from the cut: the
+   majority serving every connection of the bucket, n2's last answer, and
+   per bucket the longest span with two live owners or none (kernel,
+   0.1 s samples) and unanswered (traffic).  Checked: afterwards every
+   connection is answered by exactly one node, the bucket's owner; n2
+   has no quorum and nothing of the VIP left (or was fenced: then never
+   two owners at all).  Healed: the buckets rebalance, no double owner.
 """
 
 import calendar
@@ -32,9 +44,10 @@ import xml.etree.ElementTree as ET
 import pytest
 
 import cluster
+import oracle
 import scenarios
 import test_cluster as base
-from cluster import REPORT, OwnershipSampler, wait_until
+from cluster import REPORT, VIP, OwnershipSampler, TrafficWatch, wait_until
 
 SETTING = "token1000+fencing"
 TOKEN = 1000
@@ -42,7 +55,16 @@ FENCE_KILLS = int(os.environ.get("CLUSTERIP_FENCE_KILLS", "3"))
 VICTIM = base.VICTIM  # n2, as in test_cluster's kills
 PRIMITIVE = base.PRIMITIVE
 PORT = scenarios.PORT
-LIMIT = 90.0  # s: a failover or a reboot slower than this fails
+PAIRS_PER_BUCKET = 8
+LIMIT = 90.0  # s: a failover, a partition or a heal slower than this fails
+WATCH_SECONDS = 1800
+# n2's corosync (knet) traffic, both ways; the node's clients (TCP) still pass.
+CUT_TABLE = "cipc_partition"
+CUT_RULES = """table inet %s {
+    chain input { type filter hook input priority 0; udp dport 5405 drop; udp sport 5405 drop; }
+    chain output { type filter hook output priority 0; udp dport 5405 drop; udp sport 5405 drop; }
+}
+""" % CUT_TABLE
 
 
 # -- the cluster ------------------------------------------------------------------------
@@ -69,8 +91,22 @@ def fenced():
             c.close()
 
 
+def cut(c, node):
+    c.lab.run(node, "nft", "-f", "-", input=CUT_RULES)
+
+
+def heal(c, node):
+    c.lab.run(node, "nft", "delete", "table", "inet", CUT_TABLE, check=False)
+
+
+def is_cut(c, node):
+    return ("inet", CUT_TABLE) in oracle.nft_tables(c.lab, node)
+
+
 def baseline(c, fencing):
-    """Every node up, stonith-enabled as asked, then test_cluster's baseline."""
+    """No cut, every node up, stonith-enabled as asked, then test_cluster's baseline."""
+    for node in c.nodes:
+        heal(c, node)
     # A node fenced by the last scenario boots by itself; give it the time to.
     wait_until(lambda: not (c.dead & c.power.off) and not any(
         t.is_alive() for t in c.power._boots), 60, "fenced nodes booting")
@@ -82,6 +118,17 @@ def baseline(c, fencing):
     registered = c.node_exec(c.live_nodes()[0], ["stonith_admin", "--list-registered"]).stdout
     assert cluster.FENCE_DEVICE in registered.split(), registered
     return status
+
+
+def watched_pairs(c):
+    """PAIRS_PER_BUCKET pairs of each bucket: ({"src:sport": bucket}, [(src, sport)])."""
+    chosen = collections.defaultdict(list)
+    for pair, bucket in sorted(c.pair_buckets.items()):
+        if len(chosen[bucket]) < PAIRS_PER_BUCKET:
+            chosen[bucket].append(pair)
+    assert sorted(chosen) == [1, 2, 3], chosen
+    pairs = [pair for bucket_pairs in chosen.values() for pair in bucket_pairs]
+    return {"%s:%d" % pair: c.pair_buckets[pair] for pair in pairs}, pairs
 
 
 def fence_history(c, node, target):
@@ -97,6 +144,20 @@ def fence_history(c, node, target):
         completed = calendar.timegm(tuple(numbers) + (0, 0, 0)) if len(numbers) == 6 else None
         events.append((event.get("action"), event.get("status"), completed))
     return events
+
+
+def wait_rounds_after(watch, moment, count=5):
+    wait_until(lambda: sum(1 for t, _ in list(watch.rounds) if t > moment) >= count, 30,
+               "client rounds after the moment")
+
+
+def one_owner_each(c, nodes):
+    """The kernel owners when each of the 3 buckets has exactly one, on ``nodes``; else None."""
+    owners = c.kernel_buckets()
+    if sorted(owners) != [1, 2, 3] or any(len(h) != 1 or h[0] not in nodes
+                                          for h in owners.values()):
+        return None
+    return {bucket: holders[0] for bucket, holders in owners.items()}
 
 
 # -- f. fencing ---------------------------------------------------------------------------
@@ -149,3 +210,112 @@ def test_f_fencing_failover_times(fenced):
     c.log("failover with fencing: fenced %s, clusterip %s, Dummy %s" % (
         entry.get("victim_fenced"), entry.get("clusterip_traffic"),
         entry.get("dummy_pacemaker")))
+
+
+# -- g. partition ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fencing", [False, True], ids=["no-fencing", "fencing"])
+def test_g_partition(fenced, fencing):
+    c = fenced
+    status = baseline(c, fencing=fencing)
+    majority = [node for node in c.nodes if node != VICTIM]
+    bucket = next(b for b, node in status.buckets(PRIMITIVE).items() if node == VICTIM)
+    bucket_of, pairs = watched_pairs(c)
+    result = {"fencing": fencing, "bucket": bucket, "dc_before": status.dc}
+    watch = TrafficWatch(c.lab, VIP, PORT, pairs, WATCH_SECONDS)
+    sampler = OwnershipSampler(c, interval=0.1)
+    watch.start()
+    sampler.start()
+    try:
+        wait_until(lambda: len(watch.rounds) >= 5, 30, "the first client rounds")
+        since = time.monotonic()
+        cut(c, VICTIM)
+        c.log("partition: %s's corosync traffic cut" % VICTIM)
+
+        def majority_serves():
+            if VICTIM not in c.dead and (c.owned(VICTIM) or set()):
+                return None
+            owners = one_owner_each(c, majority)
+            rounds = list(watch.rounds)
+            if owners is None or not rounds or rounds[-1][0] < since:
+                return None
+            answers = rounds[-1][1]
+            return owners if all(answer == owners[bucket_of[pair]]
+                                 for pair, answer in answers.items()) else None
+        owners = wait_until(majority_serves, LIMIT, "the majority serving every bucket")
+        settled = time.monotonic()
+        wait_rounds_after(watch, settled, 20)  # 2 s more of clients
+        observed = time.monotonic()
+
+        rounds = [(t, answers) for t, answers in list(watch.rounds) if t >= since]
+        victim_bucket = [pair for pair, b in bucket_of.items() if b == bucket]
+        last_bad = max([t for t, answers in rounds
+                        if any(answers[pair] not in majority for pair in victim_bucket)]
+                       or [since])
+        result["majority_serves"] = round(min([t for t, _ in rounds if t > last_bad]
+                                              or [observed]) - since, 2)
+        result["victim_last_answer"] = round(max(
+            [t for t, answers in rounds if VICTIM in answers.values()] or [since]) - since, 2)
+        buckets = sorted(set(bucket_of.values()))
+        result["two_owners"] = sampler.spans(buckets, since, observed, owners=2)
+        result["no_owner"] = sampler.spans(buckets, since, observed, owners=0)
+        result["unanswered"] = {b: v[0] for b, v in watch.dark(bucket_of, since,
+                                                               observed).items()}
+        result["garbled"] = sum(1 for _, answers in rounds for a in answers.values()
+                                if a.startswith("ERROR:garbled"))
+        # After it: every connection answered by exactly one node, its bucket's owner.
+        after = [(t, answers) for t, answers in rounds if t > settled]
+        wrong = [(round(t - since, 2), pair, answer) for t, answers in after
+                 for pair, answer in answers.items() if answer != owners[bucket_of[pair]]]
+        assert not wrong, "after the majority took over: %s" % wrong[:5]
+        answers = base.checked_round(c, "partition: majority serving")
+        assert set(answers.values()) == set(majority), collections.Counter(answers.values())
+        offs = c.power.times("off", VICTIM, since)
+        if fencing:
+            assert offs, "%s was not fenced (errors %s)" % (VICTIM, c.power.errors)
+            result["fenced"] = round(offs[0] - since, 2)
+            assert not sampler.violations, "two owners with fencing on: %s" % (
+                sampler.violations[:5],)
+            wait_until(lambda: VICTIM not in c.dead, LIMIT, "%s booted by the fence" % VICTIM)
+        else:
+            assert not offs, "fenced with stonith-enabled=false: %s" % offs
+        assert is_cut(c, VICTIM), "the cut must outlive a reboot (it is the network's)"
+        # The minority knows it has no quorum, and its kernel holds nothing of the VIP.
+        wait_until(lambda: (lambda s: s.dc == VICTIM and not s.quorum)(c.status(VICTIM)),
+                   LIMIT, "%s as its own DC without quorum" % VICTIM)
+        left = c.leftovers(VICTIM)
+        assert not left, "%s after losing quorum: %s" % (VICTIM, left)
+
+        # Heal: the buckets rebalance by themselves.
+        healed = time.monotonic()
+        heal(c, VICTIM)
+        status = base.wait_placement(c, "one bucket per node after the heal", timeout=LIMIT)
+        rebalanced = time.monotonic()
+        result["heal_rebalanced"] = round(rebalanced - healed, 2)
+        wait_rounds_after(watch, rebalanced, 10)
+        result["heal_unanswered"] = {b: v[0] for b, v in watch.dark(
+            bucket_of, healed, time.monotonic()).items()}
+        heal_violations = [v for v in sampler.violations
+                           if v[0] >= healed - sampler._started_at]
+        assert not heal_violations, "two owners while healing: %s" % heal_violations[:5]
+        answers = base.checked_round(c, "partition healed")
+        assert set(answers.values()) == set(c.nodes), collections.Counter(answers.values())
+    finally:
+        sampler.stop()
+        watch.stop()
+        heal(c, VICTIM)
+    result["failures"] = ["%s on %s" % (f.get("op_key"), f.get("node")) for f in status.failures]
+    result["samples"] = sampler.samples
+    c.log("partition %s" % result)
+    REPORT.notes.append(
+        "partition of %s (%s, token %d): majority serves its bucket %d after %.2f s, %s's "
+        "last answer %.2f s%s; per bucket longest two owners %s, no owner %s, unanswered %s "
+        "(s); healed: one bucket per node after %.2f s, longest unanswered %s; failures %s" % (
+            VICTIM, "fencing" if fencing else "no fencing", TOKEN, bucket,
+            result["majority_serves"], VICTIM, result["victim_last_answer"],
+            ", fenced after %.2f s" % result["fenced"] if fencing else "",
+            {b: v[0] for b, v in result["two_owners"].items()},
+            {b: v[0] for b, v in result["no_owner"].items()}, result["unanswered"],
+            result["heal_rebalanced"], result["heal_unanswered"], result["failures"] or "none"))
+    assert not watch.errors, watch.errors[:5]
