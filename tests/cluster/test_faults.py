@@ -1,4 +1,4 @@
-"""The cluster tier's faults: fencing on, a partition (issue #15).
+"""The cluster tier's faults: fencing on, a partition, a flapping link (issue #15).
 
 One three-node cluster with ``token: 1000`` (timing matters here) and a real
 fence device: the test suite's ``fence_lab`` agent, registered as the
@@ -32,6 +32,12 @@ g. partition, without fencing and with it: n2's corosync traffic dropped
    connection is answered by exactly one node, the bucket's owner; n2
    has no quorum and nothing of the VIP left (or was fenced: then never
    two owners at all).  Healed: the buckets rebalance, no double owner.
+h. flapping: n2's corosync traffic cut and restored every 2-5 s for
+   FLAP_SECONDS (60), without fencing.  At the end, without any ``crm
+   resource cleanup``: every bucket served by exactly one node, one per
+   node, each node's kernel holding exactly what Pacemaker placed there
+   (oracle.problems) and nothing else (oracle.leftovers), every connection
+   answered once.
 """
 
 import calendar
@@ -57,6 +63,9 @@ PRIMITIVE = base.PRIMITIVE
 PORT = scenarios.PORT
 PAIRS_PER_BUCKET = 8
 LIMIT = 90.0  # s: a failover, a partition or a heal slower than this fails
+FLAP_SECONDS = 60.0
+FLAP_PATTERN = ((3, 3), (2, 4), (5, 2), (4, 5), (2, 2))  # (cut s, healed s), repeated
+FLAP_SETTLE = 180.0  # s after the last heal (failure-timeout=60s may be needed)
 WATCH_SECONDS = 1800
 # n2's corosync (knet) traffic, both ways; the node's clients (TCP) still pass.
 CUT_TABLE = "cipc_partition"
@@ -318,4 +327,77 @@ def test_g_partition(fenced, fencing):
             {b: v[0] for b, v in result["two_owners"].items()},
             {b: v[0] for b, v in result["no_owner"].items()}, result["unanswered"],
             result["heal_rebalanced"], result["heal_unanswered"], result["failures"] or "none"))
+    assert not watch.errors, watch.errors[:5]
+
+
+# -- h. flapping ----------------------------------------------------------------------------
+
+
+def test_h_flapping_link(fenced):
+    c = fenced
+    baseline(c, fencing=False)
+    bucket_of, pairs = watched_pairs(c)
+    watch = TrafficWatch(c.lab, VIP, PORT, pairs, WATCH_SECONDS)
+    sampler = OwnershipSampler(c, interval=0.1)
+    watch.start()
+    sampler.start()
+    flaps = 0
+    try:
+        wait_until(lambda: len(watch.rounds) >= 5, 30, "the first client rounds")
+        since = time.monotonic()
+        while time.monotonic() - since < FLAP_SECONDS:  # bounded: FLAP_SECONDS + one pattern
+            down, up = FLAP_PATTERN[flaps % len(FLAP_PATTERN)]
+            cut(c, VICTIM)
+            time.sleep(down)
+            heal(c, VICTIM)
+            healed = time.monotonic()
+            time.sleep(up)
+            flaps += 1
+        c.log("flapping: %d cuts in %.0f s" % (flaps, time.monotonic() - since))
+        status = base.wait_placement(c, "one bucket per node after the flapping",
+                                     timeout=FLAP_SETTLE)
+        settled = time.monotonic()
+        wait_rounds_after(watch, settled, 10)
+        final = time.monotonic()
+    finally:
+        sampler.stop()
+        watch.stop()
+        heal(c, VICTIM)
+    buckets = sorted(set(bucket_of.values()))
+    flapped = {"two_owners": sampler.spans(buckets, since, healed, owners=2),
+               "no_owner": sampler.spans(buckets, since, healed, owners=0),
+               "unanswered": watch.dark(bucket_of, since, healed)}
+    # No bucket owned twice, each node's kernel exactly what Pacemaker placed there.
+    placed = status.buckets(PRIMITIVE)
+    assert c.kernel_buckets() == {b: [node] for b, node in placed.items()}, (
+        c.kernel_buckets(), placed)
+    for node in c.nodes:
+        mine = [b for b, owner in placed.items() if owner == node]
+        state = oracle.vip_states(c.lab, node, [VIP], cluster.BACKEND)[VIP]
+        problems = oracle.problems(state, mine, cluster.BACKEND)
+        assert not problems, "%s half-configured after the flapping: %s" % (node, problems)
+        if not mine:
+            assert not c.leftovers(node), (node, c.leftovers(node))
+    late = [v for v in sampler.violations if v[0] >= settled - sampler._started_at]
+    assert not late, "two owners after the flapping settled: %s" % late[:5]
+    last = [(t, answers) for t, answers in list(watch.rounds) if settled < t <= final]
+    wrong = [(pair, answer) for _, answers in last for pair, answer in answers.items()
+             if answer != placed[bucket_of[pair]]]
+    assert last and not wrong, "after the flapping: %s" % wrong[:5]
+    answers = base.checked_round(c, "after the flapping")
+    assert set(answers.values()) == set(c.nodes), collections.Counter(answers.values())
+    assert not c.power.times("off", VICTIM, since), "fenced with stonith-enabled=false"
+    failures = ["%s on %s" % (f.get("op_key"), f.get("node")) for f in status.failures]
+    c.log("flapping: %s; settled %.1f s after the last heal; failures %s" % (
+        flapped, settled - healed, failures))
+    REPORT.notes.append(
+        "flapping (%s's corosync traffic cut/restored %d times in %.0f s, no fencing, token "
+        "%d): during it per bucket longest two owners %s, no owner %s, unanswered %s (s), "
+        "%d double-owner samples; one bucket per node %.1f s after the last heal, kernels "
+        "clean, no cleanup; failures %s" % (
+            VICTIM, flaps, healed - since, TOKEN,
+            {b: v[0] for b, v in flapped["two_owners"].items()},
+            {b: v[0] for b, v in flapped["no_owner"].items()},
+            {b: v[0] for b, v in flapped["unanswered"].items()}, len(sampler.violations),
+            settled - healed, failures or "none"))
     assert not watch.errors, watch.errors[:5]
