@@ -26,11 +26,15 @@ import concurrent.futures
 import json
 import os
 import socket
+import struct
 import sys
 import time
 
+# SO_LINGER on, 0 s: close() resets instead of leaving the pair in TIME_WAIT.
+ABORTIVE_CLOSE = struct.pack("ii", 1, 0)
 
-def probe(vip, port, source, sport, timeout, deadline):
+
+def probe(vip, port, source, sport, timeout, deadline, abortive=False):
     if time.monotonic() > deadline:
         return "ERROR:deadline"
     sock = socket.socket(socket.AF_INET6 if ":" in vip else socket.AF_INET, socket.SOCK_STREAM)
@@ -48,6 +52,8 @@ def probe(vip, port, source, sport, timeout, deadline):
     except OSError as error:
         return "ERROR:%s:%s" % (type(error).__name__, error)
     finally:
+        if abortive:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, ABORTIVE_CLOSE)
         sock.close()
     text = data.decode("utf-8", "replace")
     if text.count("\n") != 1 or not text.endswith("\n") or not text.strip():
@@ -55,9 +61,9 @@ def probe(vip, port, source, sport, timeout, deadline):
     return text.strip()
 
 
-def one_round(args, pairs, deadline, pool):
+def one_round(args, pairs, deadline, pool, abortive=False):
     futures = {"%s:%d" % pair: pool.submit(probe, args.vip, args.port, pair[0], pair[1],
-                                            args.timeout, deadline)
+                                            args.timeout, deadline, abortive)
                for pair in pairs}
     return {key: future.result() for key, future in futures.items()}
 
@@ -83,7 +89,11 @@ def main():
         parent, end = os.getppid(), time.monotonic() + args.duration
         while time.monotonic() < end and os.getppid() == parent:
             began = time.monotonic()
-            answers = one_round(args, pairs, began + args.every + args.timeout, pool)
+            # The same pairs every round: a connection this side closed first
+            # (an answer late or garbled) must not keep its pair in TIME_WAIT
+            # for a minute, where connect() fails with EADDRNOTAVAIL.
+            answers = one_round(args, pairs, began + args.every + args.timeout, pool,
+                                abortive=True)
             sys.stdout.write(json.dumps({"t": began, "answers": answers}, sort_keys=True) + "\n")
             sys.stdout.flush()
             time.sleep(max(0.0, began + args.every - time.monotonic()))
