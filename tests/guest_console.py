@@ -132,6 +132,19 @@ mount -t tmpfs -o mode=1777 tmpfs "$R/tmp" || fail "cannot mount the pseudo file
 """
 
 
+def enter_root(name):
+    """The init script's lines after "$R" is ready: pivot_root into it (the
+    old root unmounted lazily), the hostname ``name``, ``lo`` up."""
+    return f"""cd "$R" && mkdir -p .{name}-oldroot && pivot_root . .{name}-oldroot \\
+    || fail "pivot_root failed"
+cd /
+umount -l /.{name}-oldroot && rmdir /.{name}-oldroot
+
+echo {name} > /proc/sys/kernel/hostname
+ip link set lo up || echo "{name}-init: cannot set lo up"
+"""
+
+
 class Splitter:
     """Turns the console byte stream into boot log / command output / tail.
 

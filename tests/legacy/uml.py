@@ -127,6 +127,7 @@ from guest_console import (  # noqa: E402  (shared with tests/qemu/qemu.py)
     cli,
     command_lines,
     directories,
+    enter_root,
     exit_code,
     guest_env,
     shell_functions,
@@ -259,13 +260,7 @@ mkdir -p "$R{GUEST_CTL}" && mount -t hostfs -o {q(ctl)} hostfs "$R{GUEST_CTL}" \
 {mount_readonly}
 {mount_writable}
 
-cd "$R" && mkdir -p .uml-oldroot && pivot_root . .uml-oldroot || fail "pivot_root failed"
-cd /
-umount -l /.uml-oldroot && rmdir /.uml-oldroot
-
-echo uml > /proc/sys/kernel/hostname
-ip link set lo up || echo "uml-init: cannot set lo up"
-
+{enter_root('uml')}
 {command_lines(argv, cwd, env, token, timeout, GUEST_CTL + "/rc")}
 kill -9 -1 2>/dev/null  # dash: "kill -s KILL -1" is a syntax error
 {unmount_writable}

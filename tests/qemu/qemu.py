@@ -121,13 +121,7 @@ mount -t tmpfs -o mode=0755 tmpfs /run || fail "cannot mount the staging tmpfs"
     || fail "cannot mount the control directory"
 {mounts}
 
-cd "$R" && mkdir -p .qemu-oldroot && pivot_root . .qemu-oldroot || fail "pivot_root failed"
-cd /
-umount -l /.qemu-oldroot && rmdir /.qemu-oldroot
-
-echo qemu > /proc/sys/kernel/hostname
-ip link set lo up || echo "qemu-init: cannot set lo up"
-
+{console.enter_root('qemu')}
 {console.command_lines(argv, cwd, env, token, timeout, GUEST_CTL + "/rc", "qemu")}
 kill -9 -1 2>/dev/null  # dash: "kill -s KILL -1" is a syntax error
 {unmount_writable}
@@ -186,13 +180,13 @@ def _guest(argv, cwd, env, timeout, root, readonly, writable, sink, mem=DEFAULT_
 
 
 def run(argv, cwd=None, env=None, timeout=DEFAULT_TIMEOUT, *, root, readonly=(), writable=(),
-        stream=None):
-    """Run argv in a fresh guest over root; stream its output; return
+        stream=None, mem=DEFAULT_MEM):
+    """Run argv in a fresh guest over root (``mem`` MiB); stream its output; return
     (exit code, seconds from launch to the command's start, seconds in all).
     The guest gets timeout seconds for the command, plus BOOT_ALLOWANCE to
     boot and power off; TIMEOUT_RC after killing it, INFRA_RC when it never reported."""
     return _guest(argv, cwd, env, timeout, root, readonly, writable,
-                  console.stream_sink(stream))
+                  console.stream_sink(stream), mem)
 
 
 def main(args=None):
