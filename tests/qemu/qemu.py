@@ -20,9 +20,10 @@ code through a file in a shared directory):
 
 - ``qemu-system-x86_64 -accel tcg``: software emulation, since /dev/kvm
   cannot be relied on (here it runs no stock kernel); ``-smp 2`` (multi-
-  threaded TCG), 2 GiB; ``-nodefaults -nographic``: no network device, no
-  display, the serial console ttyS0 on our pipe (``-serial stdio``), no
-  monitor; ``-no-reboot``: a reboot ends QEMU instead of running the
+  threaded TCG), 2 GiB unless ``mem`` says otherwise; ``-nodefaults
+  -nographic``: no network device, no display, the serial console ttyS0
+  on our pipe (``-serial stdio``), no monitor; ``-no-reboot``: a reboot
+  ends QEMU instead of running the
   command twice.
 - ``-kernel``/``-initrd`` from the root's /boot; ``boot=clusterip-9p`` is
   the initramfs script roots.py installs: it loads virtio_pci, 9pnet_virtio

@@ -9,10 +9,15 @@ make install (guest_roots.py), the checkout read-only at its own path, and
 runs inside it: ocf-tester with backend=nft over IPv4 and IPv6, the three-
 node data plane with real traffic over IPv4 and IPv6, and
 guest_nft_checks.py (the kernel is 6.1 with its modules, ``backend=auto``
-serves with nft).  Fails, never skips, when the guest cannot run here.
+serves with nft), and guest_migration_checks.py: README's "From CLUSTERIP
+to nft" rehearsed on a three-node Pacemaker cluster with clients
+connecting, starting from the agent before 0.2.0 (OLD_AGENT, unpacked here
+with git archive and handed to the guest read-only).  Fails, never skips,
+when the guest cannot run here.
 """
 
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -32,10 +37,14 @@ GUEST_TESTS = [
     "tests/netns/test_ocf_tester.py",
     "tests/netns/test_dataplane.py::test_dataplane[sourceip]",
     "tests/netns/test_dataplane.py::test_dataplane_ipv6[sourceip]",
+    "tests/qemu/guest_migration_checks.py",
 ]
+# The agent before backend=auto meant nft (0.2.0): the rehearsal's clusters start with it.
+OLD_AGENT = "a034e45^"
 # Every step of the emulated guest is ~10x slower than on the host: stretch every timeout.
 TIMEOUT_SCALE = "6"
-TIMEOUT = 900
+TIMEOUT = 1500
+MEM = "3072"  # MiB: three Pacemaker nodes besides the rest (the default 2 GiB is tight)
 PASSED_THROUGH = ("CLUSTERIP_TEST_ROUNDS", "CLUSTERIP_TEST_SEED")
 
 
@@ -51,14 +60,20 @@ def test_nft_backend_inside_debian_12s_linux_6_1(bookworm_root):
     assert not found, "; ".join(found)
     env = {"CLUSTERIP_TEST_BACKEND": "nft", "CLUSTERIP_TEST_TIMEOUT_SCALE": TIMEOUT_SCALE}
     env.update((name, os.environ[name]) for name in PASSED_THROUGH if os.environ.get(name))
-    with tempfile.TemporaryDirectory(prefix="clusterip-qemu-results-") as results:
+    with tempfile.TemporaryDirectory(prefix="clusterip-qemu-results-") as results, \
+            tempfile.TemporaryDirectory(prefix="clusterip-qemu-old-agent-") as old:
         junit = os.path.join(results, "junit.xml")
+        env["CLUSTERIP_OLD_AGENT_TREE"] = old_agent_tree(old)
+        env["CLUSTERIP_MIGRATION_REPORT"] = os.path.join(results, "migration.json")
         rc, boot, total = qemu.run(
             [guest_roots.TEST_VENV + "/bin/python3", "-m", "pytest", "-q", "-rA",
              "-p", "no:cacheprovider", "--durations=0", "--junitxml=" + junit, *GUEST_TESTS],
             cwd=CHECKOUT, env=env, timeout=TIMEOUT, root=bookworm_root,
-            readonly=[CHECKOUT], writable=[results])
+            readonly=[CHECKOUT, old], writable=[results], mem=MEM)
         outcomes = _outcomes(junit)
+        if os.path.exists(env["CLUSTERIP_MIGRATION_REPORT"]):
+            with open(env["CLUSTERIP_MIGRATION_REPORT"]) as handle:
+                print("qemu: the migration rehearsal measured:", handle.read())
     print("qemu: guest booted in %s, %.0f s in all; %s" % (
         "%.1f s" % boot if boot is not None else "n/a", total,
         ", ".join("%d %s" % (n, what) for what, n in sorted(outcomes.items())) or "no report"))
@@ -67,6 +82,16 @@ def test_nft_backend_inside_debian_12s_linux_6_1(bookworm_root):
     # The report written through the shared directory: every test ran and passed.
     assert outcomes.get("passed", 0) >= len(GUEST_TESTS) and set(outcomes) == {"passed"}, \
         outcomes
+
+
+def old_agent_tree(directory):
+    """The agent and library of OLD_AGENT, unpacked into directory (git archive)."""
+    archive = subprocess.run(["git", "-C", CHECKOUT, "archive", OLD_AGENT, "ocf/clusterip",
+                              "lib/clusterip"], capture_output=True, timeout=60)
+    assert archive.returncode == 0, "git archive %s (the rehearsal's old agent; a full " \
+        "clone is needed): %s" % (OLD_AGENT, archive.stderr.decode(errors="replace"))
+    subprocess.run(["tar", "-x", "-C", directory], input=archive.stdout, check=True, timeout=60)
+    return directory
 
 
 def _outcomes(junit):
