@@ -11,13 +11,12 @@ node data plane with real traffic over IPv4 and IPv6, and
 guest_nft_checks.py (the kernel is 6.1 with its modules, ``backend=auto``
 serves with nft), and guest_migration_checks.py: README's "From CLUSTERIP
 to nft" rehearsed on a three-node Pacemaker cluster with clients
-connecting, starting from the agent before 0.2.0 (OLD_AGENT, unpacked here
-with git archive and handed to the guest read-only).  Fails, never skips,
-when the guest cannot run here.
+connecting, starting from the agent before 0.2.0 (OLD_AGENT_ARCHIVE, vendored
+in the checkout: no git history needed).  Fails, never skips, when the guest
+cannot run here.
 """
 
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -39,11 +38,12 @@ GUEST_TESTS = [
     "tests/netns/test_dataplane.py::test_dataplane_ipv6[sourceip]",
     "tests/qemu/guest_migration_checks.py",
 ]
-# The agent before backend=auto meant nft (0.2.0): the rehearsal's clusters start with it.
-OLD_AGENT = "a034e45^"
+# The agent before backend=auto meant nft (0.2.0), the rehearsal's clusters start
+# with it: tests/qemu/data/README.rst says how it was made.
+OLD_AGENT_ARCHIVE = os.path.join(HERE, "data", "clusterip-0.1-agent.tar.gz")
 # Every step of the emulated guest is ~10x slower than on the host: stretch every timeout.
 TIMEOUT_SCALE = "6"
-TIMEOUT = 1500
+TIMEOUT = 1320
 MEM = "3072"  # MiB: three Pacemaker nodes besides the rest (the default 2 GiB is tight)
 PASSED_THROUGH = ("CLUSTERIP_TEST_ROUNDS", "CLUSTERIP_TEST_SEED")
 
@@ -58,18 +58,18 @@ def bookworm_root():
 def test_nft_backend_inside_debian_12s_linux_6_1(bookworm_root):
     found = qemu.problems(bookworm_root)
     assert not found, "; ".join(found)
+    assert os.path.isfile(OLD_AGENT_ARCHIVE), "%s is missing: the CLUSTERIP-to-nft " \
+        "rehearsal starts from that agent (tests/qemu/data/README.rst)" % OLD_AGENT_ARCHIVE
     env = {"CLUSTERIP_TEST_BACKEND": "nft", "CLUSTERIP_TEST_TIMEOUT_SCALE": TIMEOUT_SCALE}
     env.update((name, os.environ[name]) for name in PASSED_THROUGH if os.environ.get(name))
-    with tempfile.TemporaryDirectory(prefix="clusterip-qemu-results-") as results, \
-            tempfile.TemporaryDirectory(prefix="clusterip-qemu-old-agent-") as old:
+    with tempfile.TemporaryDirectory(prefix="clusterip-qemu-results-") as results:
         junit = os.path.join(results, "junit.xml")
-        env["CLUSTERIP_OLD_AGENT_TREE"] = old_agent_tree(old)
         env["CLUSTERIP_MIGRATION_REPORT"] = os.path.join(results, "migration.json")
         rc, boot, total = qemu.run(
             [guest_roots.TEST_VENV + "/bin/python3", "-m", "pytest", "-q", "-rA",
              "-p", "no:cacheprovider", "--durations=0", "--junitxml=" + junit, *GUEST_TESTS],
             cwd=CHECKOUT, env=env, timeout=TIMEOUT, root=bookworm_root,
-            readonly=[CHECKOUT, old], writable=[results], mem=MEM)
+            readonly=[CHECKOUT], writable=[results], mem=MEM)
         outcomes = _outcomes(junit)
         if os.path.exists(env["CLUSTERIP_MIGRATION_REPORT"]):
             with open(env["CLUSTERIP_MIGRATION_REPORT"]) as handle:
@@ -82,16 +82,6 @@ def test_nft_backend_inside_debian_12s_linux_6_1(bookworm_root):
     # The report written through the shared directory: every test ran and passed.
     assert outcomes.get("passed", 0) >= len(GUEST_TESTS) and set(outcomes) == {"passed"}, \
         outcomes
-
-
-def old_agent_tree(directory):
-    """The agent and library of OLD_AGENT, unpacked into directory (git archive)."""
-    archive = subprocess.run(["git", "-C", CHECKOUT, "archive", OLD_AGENT, "ocf/clusterip",
-                              "lib/clusterip"], capture_output=True, timeout=60)
-    assert archive.returncode == 0, "git archive %s (the rehearsal's old agent; a full " \
-        "clone is needed): %s" % (OLD_AGENT, archive.stderr.decode(errors="replace"))
-    subprocess.run(["tar", "-x", "-C", directory], input=archive.stdout, check=True, timeout=60)
-    return directory
 
 
 def _outcomes(junit):
