@@ -195,6 +195,7 @@ def main(args=None):
                                      "under QEMU.", usage="%(prog)s [options] -- CMD [ARGS...]")
     parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT)
     parser.add_argument("--root", default="/var/cache/clusterip/roots/bookworm")
+    parser.add_argument("--mem", default=DEFAULT_MEM, help="MiB (default %(default)s)")
     parser.add_argument("--cwd")
     parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE")
     parser.add_argument("--readonly", action="append", default=[], metavar="DIR")
@@ -208,7 +209,7 @@ def main(args=None):
     env = dict(item.partition("=")[::2] for item in opts.env)
     return console.cli("qemu", lambda: run(command, opts.cwd, env, opts.timeout,
                                            root=opts.root, readonly=opts.readonly,
-                                           writable=opts.writable),
+                                           writable=opts.writable, mem=opts.mem),
                        (QemuError, ValueError), opts.verbose)
 
 
