@@ -66,8 +66,10 @@ FIRST_CHECK_WAIT = 1.0  # s the guard waits for the agent to name it in the file
 
 
 def paths(rsctmp, vip):
-    base = os.path.join(rsctmp, "clusterip-%s" % vip)
-    return base + ".guard", base + ".repairs"
+    """(handshake file, repairs log) of the VIP's guard, as the instances name them."""
+    from clusterip.instance import state_file
+
+    return state_file(rsctmp, vip, "guard"), state_file(rsctmp, vip, "repairs")
 
 
 def spawn(path, env):
@@ -90,7 +92,9 @@ def alive(path):
 
 def marked_buckets(rsctmp, vip):
     """The buckets of the VIP whose instances are marked started on this node."""
-    prefix, suffix = "clusterip-%s.bucket" % vip, ".started"
+    from clusterip.instance import MARKER, state_file
+
+    prefix, suffix = os.path.basename(state_file(rsctmp, vip, MARKER)).split("%d")
     found = set()
     try:
         names = os.listdir(rsctmp)

@@ -24,6 +24,14 @@ from clusterip.testhooks import step
 # itself does not, so a Python agent usually gets this default.
 DEFAULT_RSCTMP = "/run/resource-agents"
 DEFAULT_TIMEOUT = 20.0
+MARKER = "bucket%d.started"  # an instance's marker, after "clusterip-<VIP>."
+
+
+def state_file(rsctmp, vip, name):
+    """``$HA_RSCTMP/clusterip-<VIP>.<name>``: every file of the agent's state
+    for a VIP is named so (the lock, the memo, the markers, the background
+    processes' handshake files)."""
+    return os.path.join(rsctmp, "clusterip-%s.%s" % (vip, name))
 
 
 class Failed(AgentError):
@@ -45,13 +53,15 @@ class Instance:
         # Created by lock(), not here: validate-all and a non-root caller (exit 4)
         # must not need to write anything.
         self.rsctmp = env.get("HA_RSCTMP") or DEFAULT_RSCTMP
-        base = os.path.join(self.rsctmp, "clusterip-%s" % params.vip)
-        self.lock_path = base + ".lock"
-        self.memo_path = base + ".checked"
-        self.marker_path = "%s.bucket%d.started" % (base, params.bucket)
-        self.announcing_path = base + ".announcing"  # the background sender's (announcements)
-        self.guard_path = base + ".guard"  # the guard's (guard; cloned nft instances only)
-        self.repairs_path = base + ".repairs"
+        vip = params.vip
+        self.lock_path = state_file(self.rsctmp, vip, "lock")
+        self.memo_path = state_file(self.rsctmp, vip, "checked")
+        self.marker_path = state_file(self.rsctmp, vip, MARKER % params.bucket)
+        # The background sender's (announcements); the guard's and its log
+        # (guard; cloned nft instances only).
+        self.announcing_path = state_file(self.rsctmp, vip, "announcing")
+        self.guard_path = state_file(self.rsctmp, vip, "guard")
+        self.repairs_path = state_file(self.rsctmp, vip, "repairs")
         self.announced_at = None  # time.monotonic() of this start's own announcement
         # Every lock of this action (the per-VIP one, the backend's) is given up
         # by then, leaving part of Pacemaker's timeout for the work after the wait.
