@@ -55,6 +55,14 @@ def send_repeats(path, node, placement, vip, mac, count, interval, sleep=time.sl
 FIRST_CHECK_WAIT = 1.0  # s the sender waits for the agent to name it in the file
 
 
+def sender_argv(path, placement, vip, mac, count, interval, first_at=None,
+                node="clusterip.address"):
+    """The sender's arguments (strings) for :func:`send`: what :func:`spawn`
+    hands its own process, or the guard's process its sender thread."""
+    return [node, path, placement.nic, str(placement.prefixlen), vip, mac or "-", str(count),
+            repr(interval), repr(first_at) if first_at is not None else "-"]
+
+
 def spawn(path, placement, vip, mac, count, interval, first_at=None,
           node="clusterip.address", library=None):
     """Start the detached sender (see the module's docstring); returns once
@@ -66,25 +74,31 @@ def spawn(path, placement, vip, mac, count, interval, first_at=None,
     ``library``: the directory that holds it (default: this library's).
     OSError if it cannot be started; the caller logs it, start still succeeds.
     """
-    return background.spawn(path, "clusterip.announcements", "sender_main", [
-        node, path, placement.nic, str(placement.prefixlen), vip, mac or "-", str(count),
-        repr(interval), repr(first_at) if first_at is not None else "-"], library=library)
+    return background.spawn(path, "clusterip.announcements", "sender_main", sender_argv(
+        path, placement, vip, mac, count, interval, first_at, node), library=library)
+
+
+def send(argv):
+    """The sender's work on :func:`sender_argv`'s arguments, in a process of
+    its own (sender_main) or in a thread of the guard's; returns why it ended.
+    """
+    import importlib
+
+    from clusterip.address import Placement
+
+    module, path, nic, prefixlen, vip, mac, count, interval, first_at = argv
+    background.wait_until_named(path, FIRST_CHECK_WAIT)
+    first_delay = None if first_at == "-" else max(0.0, float(first_at) - time.monotonic())
+    return send_repeats(path, importlib.import_module(module), Placement(nic, int(prefixlen)),
+                        vip, None if mac == "-" else mac, int(count), float(interval),
+                        first_delay=first_delay)
 
 
 def sender_main(argv):
     """The sender's process: no traceback ever, whatever happens."""
     try:
         background.become_background()
-        import importlib
-
-        from clusterip.address import Placement
-
-        module, path, nic, prefixlen, vip, mac, count, interval, first_at = argv
-        background.wait_until_named(path, FIRST_CHECK_WAIT)
-        first_delay = None if first_at == "-" else max(0.0, float(first_at) - time.monotonic())
-        send_repeats(path, importlib.import_module(module), Placement(nic, int(prefixlen)),
-                     vip, None if mac == "-" else mac, int(count), float(interval),
-                     first_delay=first_delay)
+        send(argv)
     except BaseException:  # noqa: BLE001 - a background process never shows a traceback
         pass
     os._exit(0)

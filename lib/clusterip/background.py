@@ -1,8 +1,12 @@
 """The agent's background processes: started detached, ended by a file, never by a signal.
 
-Two exist: the sender of the repeated announcements (:mod:`announcements`)
-and the guard that puts a VIP's nft tables back after a firewall reload
-(:mod:`guard`).  Both are fresh interpreters started with posix_spawn, not
+Two jobs exist: the sender of the repeated announcements
+(:mod:`announcements`) and the guard that puts a VIP's nft tables back after
+a firewall reload (:mod:`guard`).  A start that owes both (the first
+instance of a cloned nft VIP on a node) starts one process for the two,
+the guard with the sender in a thread: two interpreters starting at once
+cost that start ~15 ms more on a 2-CPU node, one costs it nothing
+(tests/bench/guard_cost.py).  Both are fresh interpreters started with posix_spawn, not
 forks of the agent: a forked child shares the agent's pages, and the
 agent's own exit (Python's finalisation writes to most of its objects) then
 copies them one by one, ~6 ms of CPU per start, measured; posix_spawn
@@ -64,9 +68,10 @@ def publish(path, pid):
     os.rename(temporary, path)
 
 
-def spawn(path, module, function, argv, library=None, env=None):
+def spawn(path, module, function, argv, library=None, env=None, also=()):
     """Start ``module.function(argv)`` detached (see above); returns its PID
-    once the handshake file ``path`` names it.  Call it after the per-VIP
+    once the handshake file ``path`` names it, and each file of ``also`` (one
+    process doing several jobs: the guard sending a start's repeats).  Call it after the per-VIP
     lock is released.  ``library``: the directory that holds the module
     (default: this library's, then every directory of this process's
     sys.path: under -S the agent's executable added the site directories
@@ -95,7 +100,8 @@ def spawn(path, module, function, argv, library=None, env=None):
         os.sched_setscheduler(pid, os.SCHED_IDLE, os.sched_param(0))
     except OSError:
         pass  # gone already, or not allowed: it only competes a little
-    publish(path, pid)
+    for handshake in (path,) + tuple(also):
+        publish(handshake, pid)
     return pid
 
 

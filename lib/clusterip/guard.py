@@ -63,6 +63,7 @@ IDLE_CHECK = 2.0  # s between checks that the guard is still wanted, when nothin
 # rule a second time); a flush with nothing after it waits this long.
 SETTLE = 0.3
 FIRST_CHECK_WAIT = 1.0  # s the guard waits for the agent to name it in the file
+SENDS = "--sends"  # in the guard's argv: a sender's arguments follow (see spawn)
 
 
 def paths(rsctmp, vip):
@@ -72,9 +73,16 @@ def paths(rsctmp, vip):
     return state_file(rsctmp, vip, "guard"), state_file(rsctmp, vip, "repairs")
 
 
-def spawn(path, env):
-    """Start the guard for the VIP of the action whose environment is ``env``."""
-    return background.spawn(path, "clusterip.guard", "guard_main", [path], env=dict(env))
+def spawn(path, env, sender=None):
+    """Start the guard for the VIP of the action whose environment is ``env``.
+    ``sender``: (handshake file, announcements.sender_argv) of the repeats the
+    same start owes, which the guard's process then sends too, in a thread of
+    its own (see background: one interpreter starting, not two)."""
+    argv, also = [path], ()
+    if sender:
+        also, argv = (sender[0],), argv + [SENDS] + list(sender[1])
+    return background.spawn(path, "clusterip.guard", "guard_main", argv, env=dict(env),
+                            also=also)
 
 
 def alive(path):
@@ -155,13 +163,35 @@ def repair(env, buckets, log):
 
 
 def guard_main(argv):
-    """The guard's process: no traceback ever, whatever happens."""
+    """The guard's process: no traceback ever, whatever happens.  With
+    ``SENDS`` and a sender's arguments after its handshake file, it sends
+    those repeats meanwhile, and exits once both jobs have ended (the
+    sender's is bounded by itself: at most arp_count - 1 intervals)."""
+    sender = None
     try:
         background.become_background()
-        run(argv[0], os.environ)
+        if argv[1:2] == [SENDS]:
+            import threading
+
+            from clusterip import announcements
+
+            sender = threading.Thread(target=_quietly, args=(announcements.send, argv[2:]),
+                                      daemon=True)
+            sender.start()
+        _quietly(run, argv[0], os.environ)
+        if sender is not None:
+            sender.join()
     except BaseException:  # noqa: BLE001 - a background process never shows a traceback
         pass
     os._exit(0)
+
+
+def _quietly(function, *args):
+    """A job of the guard's process: whatever it raises ends only that job."""
+    try:
+        function(*args)
+    except Exception:  # noqa: BLE001 - a background process never shows a traceback
+        pass
 
 
 def run(path, env):

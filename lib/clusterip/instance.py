@@ -119,7 +119,7 @@ class Instance:
         """Start's own announcement, under the lock: the first of arp_count.
 
         An older background sender (a start on a node that holds the address
-        already) is told to end: the one spawned by _repeat replaces it.
+        already) is told to end: the one _repeat or _guard spawns replaces it.
         """
         self._stop_announcing()
         if self.params.arp_count == 0:
@@ -129,18 +129,28 @@ class Instance:
         if failure:
             self.log.warning(failure)
 
-    def _repeat(self, placement, mac=None):
-        """The other arp_count - 1 in the background, after the lock is released."""
+    def _repeats(self, placement, mac=None):
+        """The other arp_count - 1 announcements as announcements.spawn's
+        arguments, or None when none are owed."""
         from clusterip import announcements
 
         count = announcements.repeats(self.params)
         if not count:
+            return None
+        interval = self.params.arp_interval / 1000.0
+        return dict(path=self.announcing_path, placement=placement, vip=self.params.vip,
+                    mac=mac, count=count, interval=interval,
+                    first_at=None if self.announced_at is None
+                    else self.announced_at + interval)
+
+    def _repeat(self, repeats):
+        """Those repeats (if any) from a sender of their own, after the lock is released."""
+        from clusterip import announcements
+
+        if not repeats:
             return
         try:
-            interval = self.params.arp_interval / 1000.0
-            announcements.spawn(self.announcing_path, placement, self.params.vip, mac, count,
-                                interval, first_at=None if self.announced_at is None
-                                else self.announced_at + interval)
+            announcements.spawn(**repeats)
         except OSError as error:  # best effort, like the announcement itself
             self.log.warning("cannot repeat the announcement of %s in the background: %s"
                              % (self.params.vip, error.strerror))
@@ -184,7 +194,7 @@ class PlainInstance(Instance):
             self._announce(placement)
             running, missing = self.problems()
         self._check_complete(running, missing)
-        self._repeat(placement)
+        self._repeat(self._repeats(placement))
         self.log.info("started: %s/%d on %s" % (p.vip, placement.prefixlen, placement.nic))
         return ocf.SUCCESS
 
@@ -266,10 +276,10 @@ class ClonedInstance(Instance):
                 self._announce(placement, p.clustermac)
             running, missing = self.problems(backend)
         self._check_complete(running, missing)
-        if state is None:
-            self._repeat(placement, p.clustermac)
-        if backend.guarded and p.firewall_guard and not repair:
-            self._guard()
+        repeats = self._repeats(placement, p.clustermac) if state is None else None
+        if backend.guarded and p.firewall_guard and not repair and self._guard(repeats):
+            repeats = None  # the guard's process sends them
+        self._repeat(repeats)
         # Published once the bucket is served (a failover's traffic need not wait
         # for attrd_updater, ~20 ms), and not again by every further instance on
         # a node that published it when its first instance started.
@@ -283,19 +293,23 @@ class ClonedInstance(Instance):
             backend.name, p.hashmode))
         return ocf.SUCCESS
 
-    def _guard(self):
+    def _guard(self, repeats):
         """The guard of the VIP's tables on this node (see guard), after the lock:
         spawned by any start that finds none alive, so that a guard that died
-        (a start SIGKILLed before it spawned one, a kill by hand) is replaced."""
-        from clusterip import guard
+        (a start SIGKILLed before it spawned one, a kill by hand) is replaced.
+        A new guard also sends ``repeats`` (see _repeats); True if it does."""
+        from clusterip import announcements, guard
 
         if guard.alive(self.guard_path):
-            return
+            return False
         try:
-            guard.spawn(self.guard_path, self.env)
+            guard.spawn(self.guard_path, self.env, sender=(
+                repeats["path"], announcements.sender_argv(**repeats)) if repeats else None)
         except OSError as error:  # the monitor still notices what the guard would
             self.log.warning("cannot start the guard of %s's nft tables: %s"
                              % (self.params.vip, error.strerror))
+            return False
+        return bool(repeats)
 
     def _check_peers(self, backend):
         """What the nodes published for the VIP; Failed (1) when another node

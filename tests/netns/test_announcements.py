@@ -5,7 +5,8 @@ socket, bounded in time) records every gratuitous ARP / unsolicited NA for
 the VIP with its arrival time on CLOCK_MONOTONIC, which this process reads
 too: start sends the first before it returns and the rest in the
 background, arp_interval apart; a stop in the middle ends them; arp_count=0
-sends none.  Plain and cloned, IPv4 and IPv6.
+sends none.  Plain and cloned, IPv4 and IPv6; a cloned nft VIP's first start
+has its guard's process send them (clusterip.background).
 """
 
 import json
@@ -17,6 +18,7 @@ import pytest
 
 import oracle
 import scenarios
+from clusterip import background
 from netlab import HELPERS, Lab
 
 COUNT, INTERVAL = 4, 0.150
@@ -97,8 +99,15 @@ def test_arp_count_announcements_arp_interval_apart_the_first_before_start_retur
                                      arp_interval=int(INTERVAL * 1000))
         sniffer = Sniffer(lab, params["ip"], 2.0)
         started, returned = agent(lab, "start", params, meta)
+        senders = {job: background.owner(os.path.join(lab.rsctmp("n0"), "clusterip-%s.%s"
+                                                      % (params["ip"], job)))
+                   for job in ("announcing", "guard")}
         frames = sniffer.frames()
         assert len(frames) == (COUNT if ipv6 else 2 * COUNT), frames
+        if kind == "cloned":  # the guard's process sent them: one interpreter started, not two
+            assert senders["announcing"] == senders["guard"] is not None, senders
+        else:
+            assert senders["guard"] is None and senders["announcing"] is not None, senders
         assert {mac for _, _, mac, _ in frames} == {announced_mac(lab, kind, ipv6)}
         times = announcements(frames, ipv6)
         assert started < times[0] < returned  # the first: inside start, as before

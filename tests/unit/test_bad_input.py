@@ -174,7 +174,8 @@ KNOWN_SUBPROCESS_SITES = {
                                 "path, a module and function named by the library "
                                 "(announcements.sender_main with the sender's parsed "
                                 "arguments: NIC, prefix, canonical VIP, MAC, numbers; "
-                                "guard.guard_main with its handshake file's path)",
+                                "guard.guard_main with its handshake file's path, then "
+                                "optionally --sends and the sender's same arguments)",
 }
 
 

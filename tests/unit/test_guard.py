@@ -67,15 +67,21 @@ def test_the_first_start_spawns_the_guard_of_a_guarded_backend_and_the_last_stop
         node, monkeypatch):  # noqa: F811
     spawned = []
 
-    def spawn(path, env):
-        spawned.append((path, env["OCF_RESKEY_CRM_meta_clone"]))
+    def spawn(path, env, sender=None):
+        spawned.append((path, env["OCF_RESKEY_CRM_meta_clone"], sender))
         background.publish(path, os.getpid())
     monkeypatch.setattr(guard, "spawn", spawn)
     monkeypatch.setattr(guard, "alive", lambda path: background.owner(path) is not None)
     monkeypatch.setattr(type(node.backend), "guarded", True)
     guard_path = os.path.join(node.rsctmp, "clusterip-%s.guard" % VIP)
+    announcing = os.path.join(node.rsctmp, "clusterip-%s.announcing" % VIP)
     assert act(node, "start", 0) == 0 and act(node, "start", 2) == 0
-    assert spawned == [(guard_path, "0")]
+    # One process for the first start's two background jobs: the guard also
+    # sends the repeats (arp_count 5: 4 owed), and no sender of its own starts.
+    (path, clone, (sender_path, argv)), = spawned
+    assert (path, clone, sender_path) == (guard_path, "0", announcing), spawned
+    assert argv[1] == announcing and argv[4] == VIP and argv[6] == "4", argv
+    assert node.spawned == []
     assert act(node, "stop", 0) == 0
     assert os.path.exists(guard_path)  # bucket 3 still runs here
     assert act(node, "stop", 2) == 0
