@@ -13,6 +13,8 @@
 #   make unit           the unit tier only (no root; needs the test venv)
 #   make demo           a live three-node demo in network namespaces (root)
 #   make benchmark      clusterip against IPaddr2, side by side (root)
+#   make benchmark-scale  an 8-node cluster, 1 then 4 VIPs of 32 buckets (root;
+#                       ~10 minutes, not part of make benchmark or CI)
 
 PYTHON    ?= /usr/bin/python3
 VENV      ?= /opt/clusterip
@@ -33,7 +35,7 @@ $(error no PROVIDER = "..." line in lib/clusterip/__init__.py)
 endif
 
 .PHONY: install install-venv install-agent test-venv uninstall uninstall-agent \
-        check unit demo benchmark
+        check unit demo benchmark benchmark-scale
 
 install: install-venv install-agent
 	install -d $(DESTDIR)$(SBINDIR)
@@ -97,3 +99,7 @@ demo:
 benchmark:
 	tests/setup-host
 	PYTHONPATH=lib $(TEST_VENV)/bin/python3 tests/bench/benchmark.py
+
+benchmark-scale:
+	tests/setup-host --no-uml
+	PYTHONPATH=lib $(TEST_VENV)/bin/python3 tests/bench/scale.py

@@ -17,11 +17,15 @@ pytest output to sort through), the harness's log goes where the benchmark
 wants it, and a failure arrives as one exception.
 """
 
+import os
+
 import cluster  # tests/cluster: on the path benchmark.py sets
 import netlab
 import test_cluster
 
-PREFIX = "cipbf"  # namespaces cipbfn0..2, cipbfsw, cipbfcl and /tmp/cipbf: no one else's
+# namespaces <prefix>bfn0..2, <prefix>bfsw, <prefix>bfcl and /tmp/<prefix>bf, with the
+# runs' own prefix ($CLUSTERIP_TEST_NS_PREFIX, as every tier): no one else's
+PREFIX = os.environ.get("CLUSTERIP_TEST_NS_PREFIX", "cip") + "bf"
 # (key of kill_cycle's measurements, row label).  clusterip's traffic is what
 # users see: the end of the first probe round in which every connection of the
 # dead node's bucket was answered.  The bucket was served again by the time that
