@@ -10,7 +10,9 @@ agent (/usr/lib/ocf/resource.d/<provider>/clusterip) is what is measured.
 
 Measured here:
 1. plain mode (one address, no clone) on the host kernel: start, stop,
-   monitor of a stopped address, probe, monitor of a running one;
+   monitor of a stopped address, probe, monitor of a running one; then the
+   same five for what users of a current kernel run, clusterip cloned on
+   nft (instance 0 of a clone of 3), beside IPaddr2's plain mode (issue #17);
 2. cloned mode on the iptables CLUSTERIP target, in a Linux 6.1
    user-mode-linux guest (guest_cloned.py): the same five actions for
    clusterip (backend=clusterip) and IPaddr2's clone mode;
@@ -415,12 +417,18 @@ def main():
         # Part 1: plain mode, one address, no clone meta-attributes.
         plain, cpu = compare_actions([Agent("clusterip", CLUSTERIP, ns, VIP),
                                       Agent("IPaddr2", IPADDR2, ns, THEIR_VIP)], args.rounds)
+        # Part 1b: what a user on a current kernel runs, a cloned VIP on nft
+        # (instance 0 of a clone of 3), beside the plain IPaddr2 they know.
+        progress(started, "cloned nft against IPaddr2 plain on the host kernel")
+        cloned, _ = compare_actions([cloned_nft(ns, 3), Agent("IPaddr2", IPADDR2, ns, THEIR_VIP)],
+                                    args.rounds)
         progress(started, "monitor with %d unrelated nft rules" % RULES)
         rules = nft_rules(ns, args.rounds)
         progress(started, "bucket move, evenness")
         moves = bucket_move(ns)
         even = evenness(ns)
     sections.append(actions_table("plain mode, host kernel (ms)", plain))
+    sections.append(actions_table("cloned nft vs IPaddr2 plain, host (ms)", cloned))
 
     if not args.no_uml:
         progress(started, "cloned mode in a Linux 6.1 guest")
