@@ -47,7 +47,10 @@ def run(action, env, logger):
         return this.validate()
     if os.geteuid() != 0:
         raise NotPermitted("%s needs root (it changes addresses and packet filters)" % action)
-    return getattr(this, action)()
+    from clusterip import kernel
+
+    with kernel.deferred_release():  # no grace period of the kernel's in the action's time
+        return getattr(this, action)()
 
 
 def main(argv=None, env=None):

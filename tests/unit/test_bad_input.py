@@ -170,6 +170,8 @@ KNOWN_SUBPROCESS_SITES = {
     ("peers.py", "_attrd"): "[ATTRD_UPDATER, *args]: args from attribute(vip) (a parsed "
                             "IPv4Address) and a backend name from the registry",
     ("cli.py", "_xml"): "crm_mon/cibadmin with fixed options (clusterip status)",
+    ("kernel/__init__.py", "_hand_to_holder"): "the fixed HOLDER (/bin/sleep 1), an empty "
+                                               "environment, descriptors only",
     ("background.py", "spawn"): "this interpreter -I -S -c <fixed code>, then the library "
                                 "path, a module and function named by the library "
                                 "(announcements.sender_main with the sender's parsed "
@@ -212,9 +214,13 @@ def test_no_shell_and_only_known_programs_are_started():
             func = node.func
             if isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name):
                 module, name = func.value.id, func.attr
-                if module == "os" and name == "posix_spawn" and node.args \
-                        and ast.unparse(node.args[0]) == "sys.executable":
-                    sites.add((path, owner.get(node)))  # this interpreter, never a shell
+                program = node.args[0] if node.args else None
+                if module == "os" and name == "posix_spawn" and program is not None and (
+                        ast.unparse(program) == "sys.executable"  # this interpreter
+                        or (isinstance(program, ast.Subscript)  # a fixed constant's program
+                            and isinstance(program.value, ast.Name)
+                            and program.value.id.isupper())):
+                    sites.add((path, owner.get(node)))  # never a shell
                 elif module == "os" and name in OS_SHELL_CALLS:
                     problems.append("%s:%d os.%s" % (path, node.lineno, name))
                 if module == "subprocess" and name in SUBPROCESS_CALLS:
@@ -236,9 +242,9 @@ def test_no_shell_and_only_known_programs_are_started():
 
 
 def test_the_programs_fixed_names_are_absolute_paths():
-    from clusterip import cli
+    from clusterip import cli, kernel
 
-    for program in (peers.ATTRD_UPDATER, cli.CRM_MON, cli.CIBADMIN):
+    for program in (peers.ATTRD_UPDATER, cli.CRM_MON, cli.CIBADMIN, kernel.HOLDER[0]):
         assert os.path.isabs(program) and re.fullmatch(r"[/A-Za-z0-9_.-]+", program), program
 
 

@@ -39,7 +39,7 @@ kernel over nfnetlink instead (:mod:`clusterip.kernel.nfnl`, see NftBackend.stat
 
 import sys
 
-from clusterip import address, inet
+from clusterip import address, inet, kernel
 from clusterip.backends import Backend, VipState, memo_key, multicast_missing
 from clusterip.errors import GenericError, NotInstalled
 from clusterip.kernel import nfnl
@@ -429,6 +429,27 @@ def describe_old_layout(family, name):
             "counters": {}, "problem": old_layout(family, name) + "; a start rebuilds it"}
 
 
+_CONTEXT = []  # the process's one libnftables context, once made
+
+
+def _context():
+    """The process's libnftables context, made once and never freed before
+    the process ends: freeing it closes its netlink socket, which after a
+    transaction waits for the kernel (see clusterip.kernel), and must not
+    happen inside the action, before its sockets are handed on."""
+    if not _CONTEXT:
+        try:
+            import nftables  # the libnftables binding (ctypes), ~ms to load
+            ctx = nftables.Nftables()
+        except (ImportError, OSError) as error:
+            raise NotInstalled("libnftables or its Python binding is missing (%s); "
+                               "install the nftables package" % error) from None
+        ctx.set_json_output(True)
+        ctx.set_handle_output(False)
+        _CONTEXT.append(ctx)
+    return _CONTEXT[0]
+
+
 class NftBackend(Backend):
     name = "nft"
     filter_description = "nft tables"
@@ -444,15 +465,7 @@ class NftBackend(Backend):
 
     def _nft(self):
         if self._ctx is None:
-            try:
-                import nftables  # the libnftables binding (ctypes), ~ms to load
-                ctx = nftables.Nftables()
-            except (ImportError, OSError) as error:
-                raise NotInstalled("libnftables or its Python binding is missing (%s); "
-                                   "install the nftables package" % error) from None
-            ctx.set_json_output(True)
-            ctx.set_handle_output(False)
-            self._ctx = ctx
+            self._ctx = _context()
         return self._ctx
 
     def _run(self, command, what):
@@ -460,6 +473,7 @@ class NftBackend(Backend):
             rc, output, error = self._nft().cmd(command)
         else:
             rc, output, error = self._nft().json_cmd(command)
+        kernel.wrote()  # a transaction: releasing the socket now would wait (see kernel)
         if rc != 0:
             raise GenericError("nft: cannot %s: %s" % (what, _first_error_line(error)))
         return output

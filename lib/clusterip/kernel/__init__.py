@@ -17,9 +17,41 @@ answers (tests/unit/test_kernel_*.py).
 
 ``_socket`` (the C module), never ``socket``: socket.py imports enum and
 selectors, ~2.5 ms per action.
+
+Releasing some sockets makes the kernel wait for an RCU grace period in
+the closing process, ~15 ms measured here, which Pacemaker then waits for
+too: an AF_PACKET socket (packet_release calls synchronize_net), and any
+netfilter netlink socket after a committed nf_tables transaction (the
+release flushes nf_tables' destroy work, which waits for the grace period;
+libnftables' own socket included).  So a state action runs in
+:class:`deferred_release`: the sockets it closes stay open until it
+ends, and if it changed nf_tables or sent frames (:func:`wrote`), a holder
+process (``/bin/sleep``, bounded) is handed them first, so the last
+reference, and the wait, is the holder's, a second later, not the action's.
+Nothing else changes: what the transactions did is done, only memory is
+freed later.
 """
 
 import _socket
+import os
+
+NETLINK_NETFILTER = 12
+HOLDER = ("/bin/sleep", "1")  # coreutils (Essential): exits by itself
+HOLD_FROM = 100  # the holder's descriptors: HOLD_FROM, HOLD_FROM + 1, ...
+
+_deferred = None  # the sockets closed during a deferred_release, or None outside one
+_wrote = False  # whether the action committed to nf_tables or sent raw frames
+
+
+def wrote():
+    """What the caller just did makes the release of its sockets wait (see above)."""
+    global _wrote
+    _wrote = True
+
+
+def _waits_on_release(sock):
+    return sock.family == _socket.AF_PACKET or (
+        sock.family == _socket.AF_NETLINK and sock.proto == NETLINK_NETFILTER)
 
 
 class opened:
@@ -32,4 +64,62 @@ class opened:
         return self.sock
 
     def __exit__(self, *exc):
-        self.sock.close()
+        if _deferred is not None and _waits_on_release(self.sock):
+            _deferred.append(self.sock)  # closed when the action ends (deferred_release)
+        else:
+            self.sock.close()
+
+
+def _sockets_waiting_on_release():
+    """The descriptors of this process's sockets whose release would wait:
+    ours (kept open by deferred_release) and libnftables' own."""
+    found = []
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        try:
+            if not os.readlink("/proc/self/fd/" + name).startswith("socket:"):
+                continue
+            sock = _socket.socket(fileno=fd)
+        except OSError:  # the listing's own descriptor, gone by now
+            continue
+        try:
+            if _waits_on_release(sock):
+                found.append(fd)
+        finally:
+            sock.detach()
+    return found
+
+
+def _hand_to_holder(fds):
+    """A holder process gets a copy of each descriptor; False if none could start."""
+    if not fds or max(fds) >= HOLD_FROM:
+        return False
+    null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+    try:
+        os.posix_spawn(HOLDER[0], list(HOLDER), {}, setsid=True, file_actions=[
+            (os.POSIX_SPAWN_DUP2, null, fd) for fd in (0, 1, 2)] + [
+            (os.POSIX_SPAWN_DUP2, fd, HOLD_FROM + i) for i, fd in enumerate(fds)])
+    except OSError:
+        return False
+    finally:
+        os.close(null)
+    return True
+
+
+class deferred_release:
+    """The action's sockets released after it, by a holder when it wrote (see above)."""
+
+    def __enter__(self):
+        global _deferred, _wrote
+        _deferred, _wrote = [], False
+        return self
+
+    def __exit__(self, *exc):
+        global _deferred
+        parked, _deferred = _deferred, None
+        try:
+            if _wrote:
+                _hand_to_holder(_sockets_waiting_on_release())
+        finally:
+            for sock in parked:
+                sock.close()  # cheap once the holder has it; as before otherwise

@@ -10,7 +10,7 @@ import _socket
 import fcntl
 import struct
 
-from clusterip.kernel import opened
+from clusterip.kernel import opened, wrote
 
 SIOCADDMULTI = 0x8931
 SIOCDELMULTI = 0x8932
@@ -55,3 +55,4 @@ def send_frames(nic, build):
         sock.bind((nic, 0))
         for frame in build(sock.getsockname()[4]):
             sock.send(frame)
+        wrote()  # its release waits for the kernel (see clusterip.kernel)
