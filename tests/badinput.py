@@ -337,6 +337,7 @@ def validity(limit, ipv6=False):
         "noprefixroute": lambda t: t.lower() in ("false", "no", "off", "0", "n"),
         "arp_count": lambda t: _uint(t, 100),
         "arp_interval": lambda t: _uint(t, 60000) and int(t) >= 1,
+        "owner_lease": lambda t: t == "0" or (_uint(t, 86400) and int(t) >= 10),
         "clone": lambda t: _uint(t, 2),
         "clone_max": lambda t: _uint(t, limit) and int(t) >= 1,
         "globally_unique": lambda t: t.lower() in ("true", "yes", "on", "1", "y"),
@@ -364,6 +365,7 @@ def cases(limit, ipv6=False):
         ("param", "noprefixroute", noprefixroute_values()),
         ("param", "arp_count", bounded_values(0, 100, "5")),
         ("param", "arp_interval", bounded_values(1, 60000, "200")),
+        ("param", "owner_lease", bounded_values(10, 86400, "30")),
         ("meta", "clone", clone_values()), ("meta", "clone_max", clone_max_values(limit)),
         ("meta", "globally_unique", globally_unique_values()),
     ]

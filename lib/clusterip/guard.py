@@ -55,6 +55,7 @@ NFT_MSG_NEWGEN = 15
 # table in attribute 1 (NFTA_TABLE_NAME, NFTA_CHAIN_TABLE, NFTA_RULE_TABLE,
 # NFTA_SET_TABLE, NFTA_SET_ELEM_LIST_TABLE, NFTA_OBJ_TABLE).
 DELETIONS = {2: "table", 5: "chain", 8: "rule", 11: "set", 14: "set element", 20: "object"}
+NFT_MSG_NEWSETELEM = 12
 REPAIRS_PER_MINUTE = 5
 IDLE_CHECK = 2.0  # s between checks that the guard is still wanted, when nothing happens
 # s from the end of a deleting transaction to the check: a script that flushes
@@ -117,22 +118,32 @@ def marked_buckets(rsctmp, vip):
 
 def touched_tables(datagram, tables):
     """([what was deleted: "table", "chain", ...] of anything in ``tables``
-    {(family number, name)}, whether a transaction ended in it): the nf_tables
-    notifications of one recv()."""
+    {(family number, name)}, whether a transaction ended in it, how many set
+    elements were added to them): the nf_tables notifications of one recv()."""
     from clusterip.kernel import netlink, nfnl
 
-    deleted, ended = [], False
+    deleted, ended, added = [], False, 0
     for kind, _, body in netlink.messages(datagram):
         if kind >> 8 != nfnl.NFNL_SUBSYS_NFTABLES:
             continue
         message = kind & 0xff
         if message == NFT_MSG_NEWGEN:
             ended = True
-        elif message in DELETIONS and len(body) >= 4:
+        elif (message in DELETIONS or message == NFT_MSG_NEWSETELEM) and len(body) >= 4:
             name = netlink.attributes(body, 4).get(1, b"").rstrip(b"\0").decode(errors="replace")
-            if (body[0], name) in tables:
+            if (body[0], name) not in tables:
+                continue
+            if message == NFT_MSG_NEWSETELEM:
+                added += 1
+            else:
                 deleted.append(DELETIONS[message])
-    return deleted, ended
+    return deleted, ended, added
+
+
+def renewals_only(deleted, added):
+    """Whether a transaction's changes are owner lease renewals (each an
+    element deleted and added back, see nfnl.renew_element): nothing to repair."""
+    return bool(deleted) and set(deleted) == {"set element"} and len(deleted) == added
 
 
 def repair(env, buckets, log):
@@ -151,6 +162,14 @@ def repair(env, buckets, log):
             this = instance.ClonedInstance(params.parse(bucket_env), bucket_env, log)
             running, missing = this.problems()
             if running and not missing:
+                continue
+            if not this.lease_current():
+                # No monitor renewed it within owner_lease: the cluster stack may
+                # be gone, and the lease is what stops this node serving then.
+                log.warning("not repairing bucket %d of %s: no monitor renewed its owner "
+                            "lease in %d s; left to Pacemaker" % (
+                                bucket, env.get("OCF_RESKEY_ip", "?"),
+                                this.params.owner_lease))
                 continue
             # Under start's lock, and only while the instance is still marked
             # started here (a stop meanwhile removed the marker).
@@ -217,6 +236,7 @@ def run(path, env):
         # One check at once, now that it listens: a deletion between the start
         # that spawned it and its subscription would go unnoticed otherwise.
         deleted, due = [], time.monotonic()
+        transaction, added = [], 0  # of the transaction whose notifications arrive
         while True:
             if background.owner(path) != me:
                 return "replaced"
@@ -227,10 +247,16 @@ def run(path, env):
             readable, _, _ = select.select([sock], [], [], wait)
             if readable:
                 try:
-                    found, ended = touched_tables(sock.recv(1 << 16), tables)
+                    found, ended, more = touched_tables(sock.recv(1 << 16), tables)
                 except OSError:  # ENOBUFS: notifications were lost; check anyway
-                    found, ended = ["notification lost"], True
-                deleted += found
+                    found, ended, more = ["notification lost"], True, 0
+                transaction += found
+                added += more
+                if not ended:
+                    continue
+                if not renewals_only(transaction, added):
+                    deleted += transaction
+                transaction, added = [], 0
                 if deleted and ended and due is None:
                     due = time.monotonic() + SETTLE
                 continue

@@ -90,6 +90,9 @@ class Instance:
 
     def monitor(self):
         running, missing = self.problems()
+        return self._verdict(running, missing)
+
+    def _verdict(self, running, missing):
         if running and not missing:
             return ocf.SUCCESS
         if running or self.marked():
@@ -226,6 +229,43 @@ class ClonedInstance(Instance):
 
     def name(self):
         return "bucket %d of %s" % (self.params.bucket, self.params.vip)
+
+    def monitor(self):
+        """With owner_lease, a running instance's monitor also renews its
+        bucket, and touches its marker: the time of the last renewal, which
+        the guard reads (lease_current)."""
+        p = self.params
+        if p.owner_lease:
+            from clusterip.params import lease_problem
+
+            problem = lease_problem(p, self.env)
+            if problem:
+                raise NotConfigured(problem)
+        backend = self.backend()
+        running, missing = self.problems(backend)
+        if running and p.owner_lease:
+            if backend.renew_bucket(p, p.bucket):
+                self._touch_marker()
+            else:  # expired since problems() read it
+                running = False
+                missing.insert(0, "bucket %d" % p.bucket)
+        return self._verdict(running, missing)
+
+    def _touch_marker(self):
+        try:
+            os.utime(self.marker_path)
+        except OSError:
+            pass  # no marker: the monitor reports the instance as it finds it
+
+    def lease_current(self):
+        """Whether the bucket's lease, as the marker's time says, has not run out
+        (always, without a lease): what the guard may repair."""
+        if not self.params.owner_lease:
+            return True
+        try:
+            return time.time() - os.stat(self.marker_path).st_mtime < self.params.owner_lease
+        except OSError:
+            return False
 
     def problems(self, backend=None):
         p = self.params

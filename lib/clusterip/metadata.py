@@ -74,6 +74,21 @@ second, before any monitor notices, and Pacemaker records no failure. At most
 monitor notices and Pacemaker restarts the instance (the node's buckets dark
 until then). No effect on plain VIPs or the clusterip backend.""",
               "boolean", "true", False, False),
+    Parameter("owner_lease", "Seconds a bucket stays owned without a monitor", """\
+Cloned VIPs on the nft backend: 0 (off) or 10..86400 seconds. Each bucket
+this node owns then expires in the kernel after owner_lease seconds unless
+the instance's monitor renews it (every monitor of a running instance does,
+atomically). A node whose cluster stack died while its kernel lives, which
+without fencing would answer its buckets forever beside the survivors that
+took them over, stops answering them by itself owner_lease seconds after its
+last monitor. An expired bucket is reported by the next monitor as missing,
+and Pacemaker recovers it. It must outlast two monitor intervals plus the
+monitor's timeout (the recurring monitor refuses a shorter one, exit 6).
+Caveat: maintenance-mode and is-managed=false cancel the recurring monitors,
+so the buckets expire and the VIP goes dark owner_lease seconds later; leave
+it off where that is used. No substitute for fencing. The clusterip backend
+refuses it (exit 6).""",
+              "integer", "0", False, False),
     Parameter("graceful_handover", "Keep a moved bucket's TCP connections", """\
 When a bucket moves while its old owner lives (a rebalance, such as buckets
 moving back to a returning node), the TCP connections the old owner already

@@ -64,6 +64,7 @@ _PARAMS_FIELDS = (
     "cloned",  # False: a plain failover IP held whole by one node
     "graceful_handover",  # bool: a moved bucket's TCP connections stay on the old owner
     "firewall_guard",  # bool: a guard puts the VIP's nft tables back after a reload (guard)
+    "owner_lease",  # seconds an owned bucket lives without a monitor renewing it; 0: forever
     # As IPaddr2's parameters of the same names:
     "iflabel",  # str appended to "<nic>:" as the IPv4 address label, or None (":cip")
     "broadcast",  # "+", "-" or an IPv4 address in text (IPv4 only)
@@ -201,6 +202,52 @@ def parse_clone(env):
     return True, index + 1, total
 
 
+# owner_lease: below this a lease is no protection worth its risk (a monitor a
+# few seconds late drops the bucket); the real floor is the monitor's own
+# interval and timeout (lease_problem), known only to the recurring monitor.
+MIN_OWNER_LEASE = 10
+MAX_OWNER_LEASE = 86400
+# How many monitor intervals, plus one monitor timeout, a lease must outlast:
+# one monitor may be late or fail without the bucket going dark.
+LEASE_INTERVALS = 2
+
+
+def parse_owner_lease(text, cloned):
+    if text is None or text == "0":
+        return 0
+    if not _is_uint(text):
+        raise NotConfigured("owner_lease=%r is not a whole number of seconds" % text)
+    seconds = int(text)
+    if not MIN_OWNER_LEASE <= seconds <= MAX_OWNER_LEASE:
+        raise NotConfigured("owner_lease=%d is out of range: 0 (off) or %d..%d seconds"
+                            % (seconds, MIN_OWNER_LEASE, MAX_OWNER_LEASE))
+    if not cloned:
+        raise NotConfigured("owner_lease=%d applies to a clone only: a plain address has no "
+                            "buckets to lease" % seconds)
+    return seconds
+
+
+def lease_problem(params, env):
+    """Why the lease is too short for the monitor that runs with ``env``
+    (OCF_RESKEY_CRM_meta_interval and _timeout, ms), or None: a lease that a
+    late monitor lets expire drops the bucket's traffic until Pacemaker
+    recovers it."""
+    interval = _value(env, "CRM_meta_interval")
+    if not params.owner_lease or interval is None or not _is_uint(interval) \
+            or interval == "0":
+        return None
+    timeout = _value(env, "CRM_meta_timeout")
+    timeout = int(timeout) if timeout is not None and _is_uint(timeout) else 20000
+    needed = (LEASE_INTERVALS * int(interval) + timeout + 999) // 1000
+    if params.owner_lease >= needed:
+        return None
+    return ("owner_lease=%d is shorter than %d monitor intervals of %g s plus its timeout "
+            "of %g s: a late monitor would let the bucket expire and drop its traffic; "
+            "set owner_lease to at least %d (or monitor more often)"
+            % (params.owner_lease, LEASE_INTERVALS, int(interval) / 1000.0,
+               timeout / 1000.0, needed))
+
+
 DEFAULT_ARP_COUNT = 5  # as IPaddr2
 DEFAULT_ARP_INTERVAL = 200  # ms, as IPaddr2
 FOREVER = 0xFFFFFFFF  # an address lifetime without end (INFINITY_LIFE_TIME)
@@ -301,6 +348,7 @@ def parse(env):
         backend=backend, bucket=bucket, total_buckets=total, cloned=cloned,
         graceful_handover=_parse_bool(_value(env, "graceful_handover"), "graceful_handover"),
         firewall_guard=_parse_bool(_value(env, "firewall_guard"), "firewall_guard", True),
+        owner_lease=parse_owner_lease(_value(env, "owner_lease"), cloned),
         iflabel=iflabel, broadcast=broadcast,
         preferred_lft=parse_preferred_lft(_value(env, "preferred_lft"), ipv6, cloned),
         noprefixroute=noprefixroute,

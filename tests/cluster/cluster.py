@@ -576,8 +576,12 @@ class Cluster:
             # then execs the init: the init's PID stays unshare's.
             init = ["/bin/sh", "-c", roots.ENTER, "enter", self.roots[node], roots.CHECKOUT,
                     self.lab.directory, "--", "/"] + init
+        env = dict(CLEAN_ENV)
+        agent = self._agent_override()
+        if agent:
+            env["CLUSTERIP_NODE_AGENT"] = agent
         process = self.lab.spawn(node, "unshare", "--mount", "--uts", "--propagation",
-                                 "private", *init, env=dict(CLEAN_ENV), log=log)
+                                 "private", *init, env=env, log=log)
         self.init[node] = process
         self.init_logs[node] = log
         deadline = time.monotonic() + 45
@@ -592,6 +596,47 @@ class Cluster:
             time.sleep(0.05)
         raise ClusterError("node %s did not start (init exit %s): %s\ncorosync log: %s" % (
             node, process.poll(), text, self.tail(node, "var-log/cluster/corosync.log")))
+
+    def _agent_override(self):
+        """The agent the nodes' Pacemaker runs instead of the installed one:
+        $CLUSTERIP_CLUSTER_AGENT (shell words, like $CLUSTERIP_AGENT), as a
+        wrapper script in the lab's directory that node-init.sh binds over
+        the installed agent inside the node's private mount namespace (the
+        host's OCF directory is untouched); None: the installed agent."""
+        words = os.environ.get("CLUSTERIP_CLUSTER_AGENT", "").strip()
+        if not words:
+            return None
+        path = os.path.join(self.lab.directory, "cluster-agent")
+        if not os.path.exists(path):
+            with open(path, "w") as handle:
+                handle.write("#!/bin/sh\nexec %s \"$@\"\n" % words)
+            os.chmod(path, 0o755)
+        return path
+
+    def kill_stack(self, node):
+        """The node's cluster stack dies, its kernel and link live on: SIGKILL of
+        corosync and every Pacemaker daemon of the node (not its agents'
+        background processes, its responder or its init).  Its VIP, tables and
+        owned buckets stay, as on a host whose cluster software crashed.
+        Returns the kill time; :meth:`kill_node` ends the rest later."""
+        at = time.monotonic()
+        stack = set()
+        for pid in netns_pids(self.lab.ns(node)):
+            try:
+                with open("/proc/%d/comm" % pid) as handle:
+                    name = handle.read().strip()
+            except OSError:
+                continue
+            if name == "corosync" or name.startswith("pacemaker"):
+                stack.add(pid)
+        if not stack:
+            raise ClusterError("%s runs no cluster stack" % node)
+        _signal_all(stack, signal.SIGKILL)
+        wait_until(lambda: all(_exited(pid) for pid in stack), 15,
+                   "the cluster stack of %s gone" % node, interval=0.05)
+        self.log("killed the cluster stack of %s (%d processes; kernel and link kept)"
+                 % (node, len(stack)))
+        return at
 
     def node_exec(self, node, argv, check=True, timeout=60, input=None, env=None):
         """Run argv inside ``node`` (its mount, UTS and network namespaces), clean env."""

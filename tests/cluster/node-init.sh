@@ -57,6 +57,12 @@ mount --bind "$DIR/hosts" /etc/hosts
 if [ -n "$FENCE_AGENTS" ]; then
     mount -t overlay "cipc-fence-$NODE" -o "lowerdir=$FENCE_AGENTS:/usr/sbin" /usr/sbin
 fi
+# CLUSTERIP_NODE_AGENT (cluster.py, from $CLUSTERIP_CLUSTER_AGENT): an
+# agent to test instead of the installed one, bound over it in this private
+# mount namespace only.
+if [ -n "${CLUSTERIP_NODE_AGENT:-}" ]; then
+    mount --bind "$CLUSTERIP_NODE_AGENT" /usr/lib/ocf/resource.d/custom/clusterip
+fi
 hostname "$NODE"
 echo "mounted"
 

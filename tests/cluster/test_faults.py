@@ -81,19 +81,23 @@ CUT_RULES = """table inet %s {
 # -- the cluster ------------------------------------------------------------------------
 
 
+def prepare(c):
+    """Responders, the traffic checker and its pairs, no-quorum-policy=stop."""
+    c.start_responders(PORT)
+    c.plane = scenarios.Dataplane(c.lab, "nft", base.HASHMODE, log=c.log)
+    c.plane.baseline = dict(c.baseline_macs)
+    c.pairs = [(source, port) for source in c.lab.sources for port in scenarios.SOURCE_PORTS]
+    c.pair_buckets = None
+    c.crm(c.nodes[0], "configure", "property", "no-quorum-policy=stop")
+
+
 @pytest.fixture(scope="module")
 def fenced():
     c = cluster.Cluster(token=TOKEN, fencing=True)
     c.__enter__()
     try:
         REPORT.add_cluster(SETTING, c.timings)
-        c.start_responders(PORT)
-        c.plane = scenarios.Dataplane(c.lab, "nft", base.HASHMODE, log=c.log)
-        c.plane.baseline = dict(c.baseline_macs)
-        c.pairs = [(source, port) for source in c.lab.sources
-                   for port in scenarios.SOURCE_PORTS]
-        c.pair_buckets = None
-        c.crm(c.nodes[0], "configure", "property", "no-quorum-policy=stop")
+        prepare(c)
         yield c
     finally:
         try:

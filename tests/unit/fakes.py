@@ -58,6 +58,7 @@ class FakeBackend(Backend):
 
     name = "fake"
     max_buckets = 16
+    owner_lease = True
     PIECES = ("table", "ARP rewrite", "multicast membership")
 
     def __init__(self, **context):
@@ -92,6 +93,12 @@ class FakeBackend(Backend):
     def remove_bucket(self, params, bucket):
         self.calls.append(("remove", bucket))
         self.tables[params.vip]["owned"].remove(bucket)
+
+    def renew_bucket(self, params, bucket):
+        # Stands for nfnl.renew_element, tested against the kernel in
+        # tests/netns/test_owner_lease.py.
+        self.calls.append(("renew", bucket))
+        return bucket in self.tables.get(params.vip, {}).get("owned", ())
 
     def destroy(self, params, placement):
         self.calls.append(("destroy",))

@@ -8,6 +8,9 @@ writes what it lists to tests/unit/data/nft-<version>/:
 
     nft-ip-table.json, nft-arp-table.json   make(), buckets {1, 3}
     nft-ip-table-graceful.json              make(graceful="true"), {1, 3}
+    nft-ip-table-lease.json                 make(lease="30"), {1, 3}, one second
+                                            after loading (elements that expire)
+    nft-ip-table-lease.nft                  its text listing, which nft loads back
     nft-ip6-table.json                      make6(), {1, 3}, NIC_MAC
     userdata.json                           {"new": hex, "old": hex}: the owned
                                             set's user data in this layout and
@@ -26,6 +29,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import uuid
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -67,6 +71,14 @@ def record(ns, out_dir):
     table, table6 = nft.table_name("198.18.0.100"), nft.table_name(make6().vip)
     load(nft.build_create_script(make(graceful="true"), PLACEMENT, {1, 3}))
     write("nft-ip-table-graceful.json", listing(ns, "ip", table))
+    load(nft.build_create_script(make(lease="30"), PLACEMENT, {1, 3}))
+    time.sleep(1)
+    write("nft-ip-table-lease.json", listing(ns, "ip", table))
+    text = in_netns(ns, "nft", "list", "table", "ip", table, capture_output=True,
+                    text=True).stdout
+    with open(os.path.join(out_dir, "nft-ip-table-lease.nft"), "w", encoding="utf-8") as f:
+        f.write(text)
+    load("delete table ip %s\n%s" % (table, text))  # its own listing loads back
     load(nft.build_create_script(make(), PLACEMENT, {1, 3}))
     write("nft-ip-table.json", listing(ns, "ip", table))
     write("nft-arp-table.json", listing(ns, "arp", table))

@@ -326,3 +326,34 @@ def test_a_backend_that_cannot_build_its_rule_is_5_on_start_and_validate_only(
     assert act(node, "monitor", 0) == 7 and checks == []
     assert act(node, "stop", 0) == 0
     assert node.backend.calls == [] and not node.addresses
+
+
+def test_with_owner_lease_the_monitor_renews_its_own_bucket_and_touches_its_marker(node):
+    assert act(node, "start", 1, owner_lease="60") == 0
+    marker = os.path.join(node.rsctmp, "clusterip-%s.bucket2.started" % VIP)
+    os.utime(marker, (1, 1))
+    node.backend.calls.clear()
+    assert act(node, "monitor", 1, owner_lease="60") == 0
+    assert node.backend.calls == [("renew", 2)]
+    assert os.stat(marker).st_mtime > 1
+    assert act(node, "monitor", 1) == 0  # without a lease: nothing renewed
+    assert node.backend.calls == [("renew", 2)]
+
+
+def test_a_bucket_whose_lease_expired_fails_its_monitor(node, capsys):
+    assert act(node, "start", 1, owner_lease="60") == 0
+    node.backend.tables[VIP]["owned"].discard(2)  # what the kernel does after the lease
+    assert act(node, "monitor", 1, owner_lease="60") == 1
+    assert "missing bucket 2" in reason(capsys)
+
+
+def test_a_lease_a_late_monitor_would_outlive_is_refused_by_the_recurring_monitor(node, capsys):
+    assert act(node, "start", 1, owner_lease="30") == 0
+    # 2 x 10 s + 20 s = 40 s > 30 s.
+    assert act(node, "monitor", 1, owner_lease="30", CRM_meta_interval="10000",
+               CRM_meta_timeout="20000") == 6
+    assert "at least 40" in reason(capsys)
+    node.backend.calls.clear()
+    assert act(node, "monitor", 1, owner_lease="40", CRM_meta_interval="10000",
+               CRM_meta_timeout="20000") == 0
+    assert node.backend.calls == [("renew", 2)]

@@ -47,7 +47,7 @@ undecodable = st.binary(min_size=1, max_size=12).map(
 def with_undecodable(limit):
     fields = ["ip", "cidr_netmask", "nic", "clustermac", "hashmode", "hash_init", "backend",
               "graceful_handover", "iflabel", "broadcast", "preferred_lft", "noprefixroute",
-              "arp_count", "arp_interval"]
+              "arp_count", "arp_interval", "owner_lease"]
     meta = ["clone", "clone_max", "globally_unique"]
     return st.one_of(
         badinput.cases(limit),

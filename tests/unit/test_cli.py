@@ -40,3 +40,12 @@ def test_text_layout_marks_owned_buckets_and_owners():
     assert lines[2].split() == ["1", "yes", "5", "300", "n0"]
     assert lines[3].split() == ["2", "-", "-", "-", "n1"]
     assert lines[4].split() == ["3", "-", "-", "-", "(stopped)"]
+
+
+def test_an_owner_lease_and_the_time_left_of_each_bucket_are_shown():
+    vip = {"vip": "198.18.0.100", "backend": "nft", "nic": "eth0",
+           "clustermac": "03:c1:c6:12:00:64", "hashmode": "sourceip", "hash_init": 1,
+           "buckets": 3, "owned": [1, 3], "counters": {}, "owner_lease": 30,
+           "expires": {3: 12, 1: 29}}
+    assert cli.render([vip], None).splitlines()[1] == \
+        "  owner lease: 30 s; left: bucket 1 29 s, bucket 3 12 s"

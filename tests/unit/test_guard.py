@@ -21,12 +21,21 @@ def notification(message, family, table, subsystem=10):
 
 def test_only_deletions_of_the_vips_tables_count_and_newgen_ends_a_transaction():
     deleted = notification(2, 2, TABLE) + notification(5, 3, TABLE) + notification(14, 2, TABLE)
-    assert guard.touched_tables(deleted, OURS) == (["table", "chain", "set element"], False)
-    assert guard.touched_tables(notification(15, 0, ""), OURS) == ([], True)
+    assert guard.touched_tables(deleted, OURS) == (["table", "chain", "set element"], False, 0)
+    assert guard.touched_tables(notification(15, 0, ""), OURS) == ([], True, 0)
+    assert guard.touched_tables(notification(12, 2, TABLE), OURS) == ([], False, 1)
     others = (notification(2, 2, "filter") + notification(2, 10, TABLE)  # another table, ip6
               + notification(0, 2, TABLE)  # a NEWTABLE: the agent's own creation
               + notification(2, 2, TABLE, subsystem=9))  # not nf_tables
-    assert guard.touched_tables(others, OURS) == ([], False)
+    assert guard.touched_tables(others, OURS) == ([], False, 0)
+
+
+def test_a_transaction_of_owner_lease_renewals_is_nothing_to_repair():
+    assert guard.renewals_only(["set element"], 1)
+    assert guard.renewals_only(["set element"] * 2, 2)
+    assert not guard.renewals_only(["set element"], 0)  # an element deleted for good
+    assert not guard.renewals_only(["set element", "table"], 1)
+    assert not guard.renewals_only([], 1)  # an addition alone deletes nothing
 
 
 def test_marked_buckets_are_read_from_the_markers(tmp_path):

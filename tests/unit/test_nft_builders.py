@@ -20,8 +20,9 @@ PLACEMENT = Placement(nic="eth0", prefixlen=16)
 
 
 def make(hashmode="sourceip-sourceport-destport", total=3, seed="4660", graceful="false",
-         ip="198.18.0.100"):
+         ip="198.18.0.100", lease="0"):
     return params.parse({
+        "OCF_RESKEY_owner_lease": lease,
         "OCF_RESKEY_ip": ip, "OCF_RESKEY_hashmode": hashmode,
         "OCF_RESKEY_hash_init": seed, "OCF_RESKEY_CRM_meta_clone": "0",
         "OCF_RESKEY_CRM_meta_clone_max": str(total),
@@ -135,6 +136,39 @@ def test_parse_state_follows_graceful_handover():
         state = nft.parse_state(ip, arp, make(graceful=setting), PLACEMENT, True)
         assert state.owned == {1, 3}
         assert [m for m in state.missing if "bucket filter" in m and needle in m], state
+
+
+def lease_listing():
+    if not os.path.exists(os.path.join(RECORDED, "nft-ip-table-lease.json")):
+        pytest.skip("no owner_lease listing recorded with %s" % os.path.basename(RECORDED))
+    return listing("nft-ip-table-lease.json")
+
+
+def test_with_owner_lease_the_set_has_timeouts_and_without_none():
+    assert "\n    timeout 30s\n" in nft.build_create_script(make(lease="30"), PLACEMENT, {1})
+    assert "timeout" not in nft.build_create_script(make(), PLACEMENT, {1})
+
+
+def test_a_listing_with_expiring_elements_parses_and_describes():
+    arp = listing("nft-arp-table.json")
+    leased = lease_listing()
+    state = nft.parse_state(leased, arp, make(lease="30"), PLACEMENT, True)
+    assert state.owned == {1, 3} and state.missing == ()
+    report = nft.describe(leased, arp)
+    assert report["owned"] == [1, 3] and report["owner_lease"] == 30
+    assert set(report["expires"]) == {1, 3} and all(
+        25 <= left <= 30 for left in report["expires"].values())
+    assert nft.describe(listing("nft-ip-table.json"), arp)["owner_lease"] == 0
+
+
+def test_a_set_with_another_lease_is_reported_so_that_start_rebuilds_it():
+    arp = listing("nft-arp-table.json")
+    for ip, lease, needle in ((listing("nft-ip-table.json"), "30", "owner lease of 30 s"),
+                              (lease_listing(), "60", "owner lease of 60 s"),
+                              (lease_listing(), "0", "without owner lease (it has 30 s)")):
+        state = nft.parse_state(ip, arp, make(lease=lease), PLACEMENT, True)
+        assert state.owned == {1, 3}
+        assert any(needle in m for m in state.missing), state
 
 
 def test_create_script_without_owned_buckets_declares_an_empty_set():

@@ -134,6 +134,12 @@ def test_clone_instance_i_owns_bucket_i_plus_1(meta, expected):
     ({"arp_count": "-1"}, "not a whole number"),
     ({"arp_interval": "0"}, "out of range 1..60000"),
     ({"arp_interval": "0.2"}, "not a whole number"),
+    ({"owner_lease": "-5", **CLONE}, "not a whole number of seconds"),
+    ({"owner_lease": "30.5", **CLONE}, "not a whole number of seconds"),
+    ({"owner_lease": "9", **CLONE}, "0 (off) or 10..86400"),
+    ({"owner_lease": "86401", **CLONE}, "0 (off) or 10..86400"),
+    ({"owner_lease": "30"}, "applies to a clone only"),
+    ({"owner_lease": "0"}, None),
 ])
 def test_invalid_values_are_refused_with_a_reason(overrides, needle):
     if needle is None:  # the default written out: accepted
@@ -203,3 +209,28 @@ def test_syntax_checks_accept_what_the_reference_pattern_accepts(check, data):
     text = data.draw(st.one_of(st.from_regex(pattern, fullmatch=True),
                                st.text(alphabet="0123456789abcdefxX:-._ ²٣\n", max_size=18)))
     assert check(text) == bool(pattern.fullmatch(text)), text
+
+
+def test_owner_lease_is_off_by_default_and_whole_seconds():
+    assert parse(**CLONE).owner_lease == 0
+    assert parse(owner_lease="45", **CLONE).owner_lease == 45
+
+
+@pytest.mark.parametrize("lease, interval, timeout, too_short", [
+    ("40", "10000", "20000", False),  # 2 x 10 s + 20 s
+    ("39", "10000", "20000", True),
+    ("30", "5000", "20000", False),
+    ("30", "10000", None, True),  # the timeout defaults to 20 s
+    ("10", "0", "20000", False),  # a probe: no interval to outlast
+    ("0", "10000", "20000", False),  # no lease
+])
+def test_a_lease_must_outlast_two_monitor_intervals_and_a_timeout(lease, interval, timeout,
+                                                                   too_short):
+    p = parse(owner_lease=lease, **CLONE)
+    env = {"OCF_RESKEY_CRM_meta_interval": interval}
+    if timeout is not None:
+        env["OCF_RESKEY_CRM_meta_timeout"] = timeout
+    problem = params.lease_problem(p, env)
+    assert (problem is not None) is too_short
+    if too_short:
+        assert "owner_lease=%s" % lease in problem and "at least" in problem

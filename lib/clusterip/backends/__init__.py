@@ -50,6 +50,8 @@ class Backend:
     graceful_handover = False
     # Whether it can serve an IPv6 VIP.
     ipv6 = False
+    # Whether its owned buckets can expire unless renewed (owner_lease).
+    owner_lease = False
     # Whether the kernel announces deletions of its state, so that a guard
     # can put it back after a firewall reload (clusterip.guard).
     guarded = False
@@ -164,6 +166,12 @@ class Backend:
     def remove_bucket(self, params: Params, bucket: int) -> None:
         raise NotImplementedError
 
+    def renew_bucket(self, params: Params, bucket: int) -> bool:
+        """Give an owned bucket params.owner_lease seconds to live again,
+        atomically (its packets never meet it missing); False when it is
+        gone (expired or removed), and then nothing is added."""
+        raise NotImplementedError
+
     def destroy(self, params: Params, placement: Placement | None) -> None:
         """Remove everything of the VIP; success when nothing is there."""
         raise NotImplementedError
@@ -261,6 +269,9 @@ def check_supported(backend: Backend, params: Params) -> Backend:
     if params.ipv6 and not backend.ipv6:
         raise NotConfigured("ip=%s is IPv6, which needs backend=nft: the %s backend "
                             "serves IPv4 only" % (params.ip, backend.name))
+    if params.owner_lease and not backend.owner_lease:
+        raise NotConfigured("owner_lease=%d needs backend=nft: the %s backend's buckets "
+                            "cannot expire" % (params.owner_lease, backend.name))
     if params.graceful_handover and not backend.graceful_handover:
         raise NotConfigured("graceful_handover=true needs backend=nft: the %s backend "
                             "drops every packet of a bucket this node does not own, "

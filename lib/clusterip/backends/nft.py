@@ -213,6 +213,9 @@ def build_create_script(params, placement, owned, nic_mac=None):
                               for b in buckets)
     vip_rules = "\n".join("    " + rule for rule in vip_chain_rules(params))
     owned_line = "\n    elements = { %s }" % elements if elements else ""
+    # The lease: every element added without a timeout of its own gets the
+    # set's (start's and the guard's), the monitor renews it (renew_bucket).
+    lease_line = "\n    timeout %ds" % params.owner_lease if params.owner_lease else ""
     output = f"""  chain output {{
     type filter hook output priority 0; policy accept;
     {rewrite_rule(params, placement, nic_mac)}
@@ -221,7 +224,7 @@ def build_create_script(params, placement, owned, nic_mac=None):
     return "".join("add table %s %s\ndelete table %s %s\n" % (family, name, family, name)
                    for family, name in tables(params)) + f"""table {ip} {name} {{
   set owned {{
-    typeof symhash mod {params.total_buckets} offset 1
+    typeof symhash mod {params.total_buckets} offset 1{lease_line}
     comment "keys: {hashed}"{owned_line}
   }}
 {counters}
@@ -249,6 +252,33 @@ def element_command(verb, params, bucket):
     return {"nftables": [{verb: {"element": {
         "family": _ip(params), "table": table_name(params.vip), "name": "owned",
         "elem": [bucket]}}}]}
+
+
+def _element_values(owned_set):
+    """The keys of a listed set's elements: plain numbers, or (with timeouts)
+    {"elem": {"val": k, "expires": s, ...}}."""
+    for entry in owned_set.get("elem", []):
+        if isinstance(entry, dict):
+            entry = entry.get("elem", {}).get("val")
+        if isinstance(entry, int):
+            yield entry
+
+
+def _expiries(owned_set):
+    """{bucket: seconds left} of a listed set's elements that expire."""
+    return {e["elem"]["val"]: e["elem"]["expires"] for e in owned_set.get("elem", [])
+            if isinstance(e, dict) and isinstance(e.get("elem", {}).get("val"), int)
+            and "expires" in e["elem"]}
+
+
+def _lease_missing(owned_set, params):
+    """How the monitor names a set whose timeouts differ from owner_lease, or None."""
+    lease = owned_set.get("timeout", 0) if "timeout" in owned_set.get("flags", []) else 0
+    if lease == params.owner_lease:
+        return None
+    if params.owner_lease:
+        return "owner lease of %d s on set owned" % params.owner_lease
+    return "set owned without owner lease (it has %d s)" % lease
 
 
 def _udata(data):
@@ -355,7 +385,10 @@ def parse_state(ip_listing, rewrite_listing, params, placement, multicast_joined
         if not sets:
             missing.append("set owned")
         else:
-            owned = frozenset(e for e in sets[0].get("elem", []) if isinstance(e, int))
+            owned = frozenset(_element_values(sets[0]))
+            lease = _lease_missing(sets[0], params)
+            if lease:
+                missing.append(lease)
         wanted = (params.total_buckets, params.hash_init, 1, hash_fields(params))
         vip_rules = _rules(ip_listing, "vip")
         hashes = [_hash_config(expr) for expr in vip_rules]
@@ -388,7 +421,7 @@ def describe(ip_listing, rewrite_listing):
     """What one VIP's tables say, for ``clusterip status`` (see Backend.inventory)."""
     report = {"backend": "nft", "vip": None, "nic": None, "clustermac": None,
               "hashmode": None, "hash_init": None, "buckets": None, "owned": [],
-              "counters": {}}
+              "counters": {}, "owner_lease": 0, "expires": {}}
     steering = _rules(ip_listing, "prerouting")
     for value in _matches(steering[0]) if steering else ():
         if inet.parse(value) is not None:
@@ -404,7 +437,9 @@ def describe(ip_listing, rewrite_listing):
             report.update(buckets=mod, hash_init=seed, hashmode=modes[0] if modes else None)
     sets = [s for s in _objects(ip_listing, "set") if s.get("name") == "owned"]
     if sets:
-        report["owned"] = sorted(e for e in sets[0].get("elem", []) if isinstance(e, int))
+        report["owned"] = sorted(_element_values(sets[0]))
+        if "timeout" in sets[0].get("flags", []):
+            report.update(owner_lease=sets[0].get("timeout", 0), expires=_expiries(sets[0]))
     for counter in _objects(ip_listing, "counter"):
         name = counter.get("name", "")
         if name.startswith("bucket") and name[6:].isdigit():
@@ -457,6 +492,7 @@ class NftBackend(Backend):
     max_buckets = 256
     graceful_handover = True
     ipv6 = True
+    owner_lease = True
     guarded = True  # nf_tables notifies NFNLGRP_NFTABLES of every change
 
     def __init__(self, **context):
@@ -572,6 +608,20 @@ class NftBackend(Backend):
     def remove_bucket(self, params, bucket):
         # nft 1.0.6 has no "destroy element": the caller only removes what it saw.
         self._run(element_command("delete", params, bucket), "remove bucket %d" % bucket)
+
+    def renew_bucket(self, params, bucket):
+        # Over nfnetlink, in the monitor (see nfnl.renew_element for why a
+        # deletion and an addition).
+        family, name = tables(params)[0]
+        try:
+            nfnl.renew_element(family, name, "owned", bucket.to_bytes(4, sys.byteorder),
+                               params.owner_lease * 1000)
+        except FileNotFoundError:
+            return False
+        except OSError as error:
+            raise GenericError("nft: cannot renew the owner lease of bucket %d: %s"
+                               % (bucket, error.strerror)) from None
+        return True
 
     def inventory(self):
         # Table names over nfnetlink: "list tables" would make nft read every set.

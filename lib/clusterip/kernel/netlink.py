@@ -14,7 +14,7 @@ import errno
 import os
 import struct
 
-from clusterip.kernel import opened
+from clusterip.kernel import opened, wrote
 
 NLMSG_ERROR = 2
 NLMSG_DONE = 3
@@ -127,20 +127,39 @@ def unfinished_batch(protocol: int, begin: tuple[int, bytes],
     (type, body) that opens the batch, ``changes`` [(type, flags, body)].
     Returns the errno of each change in order, 0 for one that would succeed.
     """
-    kinds = [(begin[0], 0, begin[1])] + changes
+    return _batch(protocol, [(begin[0], 0, begin[1])] + changes, len(changes))
+
+
+def batch(protocol: int, begin: tuple[int, bytes], changes: list[tuple[int, int, bytes]],
+          end: tuple[int, bytes]) -> list[int]:
+    """Send one transaction and commit it: all of ``changes`` or, when one
+    fails, none.  ``begin`` and ``end``: the (type, body) that open and close
+    it; each change is acknowledged (NLM_F_ACK is added).  Returns the errno
+    of each change in order, 0 for success (all 0: committed)."""
+    errors = _batch(protocol, [(begin[0], 0, begin[1])]
+                    + [(kind, flags | NLM_F_ACK, body) for kind, flags, body in changes]
+                    + [(end[0], 0, end[1])], len(changes))
+    wrote()  # after a transaction, releasing its socket waits (clusterip.kernel)
+    return errors
+
+
+def _batch(protocol, kinds, answered):
+    """Send messages in one datagram; the errno answering each of the
+    ``answered`` after the first (EBADMSG for one never answered)."""
     datagram = b"".join(
         HEADER.pack(HEADER.size + len(body), kind, NLM_F_REQUEST | flags, seq, 0) + body
         for seq, (kind, flags, body) in enumerate(kinds, 1))
     found = {}
     with _socket_for(protocol) as sock:
         sock.sendto(datagram, (0, 0))
-        while len(found) < len(changes):
+        while len(found) < answered:
             for msg_type, _, body in messages(sock.recv(1 << 16)):
                 if msg_type != NLMSG_ERROR or len(body) < _ERROR.size + HEADER.size:
                     continue
                 seq = HEADER.unpack_from(body, _ERROR.size)[3]
-                found[seq] = -_ERROR.unpack_from(body)[0]
-    return [found.get(seq, errno.EBADMSG) for seq in range(2, len(kinds) + 1)]
+                if 2 <= seq <= answered + 1:
+                    found[seq] = -_ERROR.unpack_from(body)[0]
+    return [found.get(seq, errno.EBADMSG) for seq in range(2, answered + 2)]
 
 
 def dump(protocol: int, kind: int, payload: bytes) -> list[tuple[int, bytes]]:

@@ -27,7 +27,9 @@ NFTA_SET_TABLE, NFTA_SET_NAME, NFTA_SET_USERDATA = 1, 2, 13
 NFTA_RULE_TABLE, NFTA_RULE_CHAIN, NFTA_RULE_EXPRESSIONS = 1, 2, 4
 NFTA_SET_ELEM_LIST_TABLE, NFTA_SET_ELEM_LIST_SET, NFTA_SET_ELEM_LIST_ELEMENTS = 1, 2, 3
 NFTA_LIST_ELEM = 1
-NFTA_SET_ELEM_KEY = 1
+NFTA_SET_ELEM_KEY, NFTA_SET_ELEM_TIMEOUT, NFTA_SET_ELEM_EXPIRATION = 1, 4, 5
+NFT_MSG_NEWSETELEM, NFT_MSG_DELSETELEM = 12, 14
+NLA_F_NESTED = 0x8000
 NFTA_DATA_VALUE = 1
 # nft's family names -> NFPROTO_*.
 FAMILIES = {"inet": 1, "ip": 2, "arp": 3, "netdev": 5, "bridge": 7, "ip6": 10}
@@ -79,20 +81,58 @@ def set_userdata(family, table):
 
 def set_keys(family, table, name):
     """The keys of a set's elements as bytes; OSError(ENOENT) without the table or set."""
-    keys = []
+    return list(set_elements(family, table, name))
+
+
+def set_elements(family, table, name):
+    """{key bytes: ms until the element expires, None when it never does};
+    OSError(ENOENT) without the table or set.  The kernel leaves expired
+    elements out of the dump before its garbage collector frees them."""
+    found = {}
     for attrs in _dump(family, NFT_MSG_GETSETELEM, [(NFTA_SET_ELEM_LIST_TABLE, _name(table)),
                                                     (NFTA_SET_ELEM_LIST_SET, _name(name))]):
         elements = attrs.get(NFTA_SET_ELEM_LIST_ELEMENTS, b"")
         for kind, element in netlink.attribute_items(elements):
-            key = netlink.attributes(element, 0).get(NFTA_SET_ELEM_KEY)
+            fields = netlink.attributes(element, 0)
+            key = fields.get(NFTA_SET_ELEM_KEY)
             if kind == NFTA_LIST_ELEM and key is not None:
                 value = netlink.attributes(key, 0).get(NFTA_DATA_VALUE)
                 if value is not None:
-                    keys.append(value)
-    return keys
+                    expiration = fields.get(NFTA_SET_ELEM_EXPIRATION)
+                    found[value] = None if expiration is None or len(expiration) != 8 \
+                        else struct.unpack("!Q", expiration)[0]
+    return found
 
 
-NFNL_MSG_BATCH_BEGIN = 0x10
+def renew_element(family, table, name, key, timeout_ms):
+    """Give an element of a set with timeouts ``timeout_ms`` to live again,
+    atomically: its deletion and its addition with the new timeout in one
+    transaction, so a packet meets the old element or the new one, never
+    none.  Every kernel with nf_tables does this (an update of an existing
+    element's timeout is newer than Linux 6.1).  OSError(ENOENT) when the
+    element is gone (expired, deleted): then nothing is added."""
+    nfgen = _NFGENMSG.pack(FAMILIES[family], 0, 0)
+    where = (netlink.attribute(NFTA_SET_ELEM_LIST_TABLE, _name(table))
+             + netlink.attribute(NFTA_SET_ELEM_LIST_SET, _name(name)))
+    data = netlink.attribute(NFTA_SET_ELEM_KEY | NLA_F_NESTED,
+                             netlink.attribute(NFTA_DATA_VALUE, key))
+
+    def elements(element):
+        return where + netlink.attribute(
+            NFTA_SET_ELEM_LIST_ELEMENTS | NLA_F_NESTED,
+            netlink.attribute(NFTA_LIST_ELEM | NLA_F_NESTED, element))
+
+    timeout = netlink.attribute(NFTA_SET_ELEM_TIMEOUT, struct.pack("!Q", timeout_ms))
+    changes = [(NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_DELSETELEM, 0, nfgen + elements(data)),
+               (NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_NEWSETELEM, netlink.NLM_F_CREATE,
+                nfgen + elements(data + timeout))]
+    errors = netlink.batch(NETLINK_NETFILTER, _batch_begin(), changes, _batch_end())
+    failed = [error for error in errors if error]
+    if failed:
+        raise OSError(failed[0], os.strerror(failed[0]))
+
+
+NFNL_MSG_BATCH_BEGIN, NFNL_MSG_BATCH_END = 0x10, 0x11
 NFT_MSG_NEWTABLE, NFT_MSG_NEWCHAIN = 0, 3
 NFTA_CHAIN_TABLE, NFTA_CHAIN_NAME, NFTA_CHAIN_HOOK, NFTA_CHAIN_TYPE = 1, 3, 4, 7
 NFTA_HOOK_HOOKNUM, NFTA_HOOK_PRIORITY = 1, 2
@@ -120,11 +160,18 @@ def base_chains_work(hooks, chain_type="filter"):
         for message, body in ((NFT_MSG_NEWTABLE, table), (NFT_MSG_NEWCHAIN, chain)):
             changes.append((NFNL_SUBSYS_NFTABLES << 8 | message,
                             netlink.NLM_F_ACK | netlink.NLM_F_CREATE, nfgen + body))
-    begin = (NFNL_MSG_BATCH_BEGIN, _NFGENMSG.pack(0, 0, _socket_htons(NFNL_SUBSYS_NFTABLES)))
-    errors = netlink.unfinished_batch(NETLINK_NETFILTER, begin, changes)
+    errors = netlink.unfinished_batch(NETLINK_NETFILTER, _batch_begin(), changes)
     if any(error in (errno.EPERM, errno.EACCES) for error in errors):
         raise OSError(errno.EPERM, os.strerror(errno.EPERM))
     return not any(errors)
+
+
+def _batch_begin():
+    return NFNL_MSG_BATCH_BEGIN, _NFGENMSG.pack(0, 0, _socket_htons(NFNL_SUBSYS_NFTABLES))
+
+
+def _batch_end():
+    return NFNL_MSG_BATCH_END, _NFGENMSG.pack(0, 0, _socket_htons(NFNL_SUBSYS_NFTABLES))
 
 
 def available():
