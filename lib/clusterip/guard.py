@@ -172,7 +172,8 @@ def repair(env, buckets, log):
                                 this.params.owner_lease))
                 continue
             # Under start's lock, and only while the instance is still marked
-            # started here (a stop meanwhile removed the marker).
+            # started here (a stop meanwhile removed the marker) and still
+            # misses something (None: a start in progress had it added).
             if this.start(repair=True) == ocf.SUCCESS:
                 repaired.append("bucket %d (%s)" % (bucket, ", ".join(missing)))
         except AgentError as error:  # the monitor and Pacemaker take it from here

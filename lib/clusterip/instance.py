@@ -285,8 +285,9 @@ class ClonedInstance(Instance):
 
     def start(self, repair=False):
         """``repair``: the guard's start after a firewall reload, which changes
-        nothing unless the instance is still marked started here, and spawns
-        no other guard."""
+        nothing unless the instance is still marked started here (else
+        NOT_RUNNING) and, under the lock, still misses something (else
+        None), and spawns no other guard."""
         p = self.params
         backend = self.backend()  # fail early (5/6) before touching anything
         backend.check_libraries()
@@ -295,6 +296,10 @@ class ClonedInstance(Instance):
             step("start:locked")
             if repair and not self.marked():
                 return ocf.NOT_RUNNING
+            if repair and self.problems(backend) == (True, []):
+                # What the guard saw missing was a start in progress (marked
+                # first, its bucket added under this lock): nothing to repair.
+                return None
             placement = address.resolve(p)
             self.mark()  # first: a start killed half-way is "failed", not "never ran"
             step("start:marked")
