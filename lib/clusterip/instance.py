@@ -89,12 +89,19 @@ class Instance:
             pass
 
     def monitor(self):
-        running, missing = self.problems()
+        return self._verdict(*self.problems())
+
+    def _verdict(self, running, missing):
         if running and not missing:
             return ocf.SUCCESS
         if running or self.marked():
             raise Failed("%s: missing %s" % (self.name(), ", ".join(missing)))
         return ocf.NOT_RUNNING
+
+    def recurring(self):
+        """Whether this monitor is a recurring one of an instance Pacemaker
+        started (interval > 0): not a probe, not a call by hand."""
+        return self.env.get("OCF_RESKEY_CRM_meta_interval", "0") not in ("", "0")
 
     def problems(self):
         """(running here, [missing pieces]) on this node."""
@@ -218,20 +225,62 @@ class ClonedInstance(Instance):
         return "bucket %d of %s" % (self.params.bucket, self.params.vip)
 
     def problems(self, backend=None):
+        return self._inspect(backend)[:2]
+
+    def _inspect(self, backend=None):
+        """(running here, [missing pieces], the backend's VipState or None,
+        the backend: None when the NIC is gone, which is asked first)."""
         p = self.params
         try:
             placement = address.resolve(p)
         except InvalidArgument as error:  # the NIC is gone
-            return False, [str(error)]
+            return False, [str(error)], None, None
         backend = backend or self.backend()
         missing = address.address_problems(self.params, placement)
         state = backend.state(p, placement)
         if state is None:
-            return False, ["%s of %s" % (backend.filter_description, p.vip)] + missing
+            return (False, ["%s of %s" % (backend.filter_description, p.vip)] + missing,
+                    None, backend)
         running = p.bucket in state.owned
         if not running:
             missing.insert(0, "bucket %d" % p.bucket)
-        return running, list(state.missing) + missing
+        return running, list(state.missing) + missing, state, backend
+
+    def monitor(self):
+        """The monitor; a recurring one of an instance started here also
+        finishes an upgrade of the agent in place, which Pacemaker does not
+        notice (no restart): it rebuilds the VIP's filter where it is in an
+        older version's layout (as start would, buckets kept), and spawns
+        the guard that an older version did not (see _guard)."""
+        running, missing, state, backend = self._inspect()
+        if state is not None and state.outdated and self.recurring() and self.marked():
+            self._upgrade_layout(backend)
+            running, missing, state, backend = self._inspect(backend)
+        if running and not missing and backend.guarded and self.params.firewall_guard \
+                and self.recurring():
+            self._guard()
+        return self._verdict(running, missing)
+
+    def _upgrade_layout(self, backend):
+        """The filter rebuilt in the current layout, the owned buckets kept:
+        start's rebuild, under the lock, if the layout is still the old one
+        (another instance's monitor may have rebuilt it meanwhile)."""
+        with self.lock():
+            step("monitor:locked")
+            placement = address.resolve(self.params)
+            state = backend.state(self.params, placement)
+            if state is not None and state.outdated:
+                self._rebuild(backend, placement, state, state.owned)
+
+    def _rebuild(self, backend, placement, state, owned):
+        """(Re)build the VIP's filter, these buckets owned, in one transaction;
+        ``state``: what was there (None: nothing), said in one log line."""
+        began = time.monotonic()
+        backend.create(self.params, placement, owned)
+        if state is not None:
+            self.log.warning("rebuilt the filter for %s in %.0f ms, buckets %s kept: %s" % (
+                self.params.vip, (time.monotonic() - began) * 1000,
+                ",".join(map(str, sorted(owned))) or "none", ", ".join(state.missing)))
 
     def start(self, repair=False):
         """``repair``: the guard's start after a firewall reload, which changes
@@ -253,10 +302,8 @@ class ClonedInstance(Instance):
                 # First instance on this node, or something is broken: (re)build
                 # the filter before the address exists, so the node never accepts
                 # the whole VIP unfiltered.
-                if state is not None:
-                    self.log.warning("rebuilding the filter for %s: %s"
-                                     % (p.vip, ", ".join(state.missing)))
-                backend.create(p, placement, (state.owned if state else frozenset()) | {p.bucket})
+                self._rebuild(backend, placement, state,
+                              (state.owned if state else frozenset()) | {p.bucket})
             elif p.bucket not in state.owned:
                 backend.add_bucket(p, p.bucket)
             step("start:filter")
@@ -285,8 +332,11 @@ class ClonedInstance(Instance):
 
     def _guard(self):
         """The guard of the VIP's tables on this node (see guard), after the lock:
-        spawned by any start that finds none alive, so that a guard that died
-        (a start SIGKILLed before it spawned one, a kill by hand) is replaced."""
+        spawned by any start, and any recurring monitor of a served instance,
+        that finds none alive, so that a guard that died (a start SIGKILLed
+        before it spawned one, a kill by hand) is replaced, and a node
+        upgraded in place from a version without guards gets one.  A monitor
+        pays for the check only (its handshake file and /proc/<pid>/cmdline)."""
         from clusterip import guard
 
         if guard.alive(self.guard_path):

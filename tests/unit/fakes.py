@@ -59,6 +59,7 @@ class FakeBackend(Backend):
     name = "fake"
     max_buckets = 16
     PIECES = ("table", "ARP rewrite", "multicast membership")
+    OUTDATED = "table in an older layout"
 
     def __init__(self, **context):
         super().__init__(**context)
@@ -78,6 +79,9 @@ class FakeBackend(Backend):
         table = self.tables.get(params.vip)
         if table is None:
             return None
+        if table.get("outdated"):  # an older version's layout (nft's layout 1)
+            return VipState(owned=frozenset(table["owned"]), missing=(self.OUTDATED,),
+                            outdated=True)
         missing = tuple(p for p in self.PIECES if p not in table["pieces"])
         return VipState(owned=frozenset(table["owned"]), missing=missing)
 
