@@ -249,28 +249,42 @@ class ClonedInstance(Instance):
     def monitor(self):
         """The monitor; a recurring one of an instance started here also
         finishes an upgrade of the agent in place, which Pacemaker does not
-        notice (no restart): it rebuilds the VIP's filter where it is in an
-        older version's layout (as start would, buckets kept), and spawns
-        the guard that an older version did not (see _guard)."""
+        notice (no restart), as start would: the VIP's filter rebuilt where
+        it is in an older version's layout (buckets kept), its address added
+        again where it lacks a flag an older version did not set
+        (noprefixroute), and the guard spawned that an older version did
+        not have (see _guard).  The common monitor pays for none of it: the
+        first two only where something is missing."""
         running, missing, state, backend = self._inspect()
-        if state is not None and state.outdated and self.recurring() and self.marked():
-            self._upgrade_layout(backend)
+        if state is not None and missing and self.recurring() and self.marked() \
+                and self._finish_upgrade(backend):
             running, missing, state, backend = self._inspect(backend)
         if running and not missing and backend.guarded and self.params.firewall_guard \
                 and self.recurring():
             self._guard()
         return self._verdict(running, missing)
 
-    def _upgrade_layout(self, backend):
-        """The filter rebuilt in the current layout, the owned buckets kept:
-        start's rebuild, under the lock, if the layout is still the old one
-        (another instance's monitor may have rebuilt it meanwhile)."""
+    def _finish_upgrade(self, backend):
+        """Under the lock (another instance's monitor may have done it
+        meanwhile): start's rebuild of a filter in an older layout, with the
+        owned buckets kept, and start's replacement of an address without
+        the flags it needs.  Whether it changed anything."""
+        p = self.params
         with self.lock():
             step("monitor:locked")
-            placement = address.resolve(self.params)
-            state = backend.state(self.params, placement)
+            placement = address.resolve(p)
+            state = backend.state(p, placement)
+            changed = False
             if state is not None and state.outdated:
                 self._rebuild(backend, placement, state, state.owned)
+                changed = True
+            if state is not None and address.lacks_flags(p, placement):
+                self._add_address(placement)
+                self.log.warning("added %s/%d on %s again with the flags it needs (an older "
+                                 "version added it without)" % (p.vip, placement.prefixlen,
+                                                                placement.nic))
+                changed = True
+        return changed
 
     def _rebuild(self, backend, placement, state, owned):
         """(Re)build the VIP's filter, these buckets owned, in one transaction;

@@ -9,7 +9,9 @@ failed operation: the next recurring monitor of an instance started here
 rebuilds them in one transaction with the node's owned buckets kept (as a
 start does) and answers 0, and spawns the guard the old agent did not
 have; a probe, a call by hand and an instance not started here name the
-old layout and write nothing; stop removes it.  The old tables are made
+old layout and write nothing; stop removes it.  The address as versions
+before issue #13 added it (IPv4 without noprefixroute, IPv6 not
+deprecated) is added again by that monitor, with the flags it needs.  The old tables are made
 with tests/layout1.py, whose output tests/unit pins to the old agent's own.
 """
 
@@ -17,6 +19,7 @@ import json
 import os
 
 from test_guard import guard_pids, wait_for
+from test_own_connections import readd_as_source
 from test_reliability import assert_nft_lists, assert_state, expect, lab, per_family, reasons  # noqa: F401 (lab)
 
 import layout1
@@ -129,3 +132,17 @@ def test_stop_removes_the_old_layout(lab, family):
     assert_state(lab, "n0", {vip: set()}, "stopped")
     for instance in (0, 1, 2):
         expect(lab, "n0", "monitor", instance, 7, vip=vip)
+
+
+@per_family
+def test_a_recurring_monitor_adds_the_older_versions_address_again_with_its_flags(lab, family):
+    vip = running_on_layout_1(lab, family)
+    readd_as_source(lab, "n0", vip, prefixlen(vip))  # as versions before issue #13 had it
+    flag = "preferred_lft 0" if family.ipv6 else "noprefixroute"
+    call = expect(lab, "n0", "monitor", 0, 1, vip=vip)  # a probe: named, not changed
+    assert flag in call.err, call.err
+    call = expect(lab, "n0", "monitor", 0, 0, vip=vip, interval=RECURRING)
+    assert "added %s" % vip in call.err and "rebuilt the filter" in call.err, call.err
+    assert_state(lab, "n0", {vip: {1, 2}}, "the address added again")
+    for instance in (0, 1):
+        expect(lab, "n0", "monitor", instance, 0, vip=vip)  # probes find nothing missing

@@ -18,6 +18,7 @@ class FakeNode:
     def __init__(self, nics=("eth0",)):
         self.nics = set(nics)
         self.addresses = {}  # vip -> Placement
+        self.flagless = set()  # vips whose address lacks the flags it needs
         self.announced = []
         self.spawned = []  # announcements.spawn calls: (path, placement, vip, mac, count, interval)
 
@@ -31,12 +32,18 @@ class FakeNode:
         return self.addresses.get(vip) == placement and placement.nic in self.nics
 
     def address_problems(self, params, placement):
-        if self.address_present(params.vip, placement):
-            return []
-        return ["address %s/%d on %s" % (params.vip, placement.prefixlen, placement.nic)]
+        where = "address %s/%d on %s" % (params.vip, placement.prefixlen, placement.nic)
+        if not self.address_present(params.vip, placement):
+            return [where]
+        return [where + " with noprefixroute"] if self.lacks_flags(params, placement) else []
+
+    def lacks_flags(self, params, placement):
+        """As an older agent added it (see flagless)."""
+        return self.address_present(params.vip, placement) and params.vip in self.flagless
 
     def add_address(self, params, placement):
         self.addresses[params.vip] = placement
+        self.flagless.discard(params.vip)
 
     def remove_address(self, vip):
         self.addresses.pop(vip, None)

@@ -145,6 +145,17 @@ def test_a_recurring_monitor_rebuilds_an_older_layout_keeping_the_owned_buckets(
     assert node.backend.calls == [("create", [1, 2])]  # once: the layout is current now
 
 
+def test_a_recurring_monitor_adds_an_address_without_its_flags_again(node, capsys):
+    upgraded_in_place(node)
+    node.backend.tables[VIP]["outdated"] = False
+    node.flagless.add(VIP)  # an older agent added it without noprefixroute
+    assert act(node, "monitor", 0) == 1 and "noprefixroute" in reason(capsys)  # a probe
+    assert VIP in node.flagless
+    assert act(node, "monitor", 0, **RECURRING) == 0
+    assert not node.flagless and "added %s" % VIP in capsys.readouterr().err
+    assert node.backend.calls == []
+
+
 @pytest.mark.parametrize("instance, extra", [(0, {}), (2, RECURRING)],
                          ids=["a probe", "an instance not started here"])
 def test_only_a_recurring_monitor_of_a_started_instance_rebuilds(node, capsys, instance, extra):
