@@ -37,7 +37,11 @@ endif
 .PHONY: install install-venv install-agent test-venv uninstall uninstall-agent \
         check unit demo benchmark benchmark-scale
 
-install: install-venv install-agent
+# The agent first: from this version on, its script waits for the library's
+# lock (install-venv), and the script of any version runs any library's
+# clusterip.agent.main, so the library below is replaced under a lock that
+# the running agents honour, even on the first upgrade from an older version.
+install: install-agent install-venv
 	install -d $(DESTDIR)$(SBINDIR)
 	ln -sf $(VENV)/bin/clusterip $(DESTDIR)$(SBINDIR)/clusterip
 	@echo "installed: $(AGENT) (library in $(VENV))"
@@ -49,7 +53,18 @@ install-venv:
 	    use install-agent and install the library with the distribution's tools))
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
-	$(VENV)/bin/pip install --quiet .
+	# pip replaces the library file by file: running agents would import half
+	# of it (see ocf/clusterip).  So the wheel and the dependencies first,
+	# then only the replacement under the lock that every action holds shared
+	# (~1 s; actions starting meanwhile wait for it).
+	rm -rf build/install-wheel
+	$(VENV)/bin/pip wheel --quiet --no-deps --wheel-dir build/install-wheel .
+	$(PYTHON) -c 'import tomllib; print(*tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"], sep="\n")' \
+	    | xargs -d '\n' $(VENV)/bin/pip install --quiet
+	touch $(VENV)/clusterip-install.lock
+	flock $(VENV)/clusterip-install.lock \
+	    $(VENV)/bin/pip install --quiet --no-deps --force-reinstall build/install-wheel/clusterip-*.whl
+	rm -rf build/install-wheel
 	# The agent needs no setuptools at run time, and its distutils shim (a .pth
 	# file) turns python-iptables' "import distutils" into ~60 ms of setuptools.
 	$(VENV)/bin/pip uninstall --quiet --yes setuptools

@@ -188,6 +188,14 @@ def address_problems(params, placement):
     return missing
 
 
+def lacks_flags(params, placement):
+    """Whether the VIP is on the placement's NIC, usable, but without a flag it
+    needs: as an older agent added it (noprefixroute came with issue #13),
+    which add_address replaces."""
+    found = _usable_flags(params.packed, placement)
+    return bool(found) and bool(_wanted_flags(params) & ~found[0])
+
+
 def _covering_subnet(params, placement, index):
     """The prefix length of an on-link route on ``index`` that covers the VIP's
     whole subnet (the node's own address's, the administrator's or ours), or None."""

@@ -89,8 +89,7 @@ class Instance:
             pass
 
     def monitor(self):
-        running, missing = self.problems()
-        return self._verdict(running, missing)
+        return self._verdict(*self.problems())
 
     def _verdict(self, running, missing):
         if running and not missing:
@@ -98,6 +97,11 @@ class Instance:
         if running or self.marked():
             raise Failed("%s: missing %s" % (self.name(), ", ".join(missing)))
         return ocf.NOT_RUNNING
+
+    def recurring(self):
+        """Whether this monitor is a recurring one of an instance Pacemaker
+        started (interval > 0): not a probe, not a call by hand."""
+        return self.env.get("OCF_RESKEY_CRM_meta_interval", "0") not in ("", "0")
 
     def problems(self):
         """(running here, [missing pieces]) on this node."""
@@ -230,27 +234,6 @@ class ClonedInstance(Instance):
     def name(self):
         return "bucket %d of %s" % (self.params.bucket, self.params.vip)
 
-    def monitor(self):
-        """With owner_lease, a running instance's monitor also renews its
-        bucket, and touches its marker: the time of the last renewal, which
-        the guard reads (lease_current)."""
-        p = self.params
-        if p.owner_lease:
-            from clusterip.params import lease_problem
-
-            problem = lease_problem(p, self.env)
-            if problem:
-                raise NotConfigured(problem)
-        backend = self.backend()
-        running, missing = self.problems(backend)
-        if running and p.owner_lease:
-            if backend.renew_bucket(p, p.bucket):
-                self._touch_marker()
-            else:  # expired since problems() read it
-                running = False
-                missing.insert(0, "bucket %d" % p.bucket)
-        return self._verdict(running, missing)
-
     def _touch_marker(self):
         try:
             os.utime(self.marker_path)
@@ -268,20 +251,92 @@ class ClonedInstance(Instance):
             return False
 
     def problems(self, backend=None):
+        return self._inspect(backend)[:2]
+
+    def _inspect(self, backend=None):
+        """(running here, [missing pieces], the backend's VipState or None,
+        the backend: None when the NIC is gone, which is asked first)."""
         p = self.params
         try:
             placement = address.resolve(p)
         except InvalidArgument as error:  # the NIC is gone
-            return False, [str(error)]
+            return False, [str(error)], None, None
         backend = backend or self.backend()
         missing = address.address_problems(self.params, placement)
         state = backend.state(p, placement)
         if state is None:
-            return False, ["%s of %s" % (backend.filter_description, p.vip)] + missing
+            return (False, ["%s of %s" % (backend.filter_description, p.vip)] + missing,
+                    None, backend)
         running = p.bucket in state.owned
         if not running:
             missing.insert(0, "bucket %d" % p.bucket)
-        return running, list(state.missing) + missing
+        return running, list(state.missing) + missing, state, backend
+
+    def monitor(self):
+        """The monitor; a recurring one of an instance started here also
+        finishes an upgrade of the agent in place, which Pacemaker does not
+        notice (no restart), as start would: the VIP's filter rebuilt where
+        it is in an older version's layout (buckets kept), its address added
+        again where it lacks a flag an older version did not set
+        (noprefixroute), and the guard spawned that an older version did
+        not have (see _guard).  The common monitor pays for none of it: the
+        first two only where something is missing.  With owner_lease, a
+        running instance's monitor also renews its bucket, and touches its
+        marker: the time of the last renewal, which the guard reads
+        (lease_current)."""
+        p = self.params
+        if p.owner_lease:
+            from clusterip.params import lease_problem
+
+            problem = lease_problem(p, self.env)
+            if problem:
+                raise NotConfigured(problem)
+        running, missing, state, backend = self._inspect()
+        if state is not None and missing and self.recurring() and self.marked() \
+                and self._finish_upgrade(backend):
+            running, missing, state, backend = self._inspect(backend)
+        if running and p.owner_lease:
+            if backend.renew_bucket(p, p.bucket):
+                self._touch_marker()
+            else:  # expired since _inspect() read it
+                running = False
+                missing.insert(0, "bucket %d" % p.bucket)
+        if running and not missing and backend.guarded and p.firewall_guard \
+                and self.recurring():
+            self._guard(None)
+        return self._verdict(running, missing)
+
+    def _finish_upgrade(self, backend):
+        """Under the lock (another instance's monitor may have done it
+        meanwhile): start's rebuild of a filter in an older layout, with the
+        owned buckets kept, and start's replacement of an address without
+        the flags it needs.  Whether it changed anything."""
+        p = self.params
+        with self.lock():
+            step("monitor:locked")
+            placement = address.resolve(p)
+            state = backend.state(p, placement)
+            changed = False
+            if state is not None and state.outdated:
+                self._rebuild(backend, placement, state, state.owned)
+                changed = True
+            if state is not None and address.lacks_flags(p, placement):
+                self._add_address(placement)
+                self.log.warning("added %s/%d on %s again with the flags it needs (an older "
+                                 "version added it without)" % (p.vip, placement.prefixlen,
+                                                                placement.nic))
+                changed = True
+        return changed
+
+    def _rebuild(self, backend, placement, state, owned):
+        """(Re)build the VIP's filter, these buckets owned, in one transaction;
+        ``state``: what was there (None: nothing), said in one log line."""
+        began = time.monotonic()
+        backend.create(self.params, placement, owned)
+        if state is not None:
+            self.log.warning("rebuilt the filter for %s in %.0f ms, buckets %s kept: %s" % (
+                self.params.vip, (time.monotonic() - began) * 1000,
+                ",".join(map(str, sorted(owned))) or "none", ", ".join(state.missing)))
 
     def start(self, repair=False):
         """``repair``: the guard's start after a firewall reload, which changes
@@ -308,10 +363,8 @@ class ClonedInstance(Instance):
                 # First instance on this node, or something is broken: (re)build
                 # the filter before the address exists, so the node never accepts
                 # the whole VIP unfiltered.
-                if state is not None:
-                    self.log.warning("rebuilding the filter for %s: %s"
-                                     % (p.vip, ", ".join(state.missing)))
-                backend.create(p, placement, (state.owned if state else frozenset()) | {p.bucket})
+                self._rebuild(backend, placement, state,
+                              (state.owned if state else frozenset()) | {p.bucket})
             elif p.bucket not in state.owned:
                 backend.add_bucket(p, p.bucket)
             step("start:filter")
@@ -340,8 +393,11 @@ class ClonedInstance(Instance):
 
     def _guard(self, repeats):
         """The guard of the VIP's tables on this node (see guard), after the lock:
-        spawned by any start that finds none alive, so that a guard that died
-        (a start SIGKILLed before it spawned one, a kill by hand) is replaced.
+        spawned by any start, and any recurring monitor of a served instance,
+        that finds none alive, so that a guard that died (a start SIGKILLed
+        before it spawned one, a kill by hand) is replaced, and a node
+        upgraded in place from a version without guards gets one.  A monitor
+        pays for the check only (its handshake file and /proc/<pid>/cmdline).
         A new guard also sends ``repeats`` (see _repeats); True if it does."""
         from clusterip import announcements, guard
 

@@ -68,6 +68,12 @@ oracles) and turns every node namespace into a cluster node:
   up).  The cluster gets the stonith resource ``fence-lab`` and
   ``stonith-enabled=true``; every request is kept in
   :attr:`PowerController.events` with its time.
+* **A private install** (``private_install=True``): the places ``make
+  install`` writes (:data:`INSTALL_DIRS`: the venv, the OCF provider
+  directory, /usr/local/sbin) become writable overlays over the host's in
+  each node's mount namespace (node-init.sh), their upper layers under the
+  node's directory, so that ``make install`` run in a node
+  (:meth:`Cluster.node_exec`) installs there only, as on a real host.
 * Resources come from crm files loaded **verbatim** with ``crm configure
   load update <file>``: one file is one transaction, so a primitive and its
   clone are created together (a primitive created alone would be started
@@ -85,6 +91,7 @@ Safety: nothing here touches the root network namespace or the host's
 namespaces; only processes in namespaces this harness created are killed.
 """
 
+import contextlib
 import grp
 import json
 import os
@@ -118,6 +125,9 @@ CLUSTER_TOOLS = ("corosync", "corosync-cfgtool", "pacemakerd", "crm", "crm_mon",
 DUMMY_AGENT = "/usr/lib/ocf/resource.d/pacemaker/Dummy"
 FENCE_AGENT = os.path.join(HERE, "fence_lab")
 FENCE_DEVICE = "fence-lab"
+# Where `make install` writes with the Makefile's defaults: private per node
+# with private_install=True.
+INSTALL_DIRS = ("/opt/clusterip", os.path.dirname(netlab.DEFAULT_AGENT), "/usr/local/sbin")
 
 
 # A fresh CIB with one cluster property; no .sig file: Pacemaker accepts a
@@ -334,11 +344,12 @@ class Cluster:
     the client's many sources are IPv6 ones instead.
     ``fencing``: a fence device (``fence_lab`` through :attr:`power`, a
     :class:`PowerController`) and ``stonith-enabled=true``.
+    ``private_install``: each node's own writable copy of :data:`INSTALL_DIRS`.
     """
 
     def __init__(self, nodes=3, token=None, sources=200, prefix=None, log=None,
                  up_timeout=120.0, lifetime=3600, dc_deadtime="5s", ipv6=False, roots=None,
-                 fencing=False):
+                 fencing=False, private_install=False):
         self.lab = netlab.Lab(nodes=nodes, sources=sources, prefix=prefix, ipv6=ipv6)
         self.token = token
         self.dc_deadtime = dc_deadtime
@@ -360,6 +371,7 @@ class Cluster:
         self._boots = {}  # node -> how often its init was started
         self.fencing = fencing
         self.power = None  # the PowerController, with fencing
+        self.private_install = private_install
 
     def log(self, message):
         self._log("[cluster %6.1fs] %s" % (time.monotonic() - self._started, message))
@@ -567,8 +579,9 @@ class Cluster:
                            else "init-%d.log" % self._boots[node])
         init = ["/bin/sh", NODE_INIT, node, self.node_dir(node), str(os.getpid()),
                 str(self.lifetime)]
-        if self.fencing:
-            init.append(os.path.join(self.lab.directory, "fence-agents"))
+        init.append(os.path.join(self.lab.directory, "fence-agents") if self.fencing else "")
+        if self.private_install:
+            init.append(" ".join(INSTALL_DIRS))
         if self.roots[node] != "/":
             # roots.ENTER pivot_roots into the node's root (its own
             # mount namespace: unshare's), binds the checkout (node-init.sh)
@@ -1168,6 +1181,34 @@ class TrafficWatch(threading.Thread):
             found[bucket] = runs([(t, count > 0) for t, count in bad], until) + (
                 sum(count for _, count in bad),)
         return found
+
+
+def watched_pairs(bucket_of, per_bucket):
+    """([(source, sport)], {"src:sport": bucket}): the first ``per_bucket``
+    pairs of each bucket (in sorted order) of ``bucket_of`` {"src:sport": bucket}."""
+    watched, buckets, counts = [], {}, {}
+    for pair, bucket in sorted(bucket_of.items()):
+        if counts.get(bucket, 0) < per_bucket:
+            counts[bucket] = counts.get(bucket, 0) + 1
+            watched.append(netlab.split_pair(pair))
+            buckets[pair] = bucket
+    return watched, buckets
+
+
+@contextlib.contextmanager
+def watching(cluster, vip, port, pairs, duration):
+    """(TrafficWatch, OwnershipSampler) running, the first client rounds in;
+    both stopped on the way out."""
+    watch = TrafficWatch(cluster.lab, vip, port, pairs, duration)
+    sampler = OwnershipSampler(cluster)
+    watch.start()
+    sampler.start()
+    try:
+        wait_until(lambda: len(watch.rounds) >= 5, 30, "the first client rounds")
+        yield watch, sampler
+    finally:
+        sampler.stop()
+        watch.stop()
 
 
 class Report:

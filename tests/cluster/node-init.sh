@@ -1,7 +1,7 @@
 #!/bin/sh
 # The "init" of one cluster node: PID 1 of the node in spirit, not in fact.
 #
-#   node-init.sh NODE NODE_DIR OWNER_PID LIFETIME_SECONDS [FENCE_AGENTS_DIR]
+#   node-init.sh NODE NODE_DIR OWNER_PID LIFETIME_SECONDS [FENCE_AGENTS_DIR [INSTALL_DIRS]]
 #
 # Started by cluster.py as
 #   ip netns exec <ns> unshare --mount --uts --propagation private sh node-init.sh ...
@@ -22,7 +22,11 @@
 #    becomes a read-only overlay of that directory over the real /usr/sbin:
 #    pacemaker-fenced looks for RHCS fence agents (fence_*) there, and the
 #    test suite's own (fence_lab) appears without touching the host's
-#    /usr/sbin.  Propagation is
+#    /usr/sbin.  With INSTALL_DIRS (directories, space-separated: where `make
+#    install` writes), each becomes a writable overlay over the host's
+#    directory, its upper layer NODE_DIR/install/<i> (on disk: an install
+#    survives the node's reboot), so that `make install` run in this node
+#    changes this node only.  Propagation is
 #    private, so none of these mounts ever appears in the host's namespace.
 # 2. sets the hostname (UTS namespace) to the node name, as on a real node.
 # 3. starts corosync, waits (bounded) until it answers, then pacemakerd, both
@@ -41,6 +45,7 @@ DIR=$2
 OWNER=$3
 LIFETIME=$4
 FENCE_AGENTS=${5:-}
+INSTALL_DIRS=${6:-}
 CLEAN="env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin"
 
 mount -t tmpfs -o mode=0755,size=64m "cipc-run-$NODE" /run
@@ -57,6 +62,13 @@ mount --bind "$DIR/hosts" /etc/hosts
 if [ -n "$FENCE_AGENTS" ]; then
     mount -t overlay "cipc-fence-$NODE" -o "lowerdir=$FENCE_AGENTS:/usr/sbin" /usr/sbin
 fi
+i=0
+for target in $INSTALL_DIRS; do
+    mkdir -p "$DIR/install/$i/upper" "$DIR/install/$i/work"
+    mount -t overlay "cipc-install$i-$NODE" \
+        -o "lowerdir=$target,upperdir=$DIR/install/$i/upper,workdir=$DIR/install/$i/work" "$target"
+    i=$((i + 1))
+done
 # CLUSTERIP_NODE_AGENT (cluster.py, from $CLUSTERIP_CLUSTER_AGENT): an
 # agent to test instead of the installed one, bound over it in this private
 # mount namespace only.

@@ -108,13 +108,7 @@ def test_firewall_reloads():
         owned = {node: next(iter(c.owned(node))) for node in c.nodes}
         bucket_of = {pair: owned[node] for pair, node in answers.items() if node in owned}
         assert len(bucket_of) == len(pairs), answers
-        watched, watched_buckets, per_bucket = [], {}, {}
-        for pair, bucket in sorted(bucket_of.items()):
-            if per_bucket.get(bucket, 0) < PAIRS_PER_BUCKET:
-                per_bucket[bucket] = per_bucket.get(bucket, 0) + 1
-                source, _, port = pair.rpartition(":")
-                watched.append((source, int(port)))
-                watched_buckets[pair] = bucket
+        watched, watched_buckets = cluster.watched_pairs(bucket_of, PAIRS_PER_BUCKET)
         bucket = owned[NODE]
         baseline_tables = agent_tables(c)
         assert len(baseline_tables) == 2, baseline_tables  # ip + arp

@@ -18,6 +18,7 @@ class FakeNode:
     def __init__(self, nics=("eth0",)):
         self.nics = set(nics)
         self.addresses = {}  # vip -> Placement
+        self.flagless = set()  # vips whose address lacks the flags it needs
         self.announced = []
         self.spawned = []  # announcements.spawn calls: (path, placement, vip, mac, count, interval)
 
@@ -31,12 +32,18 @@ class FakeNode:
         return self.addresses.get(vip) == placement and placement.nic in self.nics
 
     def address_problems(self, params, placement):
-        if self.address_present(params.vip, placement):
-            return []
-        return ["address %s/%d on %s" % (params.vip, placement.prefixlen, placement.nic)]
+        where = "address %s/%d on %s" % (params.vip, placement.prefixlen, placement.nic)
+        if not self.address_present(params.vip, placement):
+            return [where]
+        return [where + " with noprefixroute"] if self.lacks_flags(params, placement) else []
+
+    def lacks_flags(self, params, placement):
+        """As an older agent added it (see flagless)."""
+        return self.address_present(params.vip, placement) and params.vip in self.flagless
 
     def add_address(self, params, placement):
         self.addresses[params.vip] = placement
+        self.flagless.discard(params.vip)
 
     def remove_address(self, vip):
         self.addresses.pop(vip, None)
@@ -60,6 +67,7 @@ class FakeBackend(Backend):
     max_buckets = 16
     owner_lease = True
     PIECES = ("table", "ARP rewrite", "multicast membership")
+    OUTDATED = "table in an older layout"
 
     def __init__(self, **context):
         super().__init__(**context)
@@ -79,6 +87,9 @@ class FakeBackend(Backend):
         table = self.tables.get(params.vip)
         if table is None:
             return None
+        if table.get("outdated"):  # an older version's layout (nft's layout 1)
+            return VipState(owned=frozenset(table["owned"]), missing=(self.OUTDATED,),
+                            outdated=True)
         missing = tuple(p for p in self.PIECES if p not in table["pieces"])
         return VipState(owned=frozenset(table["owned"]), missing=missing)
 

@@ -125,6 +125,49 @@ def test_start_repairs_a_broken_filter_keeping_owned_buckets(node):
     assert act(node, "monitor", 0) == 0
 
 
+def upgraded_in_place(node):
+    """Instances 0 and 1 started here, then the filter in an older version's layout."""
+    act(node, "start", 0)
+    act(node, "start", 1)
+    node.backend.tables[VIP]["outdated"] = True
+    node.backend.calls.clear()
+
+
+RECURRING = {"CRM_meta_interval": "10000"}
+
+
+def test_a_recurring_monitor_rebuilds_an_older_layout_keeping_the_owned_buckets(node, capsys):
+    upgraded_in_place(node)
+    assert act(node, "monitor", 1, **RECURRING) == 0
+    assert node.backend.calls == [("create", [1, 2])]
+    assert "rebuilt the filter for %s" % VIP in capsys.readouterr().err
+    assert act(node, "monitor", 0, **RECURRING) == 0
+    assert node.backend.calls == [("create", [1, 2])]  # once: the layout is current now
+
+
+def test_a_recurring_monitor_adds_an_address_without_its_flags_again(node, capsys):
+    upgraded_in_place(node)
+    node.backend.tables[VIP]["outdated"] = False
+    node.flagless.add(VIP)  # an older agent added it without noprefixroute
+    assert act(node, "monitor", 0) == 1 and "noprefixroute" in reason(capsys)  # a probe
+    assert VIP in node.flagless
+    assert act(node, "monitor", 0, **RECURRING) == 0
+    assert not node.flagless and "added %s" % VIP in capsys.readouterr().err
+    assert node.backend.calls == []
+
+
+@pytest.mark.parametrize("instance, extra", [(0, {}), (2, RECURRING)],
+                         ids=["a probe", "an instance not started here"])
+def test_only_a_recurring_monitor_of_a_started_instance_rebuilds(node, capsys, instance, extra):
+    upgraded_in_place(node)
+    code = act(node, "monitor", instance, **extra)
+    assert node.backend.calls == []
+    if instance == 2:
+        assert code == 7
+    else:
+        assert code == 1 and FakeBackend.OUTDATED in reason(capsys)
+
+
 def test_nic_gone_monitor_fails_and_stop_succeeds(node, capsys):
     act(node, "start", 0, nic="eth0")
     node.nics.clear()

@@ -113,3 +113,23 @@ def test_a_repair_that_finds_everything_back_under_the_lock_does_nothing(node): 
     this = instance.ClonedInstance(params.parse(env), env, ocf.Logger({}))
     assert this.start(repair=True) is None
     assert node.backend.calls == []
+
+
+def test_a_recurring_monitor_spawns_a_missing_guard_a_probe_does_not(node, monkeypatch):  # noqa: F811
+    # A node upgraded in place from a version without guards: started there,
+    # no guard of the VIP alive.
+    spawned = []
+    monkeypatch.setattr(guard, "spawn", lambda path, env, sender=None: spawned.append(path))
+    monkeypatch.setattr(guard, "alive", lambda path: False)
+    monkeypatch.setattr(type(node.backend), "guarded", True)
+    assert act(node, "start", 0, firewall_guard="false") == 0 and spawned == []
+    assert act(node, "monitor", 0) == 0 and spawned == []  # a probe, a call by hand
+    assert act(node, "monitor", 0, CRM_meta_interval="10000", firewall_guard="false") == 0
+    assert spawned == []
+    assert act(node, "monitor", 0, CRM_meta_interval="10000") == 0 and len(spawned) == 1
+    monkeypatch.setattr(guard, "alive", lambda path: True)
+    assert act(node, "monitor", 0, CRM_meta_interval="10000") == 0 and len(spawned) == 1
+    # Nor for an instance whose monitor fails: Pacemaker's recovery starts it.
+    monkeypatch.setattr(guard, "alive", lambda path: False)
+    node.backend.tables[VIP]["owned"].clear()
+    assert act(node, "monitor", 0, CRM_meta_interval="10000") == 1 and len(spawned) == 1

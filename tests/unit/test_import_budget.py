@@ -14,7 +14,7 @@ MONITOR_PATH = ["clusterip.agent", "clusterip.instance", "clusterip.memo", "clus
                 "clusterip.address", "clusterip.backends",
                 "clusterip.backends.nft", "clusterip.kernel", "clusterip.kernel.netlink",
                 "clusterip.kernel.rtnl", "clusterip.kernel.nfnl", "clusterip.kernel.iptables",
-                "clusterip.kernel.link"]
+                "clusterip.kernel.link", "clusterip.guard", "clusterip.background"]
 
 
 def imported_by(modules):

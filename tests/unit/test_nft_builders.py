@@ -292,7 +292,7 @@ def test_nd_rewrite_keeps_the_checksum(nic_mac):
 def test_recorded_ipv6_listing_parses_as_healthy_and_describes():
     ip6 = listing("nft-ip6-table.json")
     state = nft.parse_state(ip6, ip6, make6(), PLACEMENT6, True, NIC_MAC)
-    assert state == (frozenset({1, 3}), ())
+    assert state == nft.VipState(frozenset({1, 3}), ())
     report = nft.describe(ip6, ip6)
     assert (report["vip"], report["nic"], report["clustermac"], report["hashmode"],
             report["buckets"], report["owned"]) == (

@@ -130,7 +130,7 @@ def test_rules_the_full_check_must_not_read_are_named_with_the_owned_buckets(tmp
     b = backend(tmp_path)
     b.unreadable = ["a table in an older layout"]
     assert b.state(instance(), PLACEMENT) == VipState(
-        owned=frozenset({1}), missing=("a table in an older layout",))
+        owned=frozenset({1}), missing=("a table in an older layout",), outdated=True)
     assert b.full_checks == 0
 
 

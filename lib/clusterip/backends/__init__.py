@@ -21,18 +21,20 @@ from clusterip.memo import Memo
 from clusterip.params import Params
 
 
-class VipState(collections.namedtuple("VipState", "owned missing")):
+class VipState(collections.namedtuple("VipState", "owned missing outdated")):
     """What a backend finds on this node for one VIP.
 
     ``owned`` is the set of buckets this node accepts; ``missing`` names the
     pieces that should be there but are not (or differ from the
-    configuration), in words an administrator understands.
+    configuration), in words an administrator understands.  ``outdated``:
+    the filter is in the layout of an older version of the agent, which
+    create() rebuilds with ``owned`` kept (then ``missing`` names it).
     """
 
     __slots__ = ()
 
-    def __new__(cls, owned, missing=()):
-        return super().__new__(cls, owned, missing)
+    def __new__(cls, owned, missing=(), outdated=False):
+        return super().__new__(cls, owned, missing, outdated)
 
 
 class Backend:
@@ -104,7 +106,8 @@ class Backend:
             return None
         unreadable = self._unreadable(params)
         if unreadable:
-            return VipState(owned=owned or frozenset(), missing=tuple(unreadable) + multicast)
+            return VipState(owned=owned or frozenset(), missing=tuple(unreadable) + multicast,
+                            outdated=True)
         key = self._memo_key(params, placement)
         if seen is not None and owned is not None and self.memo is not None \
                 and self.memo.recall(key) == seen:
@@ -137,8 +140,8 @@ class Backend:
         return True
 
     def _unreadable(self, params: Params) -> list[str]:
-        """[what is missing] when the rules exist but the full check must not
-        read them; [] normally."""
+        """[what is missing] when the rules exist in an older version's layout,
+        which the full check must not read (create() rebuilds it); [] normally."""
         return []
 
     def _memo_key(self, params: Params, placement: Placement | None) -> bytes:

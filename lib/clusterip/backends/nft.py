@@ -28,7 +28,8 @@ A set declared ``typeof jhash ...`` (the layout before) crashes them all:
 nft keeps only the hash's parameters in the set's user data, not the hashed
 expression, and printing the set dereferences the missing expression.  Such
 tables, left by an older clusterip, are recognised over nfnetlink before
-anything lists them (:func:`lists_safely`), and start rebuilds them.
+anything lists them (:func:`lists_safely`), and the next recurring monitor
+of an instance started here (or a start) rebuilds them, buckets kept.
 
 Moving a bucket is one element added to or deleted from ``owned``: atomic,
 no rule reload.  The module splits into pure builders (text and JSON, unit
@@ -455,13 +456,14 @@ def describe(ip_listing, rewrite_listing):
 
 def describe_old_layout(family, name):
     """What ``clusterip status`` can say of a table nft cannot list: its owned
-    buckets (over nfnetlink) and that the next start rebuilds it."""
+    buckets (over nfnetlink) and that the next monitor or start rebuilds it."""
     keys = nfnl.set_keys(family, name, "owned")
     vip = name[len("clusterip_"):].replace("_", ":" if family == "ip6" else ".")
     return {"backend": "nft", "vip": vip, "nic": None, "clustermac": None,
             "hashmode": None, "hash_init": None, "buckets": None,
             "owned": sorted(int.from_bytes(k, sys.byteorder) for k in keys),
-            "counters": {}, "problem": old_layout(family, name) + "; a start rebuilds it"}
+            "counters": {}, "problem": old_layout(family, name)
+            + "; the next monitor of a started instance, or a start, rebuilds it"}
 
 
 _CONTEXT = []  # the process's one libnftables context, once made
