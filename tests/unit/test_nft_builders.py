@@ -332,3 +332,28 @@ def test_the_layout_1_converter_yields_what_the_old_agent_loaded():
                                                           NIC_MAC))):
         with open(os.path.join(DATA, name), encoding="utf-8") as f:
             assert layout1.from_layout2(script) == f.read(), name
+
+
+def test_nothing_of_the_vip_over_nfnetlink_is_absent_without_libnftables(monkeypatch):
+    # The monitor of an instance that never ran here, and every probe: no
+    # rules, no set, no table of the VIP -> absent, libnftables never loaded.
+    # A table left alone (half-configured) is present: the full check names
+    # what is missing.  (For real: tests/netns, monitors of stopped instances.)
+    from clusterip.kernel import nfnl as nfnl_module
+
+    p = params.parse({"OCF_RESKEY_ip": "192.0.2.10", "OCF_RESKEY_CRM_meta_clone": "0",
+                      "OCF_RESKEY_CRM_meta_clone_max": "3",
+                      "OCF_RESKEY_CRM_meta_globally_unique": "true"})
+    backend = nft.NftBackend()
+    monkeypatch.setattr(nft, "_context", lambda: pytest.fail("libnftables loaded"))
+    present = {"arp": set(), "ip": set()}
+    monkeypatch.setattr(nfnl_module, "table_names", lambda family: present.get(family, set()))
+    assert backend._present(p, None, None) is False
+    present["arp"].add(nft.tables(p)[-1][1])
+    assert backend._present(p, None, None) is True
+    assert backend._present(p, b"rules", None) is True
+
+    def unreadable(family):
+        raise OSError(1, "EPERM")
+    monkeypatch.setattr(nfnl_module, "table_names", unreadable)
+    assert backend._present(p, None, None) is True
