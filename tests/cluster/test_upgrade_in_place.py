@@ -155,6 +155,20 @@ def guards(c, node):
     return found
 
 
+def nft_version():
+    """(major, minor) of this root's nft."""
+    found = re.search(r"v(\d+)\.(\d+)", subprocess.run(
+        ["nft", "--version"], capture_output=True, text=True, check=True).stdout)
+    return int(found[1]), int(found[2])
+
+
+# The pre-#8 agent never ran on Debian 13: libnftables 1.1 (in-process, as
+# the agent uses it) crashes listing its layout-1 tables, so its own start
+# fails there.  What a Debian 13 node meets after such an upgrade -- the new
+# agent and layout-1 tables -- is tests/netns/test_upgrade.py's, which the
+# other-release tier runs on that release.
+@pytest.mark.skipif(nft_version() >= (1, 1), reason="the pre-#8 agent cannot run with "
+                    "libnftables >= 1.1 (Debian 13): tests/netns/test_upgrade.py covers it")
 def test_make_install_node_by_node_under_traffic_from_layout_1():
     with cluster.Cluster(token=1000, private_install=True) as c:
         work = os.path.join(c.lab.directory, "upgrade")
