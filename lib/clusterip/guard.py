@@ -55,7 +55,6 @@ NFT_MSG_NEWGEN = 15
 # table in attribute 1 (NFTA_TABLE_NAME, NFTA_CHAIN_TABLE, NFTA_RULE_TABLE,
 # NFTA_SET_TABLE, NFTA_SET_ELEM_LIST_TABLE, NFTA_OBJ_TABLE).
 DELETIONS = {2: "table", 5: "chain", 8: "rule", 11: "set", 14: "set element", 20: "object"}
-NFT_MSG_NEWSETELEM = 12
 REPAIRS_PER_MINUTE = 5
 IDLE_CHECK = 2.0  # s between checks that the guard is still wanted, when nothing happens
 # s from the end of a deleting transaction to the check: a script that flushes
@@ -129,11 +128,11 @@ def touched_tables(datagram, tables):
         message = kind & 0xff
         if message == NFT_MSG_NEWGEN:
             ended = True
-        elif (message in DELETIONS or message == NFT_MSG_NEWSETELEM) and len(body) >= 4:
+        elif (message in DELETIONS or message == nfnl.NFT_MSG_NEWSETELEM) and len(body) >= 4:
             name = netlink.attributes(body, 4).get(1, b"").rstrip(b"\0").decode(errors="replace")
             if (body[0], name) not in tables:
                 continue
-            if message == NFT_MSG_NEWSETELEM:
+            if message == nfnl.NFT_MSG_NEWSETELEM:
                 added += 1
             else:
                 deleted.append(DELETIONS[message])
