@@ -9,7 +9,6 @@ idempotent: adding what exists or deleting what is gone is success.
 """
 
 import _socket  # not socket: see clusterip.kernel
-import collections
 import errno
 import struct
 
@@ -17,6 +16,7 @@ from clusterip import inet
 from clusterip.errors import GenericError, InvalidArgument
 from clusterip.kernel import link, rtnl
 from clusterip.params import valid_nic_name
+from clusterip.record import record
 
 RT_SCOPE_LINK = 253
 ETH_P_ARP = 0x0806
@@ -26,7 +26,7 @@ ND_NEIGHBOR_ADVERT = 136
 ALL_NODES = b"\xff\x02" + bytes(13) + b"\x01"  # ff02::1
 
 
-class Placement(collections.namedtuple("Placement", "nic prefixlen")):
+class Placement(record("Placement", "nic prefixlen")):
     """Where the VIP lives on this node: resolved from parameters and routes."""
 
     __slots__ = ()

@@ -399,10 +399,12 @@ class ClonedInstance(Instance):
         upgraded in place from a version without guards gets one.  A monitor
         pays for the check only (its handshake file and /proc/<pid>/cmdline).
         A new guard also sends ``repeats`` (see _repeats); True if it does."""
-        from clusterip import announcements, guard
+        from clusterip import guard
 
         if guard.alive(self.guard_path):
             return False
+        from clusterip import announcements  # here: the common monitor stops above
+
         try:
             guard.spawn(self.guard_path, self.env, sender=(
                 repeats["path"], announcements.sender_argv(**repeats)) if repeats else None)

@@ -7,10 +7,9 @@ everywhere).  Defaults that depend on the node (the NIC and netmask, found
 from the routing table) are resolved later, by :mod:`clusterip.address`.
 """
 
-import collections
-
 from clusterip import inet
 from clusterip.errors import NotConfigured
+from clusterip.record import record
 
 HASHMODES = ("sourceip", "sourceip-sourceport", "sourceip-sourceport-destport")
 DEFAULT_HASHMODE = "sourceip-sourceport"  # as IPaddr2's clone mode
@@ -49,8 +48,9 @@ def _is_mac(text):
             and all(_made_of(text[i:i + 2], _HEX) for i in range(0, 17, 3)))
 
 
-# A namedtuple, not a dataclass: the monitor runs every few seconds per clone
-# instance and ``import dataclasses`` alone costs ~10 ms (it imports inspect).
+# A record (a namedtuple without importing collections: see clusterip.record),
+# not a dataclass: the monitor runs every few seconds per clone instance and
+# ``import dataclasses`` alone costs ~10 ms (it imports inspect).
 _PARAMS_FIELDS = (
     "ip",  # canonical text, e.g. "192.0.2.10" or "2001:db8::10"
     "cidr_netmask",  # int, or None: derive from the route that covers ip, else 32 / 128
@@ -75,7 +75,7 @@ _PARAMS_FIELDS = (
 )
 
 
-class Params(collections.namedtuple("Params", _PARAMS_FIELDS)):
+class Params(record("Params", _PARAMS_FIELDS)):
     """The validated, immutable parameters of one agent call."""
 
     __slots__ = ()

@@ -9,8 +9,13 @@ from netlab import Lab, agent_command
 
 FORBIDDEN = {"re", "enum", "socket", "ipaddress", "json", "nftables"}
 # Runs the agent script as its interpreter would, then reports what it imported.
+# The script ends with posix._exit (no interpreter teardown), which would end
+# this report too: here it raises SystemExit instead.
 REPORT = """
-import sys
+import posix, sys
+def _exit(code):
+    raise SystemExit(code)
+posix._exit = _exit
 script, sys.argv = sys.argv[1], sys.argv[1:]
 try:
     exec(compile(open(script).read(), script, "exec"), {"__name__": "__main__"})
