@@ -23,7 +23,7 @@ file (:func:`forget`); a new one replaces it.  No PID is ever signalled, so
 a recycled PID cannot be hit.
 """
 
-import os
+import posix  # not os: see clusterip.agent.environment
 
 # What a child runs: argv[1] is the library's directory, or several joined by
 # ':' (the interpreter runs with -I -S, as the agent: no site, no PYTHON*
@@ -44,7 +44,7 @@ def owner(path):
 def forget(path):
     """Remove the handshake file: its process exits before it next acts."""
     try:
-        os.unlink(path)
+        posix.unlink(path)
     except FileNotFoundError:
         pass
 
@@ -60,12 +60,13 @@ def release(path, me):
 def publish(path, pid):
     """Make the handshake file name pid; by rename: nobody reads half a PID."""
     temporary = "%s.%d" % (path, pid)
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    fd = posix.open(temporary, posix.O_WRONLY | posix.O_CREAT | posix.O_TRUNC | posix.O_CLOEXEC,
+                    0o644)
     try:
-        os.write(fd, b"%d\n" % pid)
+        posix.write(fd, b"%d\n" % pid)
     finally:
-        os.close(fd)
-    os.rename(temporary, path)
+        posix.close(fd)
+    posix.rename(temporary, path)
 
 
 def spawn(path, module, function, argv, library=None, env=None, also=()):
@@ -79,6 +80,7 @@ def spawn(path, module, function, argv, library=None, env=None, also=()):
     libnftables' binding); ``env``: its environment (default: ours, the
     action's).  OSError if it cannot be started.
     """
+    import os  # here: the spawning start pays for it, not every monitor
     import sys
 
     if library is None:
@@ -107,16 +109,16 @@ def spawn(path, module, function, argv, library=None, env=None, also=()):
 
 def become_background():
     """The child's first step: no inherited descriptor, an ordinary niced share."""
-    os.closerange(3, os.sysconf("SC_OPEN_MAX"))
-    os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
-    os.nice(10)
+    posix.closerange(3, posix.sysconf("SC_OPEN_MAX"))
+    posix.sched_setscheduler(0, posix.SCHED_OTHER, posix.sched_param(0))
+    posix.nice(10)
 
 
 def wait_until_named(path, seconds):
     """Wait (bounded) until the handshake file names this process; True if it does."""
     import time
 
-    me, deadline = os.getpid(), time.monotonic() + seconds
+    me, deadline = posix.getpid(), time.monotonic() + seconds
     while owner(path) != me:
         if time.monotonic() >= deadline:
             return False

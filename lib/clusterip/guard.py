@@ -44,7 +44,7 @@ as Pacemaker hands them to the start that spawned it) and appends to
 missing), which ``clusterip status`` shows.
 """
 
-import os
+import posix  # not os: see clusterip.agent.environment
 import time
 
 from clusterip import background
@@ -102,10 +102,10 @@ def marked_buckets(rsctmp, vip):
     """The buckets of the VIP whose instances are marked started on this node."""
     from clusterip.instance import MARKER, state_file
 
-    prefix, suffix = os.path.basename(state_file(rsctmp, vip, MARKER)).split("%d")
+    prefix, suffix = state_file(rsctmp, vip, MARKER).rpartition("/")[2].split("%d")
     found = set()
     try:
-        names = os.listdir(rsctmp)
+        names = posix.listdir(rsctmp)
     except OSError:
         return found
     for name in names:
@@ -197,12 +197,14 @@ def guard_main(argv):
             sender = threading.Thread(target=_quietly, args=(announcements.send, argv[2:]),
                                       daemon=True)
             sender.start()
-        _quietly(run, argv[0], os.environ)
+        from clusterip.agent import environment
+
+        _quietly(run, argv[0], environment())
         if sender is not None:
             sender.join()
     except BaseException:  # noqa: BLE001 - a background process never shows a traceback
         pass
-    os._exit(0)
+    posix._exit(0)
 
 
 def _quietly(function, *args):
@@ -221,11 +223,11 @@ def run(path, env):
     from clusterip.backends import nft
     from clusterip.kernel import nfnl
 
-    me = os.getpid()
+    me = posix.getpid()
     if not background.wait_until_named(path, FIRST_CHECK_WAIT):
         return "replaced"
     p = params.parse(env)
-    rsctmp = os.path.dirname(path)
+    rsctmp = path.rpartition("/")[0]
     _, log_path = paths(rsctmp, p.vip)
     tables = {(nfnl.FAMILIES[family], name) for family, name in nft.tables(p)}
     log = ocf.Logger(env)

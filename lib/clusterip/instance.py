@@ -12,7 +12,7 @@ says "this instance was started here and not stopped", which is what lets
 monitor tell a broken instance (1) from one that never ran here (7).
 """
 
-import os
+import posix  # not os: see clusterip.agent.environment
 import time
 
 from clusterip import address, backends, ocf
@@ -31,7 +31,7 @@ def state_file(rsctmp, vip, name):
     """``$HA_RSCTMP/clusterip-<VIP>.<name>``: every file of the agent's state
     for a VIP is named so (the lock, the memo, the markers, the background
     processes' handshake files)."""
-    return os.path.join(rsctmp, "clusterip-%s.%s" % (vip, name))
+    return "%s/clusterip-%s.%s" % (rsctmp.rstrip("/") or "/", vip, name)
 
 
 class Failed(AgentError):
@@ -70,21 +70,27 @@ class Instance:
         self.node_name = env.get("OCF_RESKEY_CRM_meta_on_node") or None
 
     def lock(self):
+        import os  # here: what takes the lock imports it anyway (clusterip.lock)
+
         from clusterip import lock
 
         os.makedirs(self.rsctmp, mode=0o755, exist_ok=True)
         return lock.held(self.lock_path, max(0.0, self.lock_deadline - time.monotonic()))
 
     def marked(self):
-        return os.path.exists(self.marker_path)
+        try:
+            posix.stat(self.marker_path)
+        except OSError:
+            return False
+        return True
 
     def mark(self):
-        with open(self.marker_path, "w", encoding="ascii") as f:
+        with open(self.marker_path, "w", encoding="utf-8") as f:
             f.write("bucket %d of %d\n" % (self.params.bucket, self.params.total_buckets))
 
     def unmark(self):
         try:
-            os.unlink(self.marker_path)
+            posix.unlink(self.marker_path)
         except FileNotFoundError:
             pass
 
@@ -236,7 +242,7 @@ class ClonedInstance(Instance):
 
     def _touch_marker(self):
         try:
-            os.utime(self.marker_path)
+            posix.utime(self.marker_path)
         except OSError:
             pass  # no marker: the monitor reports the instance as it finds it
 
@@ -246,7 +252,7 @@ class ClonedInstance(Instance):
         if not self.params.owner_lease:
             return True
         try:
-            return time.time() - os.stat(self.marker_path).st_mtime < self.params.owner_lease
+            return time.time() - posix.stat(self.marker_path).st_mtime < self.params.owner_lease
         except OSError:
             return False
 
@@ -494,7 +500,7 @@ class ClonedInstance(Instance):
 
     def validate(self):
         placement = address.resolve(self.params)
-        if os.geteuid() == 0:
+        if posix.geteuid() == 0:
             self.backend().check_libraries()  # kernel, libraries and bucket limit (5 / 6)
         else:
             # Without root the kernel cannot be asked (nft needs CAP_NET_ADMIN),

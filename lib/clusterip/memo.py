@@ -11,7 +11,7 @@ verdict holds (see Backend.state).
 
 from __future__ import annotations  # hints cost nothing at run time
 
-import os
+import posix  # not os: see clusterip.agent.environment
 
 
 class Memo:
@@ -28,11 +28,11 @@ class Memo:
         return fingerprint if stored_key == key else None
 
     def remember(self, key: bytes, fingerprint: bytes) -> None:
-        scratch = "%s.%d" % (self.path, os.getpid())  # concurrent monitors: rename
+        scratch = "%s.%d" % (self.path, posix.getpid())  # concurrent monitors: rename
         try:
             with open(scratch, "wb") as f:
                 f.write(key + b"\n" + fingerprint)
-            os.replace(scratch, self.path)
+            posix.replace(scratch, self.path)
         except OSError:
             _unlink(scratch)  # only a cache: the next call checks fully again
 
@@ -42,6 +42,6 @@ class Memo:
 
 def _unlink(path):
     try:
-        os.unlink(path)
+        posix.unlink(path)
     except OSError:
         pass

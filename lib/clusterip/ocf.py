@@ -9,7 +9,7 @@ instance spoke.  Nothing is configured at import time: the edge builds one
 :class:`Logger` from the environment it was given.
 """
 
-import os
+import posix  # not os: see clusterip.agent.environment
 import sys
 import time
 
@@ -49,7 +49,7 @@ class Logger:
         if level == "debug" and not self.debug_enabled:
             return
         message = _printable(message)
-        line = "%s[%d]: %s: %s" % (self.tag, os.getpid(), level.upper(), message)
+        line = "%s[%d]: %s: %s" % (self.tag, posix.getpid(), level.upper(), message)
         wrote = False
         if self.syslog is not None:
             priority = {"debug": self.syslog.LOG_DEBUG, "info": self.syslog.LOG_INFO,

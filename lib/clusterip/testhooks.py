@@ -8,7 +8,7 @@ killed.  Inert otherwise: one environment lookup per step, and Pacemaker
 never sets these variables.
 """
 
-import os
+import posix  # not os: see clusterip.agent.environment
 import time
 
 # Every step, in the order an action passes them (also the tests' list).
@@ -21,10 +21,12 @@ STEPS = (
 
 
 def step(name):
-    if os.environ.get("CLUSTERIP_TEST_PAUSE_AT") != name:
+    # The process's environment as it started, in bytes: what the tests give
+    # the agent's process (posix.environ; os.environ is not imported).
+    if posix.environ.get(b"CLUSTERIP_TEST_PAUSE_AT") != name.encode():
         return
-    path = os.environ.get("CLUSTERIP_TEST_PAUSE_FILE")
+    path = posix.environ.get(b"CLUSTERIP_TEST_PAUSE_FILE")
     if path:
         with open(path, "w", encoding="ascii") as f:
-            f.write("%d\n" % os.getpid())
-    time.sleep(float(os.environ.get("CLUSTERIP_TEST_PAUSE_SECONDS", "30")))
+            f.write("%d\n" % posix.getpid())
+    time.sleep(float(posix.environ.get(b"CLUSTERIP_TEST_PAUSE_SECONDS", b"30")))

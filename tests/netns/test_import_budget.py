@@ -1,13 +1,15 @@
 """The installed agent's remembered monitor (the common case: nothing changed
 since the last full check) imports none of re, enum, socket, ipaddress, json,
-nor libnftables' binding: what the unit tier checks module by module
-(tests/unit/test_import_budget.py), here for the action Pacemaker runs every
-few seconds, under the agent's own interpreter line."""
+collections, importlib, os, nor libnftables' binding: what the unit tier
+checks module by module (tests/unit/test_import_budget.py), here for the
+action Pacemaker runs every few seconds, under the agent's own interpreter
+line."""
 
 import scenarios
 from netlab import Lab, agent_command
 
-FORBIDDEN = {"re", "enum", "socket", "ipaddress", "json", "nftables"}
+FORBIDDEN = {"re", "enum", "socket", "ipaddress", "json", "nftables", "collections", "importlib",
+             "os"}
 # Runs the agent script as its interpreter would, then reports what it imported.
 # The script ends with posix._exit (no interpreter teardown), which would end
 # this report too: here it raises SystemExit instead.

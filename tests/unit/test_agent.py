@@ -2,6 +2,7 @@
 against in-memory fakes of the node and the backend."""
 
 import os
+import posix
 
 import pytest
 
@@ -18,7 +19,7 @@ def node(monkeypatch, tmp_path):
     monkeypatch.setattr(instance, "address", fake_node)
     monkeypatch.setattr(announcements, "spawn", fake_node.spawn)  # never fork pytest
     monkeypatch.setattr(backends, "select", lambda params, **context: fake_backend)
-    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    monkeypatch.setattr(posix, "geteuid", lambda: 0)
     fake_node.backend = fake_backend
     fake_node.rsctmp = str(tmp_path)
     return fake_node
@@ -214,13 +215,13 @@ def test_unknown_action_is_3(node, capsys):
 
 @pytest.mark.parametrize("action", ["start", "stop", "monitor"])
 def test_state_actions_need_root(node, monkeypatch, capsys, action):
-    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    monkeypatch.setattr(posix, "geteuid", lambda: 1000)
     assert act(node, action, 0) == 4
     assert "root" in reason(capsys)
 
 
 def test_validate_all_and_meta_data_work_without_root(node, monkeypatch, capsys):
-    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    monkeypatch.setattr(posix, "geteuid", lambda: 1000)
     assert act(node, "validate-all", 0) == 0
     assert act(node, "meta-data") == 0
     assert capsys.readouterr().out.startswith("<?xml")
@@ -230,7 +231,7 @@ def test_clone_max_over_the_backends_limit_is_6(node, monkeypatch, capsys):
     monkeypatch.undo()
     monkeypatch.setattr(instance, "address", node)
     monkeypatch.setattr(announcements, "spawn", node.spawn)
-    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    monkeypatch.setattr(posix, "geteuid", lambda: 0)
     monkeypatch.setattr(backends, "_REGISTRY", {  # auto: either name builds the fake
         name: ("unit.fakes", "FakeBackend") for name in ("nft", "clusterip")})
     assert act(node, "start", 0, clone_max=17) == 6
@@ -253,7 +254,7 @@ def only_a_backend_without_graceful_handover(node, monkeypatch):
 def test_graceful_handover_on_a_backend_without_it_is_6(node, monkeypatch, capsys,
                                                        action, euid):
     only_a_backend_without_graceful_handover(node, monkeypatch)
-    monkeypatch.setattr(os, "geteuid", lambda: euid)
+    monkeypatch.setattr(posix, "geteuid", lambda: euid)
     assert act(node, action, 0, graceful_handover="true") == 6
     assert "graceful_handover=true needs backend=nft" in reason(capsys)
     assert node.backend.calls == [] and node.addresses == {}

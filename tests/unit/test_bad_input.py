@@ -19,6 +19,7 @@ import ast
 import contextlib
 import io
 import os
+import posix
 import re
 import tempfile
 
@@ -64,7 +65,7 @@ def fake_node(euid=0):
     """instance.address and the backend replaced by fakes; yields (node, backend, rsctmp)."""
     node, backend = FakeNode(), FakeBackend()
     patches = [(instance, "address", node), (announcements, "spawn", node.spawn),
-               (os, "geteuid", lambda: euid),
+               (posix, "geteuid", lambda: euid),
                # The backend's own limit check, as for a real backend.
                (backends, "select",
                 lambda params, **context: backends.check_supported(backend, params)),
@@ -215,13 +216,13 @@ def test_no_shell_and_only_known_programs_are_started():
             if isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name):
                 module, name = func.value.id, func.attr
                 program = node.args[0] if node.args else None
-                if module == "os" and name == "posix_spawn" and program is not None and (
+                if module in ("os", "posix") and name == "posix_spawn" and program is not None and (
                         ast.unparse(program) == "sys.executable"  # this interpreter
                         or (isinstance(program, ast.Subscript)  # a fixed constant's program
                             and isinstance(program.value, ast.Name)
                             and program.value.id.isupper())):
                     sites.add((path, owner.get(node)))  # never a shell
-                elif module == "os" and name in OS_SHELL_CALLS:
+                elif module in ("os", "posix") and name in OS_SHELL_CALLS:
                     problems.append("%s:%d os.%s" % (path, node.lineno, name))
                 if module == "subprocess" and name in SUBPROCESS_CALLS:
                     sites.add((path, owner.get(node)))

@@ -1,7 +1,7 @@
 """The monitor's import budget, held by a test instead of by comments: the
 modules a monitor imports pull in none of re, enum, socket, ipaddress, json,
 collections, importlib (each costs milliseconds of every action; see
-clusterip.kernel, clusterip.record).  The netns
+clusterip.kernel, clusterip.record), nor os on nft (clusterip.agent.environment).  The netns
 tier checks the installed agent's remembered monitor the same way
 (tests/netns/test_import_budget.py)."""
 
@@ -33,6 +33,13 @@ def test_the_monitor_path_imports_none_of_the_expensive_modules():
     loaded = imported_by(MONITOR_PATH)
     assert set(MONITOR_PATH) <= loaded
     assert not loaded & set(FORBIDDEN), sorted(loaded & set(FORBIDDEN))
+
+
+def test_the_nft_monitor_path_imports_no_os():
+    # os (with _collections_abc, posixpath, stat: ~1.5 ms) only where ctypes
+    # brings it, for python-iptables' CLUSTERIP backend in Linux < 6.3.
+    loaded = imported_by([name for name in MONITOR_PATH if name != "clusterip.kernel.iptables"])
+    assert "os" not in loaded
 
 
 def test_the_check_sees_an_expensive_import():

@@ -33,7 +33,7 @@ freed later.
 """
 
 import _socket
-import os
+import posix  # not os: see clusterip.agent.environment
 
 NETLINK_NETFILTER = 12
 HOLDER = ("/bin/sleep", "1")  # coreutils (Essential): exits by itself
@@ -74,10 +74,10 @@ def _sockets_waiting_on_release():
     """The descriptors of this process's sockets whose release would wait:
     ours (kept open by deferred_release) and libnftables' own."""
     found = []
-    for name in os.listdir("/proc/self/fd"):
+    for name in posix.listdir("/proc/self/fd"):
         fd = int(name)
         try:
-            if not os.readlink("/proc/self/fd/" + name).startswith("socket:"):
+            if not posix.readlink("/proc/self/fd/" + name).startswith("socket:"):
                 continue
             sock = _socket.socket(fileno=fd)
         except OSError:  # the listing's own descriptor, gone by now
@@ -94,15 +94,15 @@ def _hand_to_holder(fds):
     """A holder process gets a copy of each descriptor; False if none could start."""
     if not fds or max(fds) >= HOLD_FROM:
         return False
-    null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+    null = posix.open("/dev/null", posix.O_RDWR | posix.O_CLOEXEC)
     try:
-        os.posix_spawn(HOLDER[0], list(HOLDER), {}, setsid=True, file_actions=[
-            (os.POSIX_SPAWN_DUP2, null, fd) for fd in (0, 1, 2)] + [
-            (os.POSIX_SPAWN_DUP2, fd, HOLD_FROM + i) for i, fd in enumerate(fds)])
+        posix.posix_spawn(HOLDER[0], list(HOLDER), {}, setsid=True, file_actions=[
+            (posix.POSIX_SPAWN_DUP2, null, fd) for fd in (0, 1, 2)] + [
+            (posix.POSIX_SPAWN_DUP2, fd, HOLD_FROM + i) for i, fd in enumerate(fds)])
     except OSError:
         return False
     finally:
-        os.close(null)
+        posix.close(null)
     return True
 
 

@@ -43,7 +43,9 @@ def multicast_macs(text):
 def read_multicast_macs():
     """multicast_macs() of the running kernel; empty when unreadable."""
     try:
-        with open(DEV_MCAST, encoding="ascii") as f:
+        # utf-8, not ascii: the text is ASCII, and utf-8's codec is loaded at
+        # start-up while ascii's would be one more import (~0.2 ms)
+        with open(DEV_MCAST, encoding="utf-8") as f:
             return multicast_macs(f.read())
     except OSError:
         return set()

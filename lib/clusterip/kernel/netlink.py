@@ -11,7 +11,7 @@ from __future__ import annotations  # hints cost nothing at run time
 
 import _socket
 import errno
-import os
+import posix  # not os: see clusterip.agent.environment
 import struct
 
 from clusterip.kernel import opened, wrote
@@ -109,7 +109,7 @@ def _exchange(protocol: int, kind: int, flags: int,
                     error = -_ERROR.unpack_from(body)[0] if len(body) >= _ERROR.size \
                         else errno.EBADMSG
                     if error:
-                        raise OSError(error, os.strerror(error))
+                        raise OSError(error, posix.strerror(error))
                     return answers, interrupted
                 answers.append((msg_type, body))
 

@@ -9,7 +9,7 @@ with those it saw at its last full check (see NftBackend).
 """
 
 import errno
-import os
+import posix  # not os: see clusterip.agent.environment
 import struct
 
 from clusterip.kernel import netlink
@@ -129,7 +129,7 @@ def renew_element(family, table, name, key, timeout_ms):
     errors = netlink.batch(NETLINK_NETFILTER, _batch_begin(), changes, _batch_end())
     failed = [error for error in errors if error]
     if failed:
-        raise OSError(failed[0], os.strerror(failed[0]))
+        raise OSError(failed[0], posix.strerror(failed[0]))
 
 
 NFNL_MSG_BATCH_BEGIN, NFNL_MSG_BATCH_END = 0x10, 0x11
@@ -162,7 +162,7 @@ def base_chains_work(hooks, chain_type="filter"):
                             netlink.NLM_F_ACK | netlink.NLM_F_CREATE, nfgen + body))
     errors = netlink.unfinished_batch(NETLINK_NETFILTER, _batch_begin(), changes)
     if any(error in (errno.EPERM, errno.EACCES) for error in errors):
-        raise OSError(errno.EPERM, os.strerror(errno.EPERM))
+        raise OSError(errno.EPERM, posix.strerror(errno.EPERM))
     return not any(errors)
 
 
