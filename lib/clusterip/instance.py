@@ -18,6 +18,7 @@ import time
 from clusterip import address, backends, ocf
 from clusterip.errors import AgentError, InvalidArgument, NotConfigured, NotInstalled
 from clusterip.memo import Memo
+from clusterip.params import lease_problem, monitor_interval
 from clusterip.testhooks import step
 
 # resource-agents' ocf-directories sets HA_RSCTMP for shell agents; Pacemaker
@@ -107,7 +108,7 @@ class Instance:
     def recurring(self):
         """Whether this monitor is a recurring one of an instance Pacemaker
         started (interval > 0): not a probe, not a call by hand."""
-        return self.env.get("OCF_RESKEY_CRM_meta_interval", "0") not in ("", "0")
+        return monitor_interval(self.env) > 0
 
     def problems(self):
         """(running here, [missing pieces]) on this node."""
@@ -292,8 +293,6 @@ class ClonedInstance(Instance):
         (lease_current)."""
         p = self.params
         if p.owner_lease:
-            from clusterip.params import lease_problem
-
             problem = lease_problem(p, self.env)
             if problem:
                 raise NotConfigured(problem)

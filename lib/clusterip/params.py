@@ -227,24 +227,31 @@ def parse_owner_lease(text, cloned):
     return seconds
 
 
+def monitor_interval(env):
+    """The interval, in ms, of the monitor that runs with ``env``
+    (OCF_RESKEY_CRM_meta_interval); 0 for a probe, a call by hand, or a value
+    that is no count (Pacemaker passes digits)."""
+    interval = _value(env, "CRM_meta_interval")
+    return int(interval) if interval is not None and _is_uint(interval) else 0
+
+
 def lease_problem(params, env):
     """Why the lease is too short for the monitor that runs with ``env``
     (OCF_RESKEY_CRM_meta_interval and _timeout, ms), or None: a lease that a
     late monitor lets expire drops the bucket's traffic until Pacemaker
     recovers it."""
-    interval = _value(env, "CRM_meta_interval")
-    if not params.owner_lease or interval is None or not _is_uint(interval) \
-            or interval == "0":
+    interval = monitor_interval(env)
+    if not params.owner_lease or not interval:
         return None
     timeout = _value(env, "CRM_meta_timeout")
     timeout = int(timeout) if timeout is not None and _is_uint(timeout) else 20000
-    needed = (LEASE_INTERVALS * int(interval) + timeout + 999) // 1000
+    needed = (LEASE_INTERVALS * interval + timeout + 999) // 1000
     if params.owner_lease >= needed:
         return None
     return ("owner_lease=%d is shorter than %d monitor intervals of %g s plus its timeout "
             "of %g s: a late monitor would let the bucket expire and drop its traffic; "
             "set owner_lease to at least %d (or monitor more often)"
-            % (params.owner_lease, LEASE_INTERVALS, int(interval) / 1000.0,
+            % (params.owner_lease, LEASE_INTERVALS, interval / 1000.0,
                timeout / 1000.0, needed))
 
 

@@ -234,3 +234,12 @@ def test_a_lease_must_outlast_two_monitor_intervals_and_a_timeout(lease, interva
     assert (problem is not None) is too_short
     if too_short:
         assert "owner_lease=%s" % lease in problem and "at least" in problem
+
+
+@pytest.mark.parametrize("value, interval", [(None, 0), ("", 0), ("0", 0), (" 10000 ", 10000),
+                                             ("10000", 10000), ("-5", 0), ("abc", 0)])
+def test_monitor_interval_is_zero_for_a_probe_a_call_by_hand_or_garbage(value, interval):
+    # One reading for Instance.recurring() and lease_problem: a recurring
+    # monitor finishes upgrades and spawns guards, a probe never.
+    env = {} if value is None else {"OCF_RESKEY_CRM_meta_interval": value}
+    assert params.monitor_interval(env) == interval
