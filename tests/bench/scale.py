@@ -38,6 +38,7 @@ tests/bench/scale.py`` (``make benchmark-scale``).  Memory: ~0.2 GB per node.
 import argparse
 import os
 import statistics
+import subprocess
 import sys
 import threading
 import time
@@ -148,7 +149,13 @@ class Scale:
         def poll(name, check):
             try:
                 while time.monotonic() - since < LIMIT:
-                    if check():
+                    try:
+                        done = check()
+                    except subprocess.TimeoutExpired:
+                        # crm_mon on a DC busy with hundreds of probes can take
+                        # longer than its 30 s: not yet known, ask again.
+                        done = False
+                    if done:
                         times[name] = round(time.monotonic() - since, 2)
                         return
                     time.sleep(0.05)
