@@ -32,7 +32,7 @@ def state_file(rsctmp, vip, name):
     """``$HA_RSCTMP/clusterip-<VIP>.<name>``: every file of the agent's state
     for a VIP is named so (the lock, the memo, the markers, the background
     processes' handshake files)."""
-    return "%s/clusterip-%s.%s" % (rsctmp.rstrip("/") or "/", vip, name)
+    return "%s/clusterip-%s.%s" % (rsctmp.rstrip("/"), vip, name)  # as os.path.join
 
 
 class Failed(AgentError):

@@ -401,3 +401,10 @@ def test_a_lease_a_late_monitor_would_outlive_is_refused_by_the_recurring_monito
     assert act(node, "monitor", 1, owner_lease="40", CRM_meta_interval="10000",
                CRM_meta_timeout="20000") == 0
     assert node.backend.calls == [("renew", 2)]
+
+
+@pytest.mark.parametrize("rsctmp", ["/run/resource-agents", "/run/resource-agents/", "/"])
+def test_state_files_are_named_as_os_path_join_names_them(rsctmp):
+    # Joined by hand (the library does without os on the monitor's path).
+    assert instance.state_file(rsctmp, "192.0.2.10", "lock") \
+        == os.path.join(rsctmp, "clusterip-192.0.2.10.lock")

@@ -223,7 +223,7 @@ def test_no_shell_and_only_known_programs_are_started():
                             and program.value.id.isupper())):
                     sites.add((path, owner.get(node)))  # never a shell
                 elif module in ("os", "posix") and name in OS_SHELL_CALLS:
-                    problems.append("%s:%d os.%s" % (path, node.lineno, name))
+                    problems.append("%s:%d %s.%s" % (path, node.lineno, module, name))
                 if module == "subprocess" and name in SUBPROCESS_CALLS:
                     sites.add((path, owner.get(node)))
                     argv = node.args[0] if node.args else None
