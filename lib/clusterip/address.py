@@ -1,11 +1,12 @@
-"""The node side of the VIP: the address alias, multicast membership and
+"""The node side of the VIP: the address alias, the NIC accepting the cluster MAC and
 the announcement (gratuitous ARP for IPv4, an unsolicited Neighbour
 Advertisement for IPv6).
 
-The address goes through rtnetlink (:mod:`clusterip.kernel.rtnl`),
-multicast membership and the announcement through :mod:`clusterip.kernel.link`;
-this module decides what is there and what to change.  Every call is
-idempotent: adding what exists or deleting what is gone is success.
+The address and a unicast cluster MAC's filter entry go through rtnetlink
+(:mod:`clusterip.kernel.rtnl`), a multicast one's membership and the
+announcement through :mod:`clusterip.kernel.link`; this module decides what
+is there and what to change.  Every call is idempotent: adding what exists
+or deleting what is gone is success.
 """
 
 import _socket  # not socket: see clusterip.kernel
@@ -13,7 +14,7 @@ import errno
 import struct
 
 from clusterip import inet
-from clusterip.errors import GenericError, InvalidArgument
+from clusterip.errors import GenericError, InvalidArgument, NotConfigured
 from clusterip.kernel import link, rtnl
 from clusterip.params import valid_nic_name
 from clusterip.record import record
@@ -332,30 +333,59 @@ def _remove_subnet_routes(packed, removed):
                     inet.text(destination), prefixlen, error.strerror)) from None
 
 
-# --- multicast membership -------------------------------------------------
+# --- the NIC accepting the cluster MAC ------------------------------------
+# A multicast cluster MAC: a membership of the NIC (SIOCADDMULTI, as ``ip maddr
+# add``).  A shared unicast one: an entry in the NIC's unicast filter (as
+# ``bridge fdb add MAC dev NIC self``), promiscuity where the driver has none.
 
 def _mac_bytes(mac):
     return bytes(int(part, 16) for part in mac.split(":"))
 
 
-def join_multicast(nic, mac):
+def is_unicast(mac):
+    """Whether the cluster MAC is a shared unicast MAC (even first octet)."""
+    return not int(mac[:2], 16) & 1
+
+
+def accept_cluster_mac(nic, mac):
     """Make the NIC accept frames for the cluster MAC (idempotent: a global membership)."""
     try:
-        link.add_multicast(nic, _mac_bytes(mac))
+        if is_unicast(mac):
+            rtnl.add_unicast_filter(_socket.if_nametoindex(nic), _mac_bytes(mac))
+        else:
+            link.add_multicast(nic, _mac_bytes(mac))
     except OSError as error:
-        raise GenericError("cannot join %s to multicast MAC %s: %s"
+        raise GenericError("cannot make %s accept the cluster MAC %s: %s"
                            % (nic, mac, error.strerror)) from None
 
 
-def leave_multicast(nic, mac):
+def stop_accepting_cluster_mac(nic, mac):
     try:
-        link.delete_multicast(nic, _mac_bytes(mac))
+        if is_unicast(mac):
+            rtnl.delete_unicast_filter(_socket.if_nametoindex(nic), _mac_bytes(mac))
+        else:
+            link.delete_multicast(nic, _mac_bytes(mac))
     except OSError:
-        pass  # not a member, or the NIC is gone: nothing to undo
+        pass  # not accepted, or the NIC is gone: nothing to undo
 
 
-def multicast_joined(nic, mac):
-    return (nic, mac.replace(":", "")) in link.read_multicast_macs()
+def check_cluster_mac(params, placement):
+    """NotConfigured (6) when a unicast cluster MAC is the NIC's own: the node
+    would send frames from it, and switches would learn it on one port."""
+    if is_unicast(params.clustermac) and nic_mac(placement.nic) == params.clustermac:
+        raise NotConfigured("clustermac=%s is the MAC of %s itself: a shared unicast "
+                            "cluster MAC must be one no NIC has"
+                            % (params.clustermac, placement.nic))
+
+
+def cluster_mac_accepted(nic, mac):
+    if not is_unicast(mac):
+        return (nic, mac.replace(":", "")) in link.read_multicast_macs()
+    index = _ifindex(nic)
+    try:
+        return index is not None and _mac_bytes(mac) in rtnl.unicast_filter(index)
+    except OSError:
+        return False
 
 
 def nic_mac(nic):

@@ -202,6 +202,7 @@ class PlainInstance(Instance):
         with self.lock():
             step("start:locked")
             placement = address.resolve(p)
+            address.check_cluster_mac(p, placement)
             self.mark()  # first: a start killed half-way is "failed", not "never ran"
             step("start:marked")
             self._add_address(placement)
@@ -361,6 +362,7 @@ class ClonedInstance(Instance):
                 # first, its bucket added under this lock): nothing to repair.
                 return None
             placement = address.resolve(p)
+            address.check_cluster_mac(p, placement)
             self.mark()  # first: a start killed half-way is "failed", not "never ran"
             step("start:marked")
             state = backend.state(p, placement)
@@ -499,6 +501,7 @@ class ClonedInstance(Instance):
 
     def validate(self):
         placement = address.resolve(self.params)
+        address.check_cluster_mac(self.params, placement)
         if posix.geteuid() == 0:
             self.backend().check_libraries()  # kernel, libraries and bucket limit (5 / 6)
         else:

@@ -30,13 +30,17 @@ it), else 32 (IPv6: 128).""",
 The interface that receives the VIP's traffic. Default: the interface whose
 on-link route covers ip; the start fails with a reason when there is none.""",
               "string", None, False, False),
-    Parameter("clustermac", "Cluster multicast MAC", """\
-The multicast MAC address that all nodes answer ARP (IPv6: Neighbour
-Solicitations) with, so that the switch floods the VIP's frames to every node.
-It must be multicast (odd first octet), not broadcast and not an IEEE 802.1
-reserved address. Default: derived from ip, the same on every node: IPv4
-03:c1 followed by the four octets of ip (locally administered); IPv6 33:33
-(the IPv6 multicast MAC range) followed by the last four bytes of ip.
+    Parameter("clustermac", "Cluster MAC", """\
+The MAC address that all nodes answer ARP (IPv6: Neighbour Solicitations)
+with, so that the switch floods the VIP's frames to every node. Multicast
+(odd first octet; not broadcast, not an IEEE 802.1 reserved address), or, with
+backend nft, a locally administered unicast MAC (first octet 02, 06, 0a, 0e,
+...) that no NIC has: routers that refuse a multicast MAC for a unicast
+address (RFC 1812) accept it, and since no node ever sends from it, switches
+never learn it and flood it. Default: derived from ip, the same on every
+node: IPv4 03:c1 followed by the four octets of ip (multicast, locally
+administered); IPv6 33:33 (the IPv6 multicast MAC range) followed by the last
+four bytes of ip.
 Switches with IGMP snooping must flood an IPv4 cluster MAC (avoid 01:00:5e:*);
 switches with MLD snooping prune 33:33:* frames to the ports that joined the
 matching group, which no node does for the cluster MAC: turn MLD snooping off

@@ -55,7 +55,7 @@ _PARAMS_FIELDS = (
     "ip",  # canonical text, e.g. "192.0.2.10" or "2001:db8::10"
     "cidr_netmask",  # int, or None: derive from the route that covers ip, else 32 / 128
     "nic",  # str, or None: the interface whose route covers ip
-    "clustermac",  # normalised "03:c1:..."; multicast, not broadcast
+    "clustermac",  # normalised "03:c1:..."; multicast, or locally administered unicast
     "hashmode",
     "hash_init",  # None when not cloned (nothing hashes)
     "backend",  # "auto", "nft" or "clusterip" (resolved later by kernel capability)
@@ -156,9 +156,13 @@ def parse_mac(text):
         raise NotConfigured("clustermac=%r is not a MAC address like 03:c1:0a:00:00:64" % text)
     mac = text.replace("-", ":").lower()
     octets = bytes(int(part, 16) for part in mac.split(":"))
-    if not octets[0] & 1:
-        raise NotConfigured("clustermac=%s is unicast: the first octet must be odd "
-                            "(a multicast MAC, so the switch floods it to every node)" % mac)
+    if not octets[0] & 3:
+        # A unicast MAC of the NICs' own kind: some NIC may have it.  A shared
+        # unicast cluster MAC must be locally administered (issue #16).
+        raise NotConfigured("clustermac=%s is a universally administered unicast MAC (a "
+                            "NIC's own kind): give a multicast MAC (odd first octet) or a "
+                            "locally administered unicast one (first octet 02, 06, 0a, "
+                            "0e, ..., e.g. 02:c1:0a:00:00:64)" % mac)
     if octets == b"\xff" * 6:
         raise NotConfigured("clustermac=%s is the broadcast address" % mac)
     if octets[:5] == b"\x01\x80\xc2\x00\x00" and octets[5] < 0x10:

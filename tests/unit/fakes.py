@@ -41,6 +41,9 @@ class FakeNode:
         """As an older agent added it (see flagless)."""
         return self.address_present(params.vip, placement) and params.vip in self.flagless
 
+    def check_cluster_mac(self, params, placement):
+        pass  # no NIC here has a MAC of the cluster MAC's kind
+
     def add_address(self, params, placement):
         self.addresses[params.vip] = placement
         self.flagless.discard(params.vip)

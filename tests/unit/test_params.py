@@ -95,7 +95,8 @@ def test_clone_instance_i_owns_bucket_i_plus_1(meta, expected):
     ({"nic": "eth0; reboot"}, "not a valid interface"),
     ({"nic": "../../etc"}, "not a valid interface"),
     ({"nic": "a" * 16}, "not a valid interface"),
-    ({"clustermac": "02:00:00:00:00:01"}, "unicast"),
+    ({"clustermac": "00:16:3e:00:00:01"}, "universally administered unicast"),
+    ({"clustermac": "04:00:00:00:00:01"}, "universally administered unicast"),
     ({"clustermac": "ff:ff:ff:ff:ff:ff"}, "broadcast"),
     ({"clustermac": "01:80:c2:00:00:0e"}, "reserved"),
     ({"clustermac": "01:00:5e:00:00"}, "not a MAC"),
@@ -167,7 +168,14 @@ def test_ipv6_takes_any_multicast_cluster_mac():
     assert parse(ip="2001:db8::1", clustermac="03:c1:00:00:00:01").clustermac == \
         "03:c1:00:00:00:01"
     with pytest.raises(NotConfigured):
-        parse(ip="2001:db8::1", clustermac="02:00:00:00:00:01")
+        parse(ip="2001:db8::1", clustermac="00:00:00:00:00:01")
+
+
+@pytest.mark.parametrize("ip", ["192.0.2.10", "2001:db8::1"])
+@pytest.mark.parametrize("mac", ["02:c1:c6:12:00:64", "06:00:00:00:00:01", "fe:ff:ff:ff:ff:ff"])
+def test_a_locally_administered_unicast_cluster_mac_is_accepted(ip, mac):
+    # Issue #16: a shared unicast MAC, which routers accept in ARP replies.
+    assert parse(ip=ip, clustermac=mac.upper()).clustermac == mac
 
 
 @pytest.mark.parametrize("text, mac", [

@@ -51,7 +51,7 @@ class KernelBackend(Backend):
 @pytest.fixture
 def joined(monkeypatch):
     membership = {"joined": True}
-    monkeypatch.setattr(backends.address, "multicast_joined",
+    monkeypatch.setattr(backends.address, "cluster_mac_accepted",
                         lambda nic, mac: membership["joined"])
     return membership
 

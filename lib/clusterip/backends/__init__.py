@@ -50,6 +50,8 @@ class Backend:
     graceful_handover = False
     # Whether it can serve an IPv6 VIP.
     ipv6 = False
+    # Whether it can share a unicast cluster MAC (issue #16).
+    unicast_mac = False
     # Whether its owned buckets can expire unless renewed (owner_lease).
     owner_lease = False
     # Whether the kernel announces deletions of its state, so that a guard
@@ -96,8 +98,9 @@ class Backend:
         every rule and the rules did not change while it ran.  The owned
         buckets are read once, here, and handed to the hooks that need them.
         """
-        joined = placement is None or address.multicast_joined(placement.nic, params.clustermac)
-        multicast = () if joined else (multicast_missing(params, placement),)
+        joined = placement is None or address.cluster_mac_accepted(placement.nic,
+                                                                   params.clustermac)
+        multicast = () if joined else (mac_filter_missing(params, placement),)
         seen = self._fingerprint(params)
         owned = self._owned(params)
         if not self._present(params, seen, owned):
@@ -186,8 +189,10 @@ class Backend:
         raise NotImplementedError
 
 
-def multicast_missing(params, placement):
-    """How the monitor names a NIC that left the cluster MAC's multicast group."""
+def mac_filter_missing(params, placement):
+    """How the monitor names a NIC that no longer accepts the cluster MAC."""
+    if address.is_unicast(params.clustermac):
+        return "unicast filter entry of %s for %s" % (placement.nic, params.clustermac)
     return "multicast membership of %s in %s" % (placement.nic, params.clustermac)
 
 
@@ -262,8 +267,8 @@ def check_supported(backend: Backend, params: Params) -> Backend:
 
     Needs no root, so validate-all checks it for any user.  ``auto`` does not
     fall back to nft for what the kernel's choice cannot do (IPv6,
-    graceful_handover): it refuses, so that the backend of every VIP on a node
-    follows from the kernel alone and an administrator's explicit
+    graceful_handover, a unicast cluster MAC): it refuses, so that the backend
+    of every VIP on a node follows from the kernel alone and an administrator's explicit
     ``backend=nft`` is the one way to mix them.
     """
     if params.total_buckets > backend.max_buckets:
@@ -272,6 +277,10 @@ def check_supported(backend: Backend, params: Params) -> Backend:
     if params.ipv6 and not backend.ipv6:
         raise NotConfigured("ip=%s is IPv6, which needs backend=nft: the %s backend "
                             "serves IPv4 only" % (params.ip, backend.name))
+    if address.is_unicast(params.clustermac) and not backend.unicast_mac:
+        raise NotConfigured("clustermac=%s is unicast, which needs backend=nft: the %s "
+                            "backend's kernel target takes a multicast MAC only"
+                            % (params.clustermac, backend.name))
     if params.owner_lease and not backend.owner_lease:
         raise NotConfigured("owner_lease=%d needs backend=nft: the %s backend's buckets "
                             "cannot expire" % (params.owner_lease, backend.name))

@@ -20,6 +20,9 @@ for ``:``):
   table that rewrites the link-layer address option of the Neighbour
   Advertisements and Solicitations the node sends from the VIP (see
   :func:`rewrite_writes` for how their checksum stays valid).
+* with a shared unicast cluster MAC (issue #16): a ``netdev`` table whose
+  ingress chain on the NIC marks the frames to that MAC for the VIP as
+  addressed to this host (see :func:`ingress_rules`).
 
 Why this shape (see :func:`build_create_script`): every nft that admins run
 (1.0.6 in Debian 12, 1.1.3 in Debian 13, 1.1.7) must list these tables
@@ -41,7 +44,7 @@ kernel over nfnetlink instead (:mod:`clusterip.kernel.nfnl`, see NftBackend.stat
 import sys
 
 from clusterip import address, inet, kernel
-from clusterip.backends import Backend, VipState, memo_key, multicast_missing
+from clusterip.backends import Backend, VipState, mac_filter_missing, memo_key
 from clusterip.errors import GenericError, NotInstalled
 from clusterip.kernel import nfnl
 from clusterip.testhooks import step
@@ -104,9 +107,31 @@ def _ip(params):
 
 
 def tables(params):
-    """[(family, name)] of the VIP's tables: IPv6 keeps its rewrite in the ip6 table."""
+    """[(family, name)] of the VIP's tables, the filter table first: IPv6 keeps
+    its rewrite in the ip6 table; a unicast cluster MAC adds a netdev table."""
     name = table_name(params.vip)
-    return [("ip6", name)] if params.ipv6 else [("ip", name), ("arp", name)]
+    found = [("ip6", name)] if params.ipv6 else [("ip", name), ("arp", name)]
+    return found + ([("netdev", name)] if address.is_unicast(params.clustermac) else [])
+
+
+def ingress_rules(params):
+    """The rules of chain ``ingress`` of the netdev table (a unicast cluster MAC).
+
+    A frame to a unicast MAC that is not the NIC's own arrives marked
+    "other host" (the NIC accepts it through its unicast filter), and
+    ip_rcv/ip6_rcv/arp_rcv drop such frames before any hook of their
+    families: only the netdev ingress hook, before them, can mark them as
+    this host's.  Only the VIP's: a frame to the shared MAC for any other
+    address stays "other host" and is dropped, not routed.  ARP too: a
+    neighbour confirms its entry with unicast requests to the MAC it
+    learnt, which every node answers, as every node answers broadcast ones.
+    The bucket filter stays in the prerouting chain, after conntrack.
+    """
+    match = "ether daddr %s" % params.clustermac
+    rules = ["%s %s daddr %s meta pkttype set host" % (match, _ip(params), params.vip)]
+    if not params.ipv6:
+        rules.append("%s arp daddr ip %s meta pkttype set host" % (match, params.vip))
+    return rules
 
 
 def hash_fields(params):
@@ -222,6 +247,14 @@ def build_create_script(params, placement, owned, nic_mac=None):
     {rewrite_rule(params, placement, nic_mac)}
   }}
 """
+    ingress = "\n".join("    " + rule for rule in ingress_rules(params))
+    netdev = f"""table netdev {name} {{
+  chain ingress {{
+    type filter hook ingress device "{placement.nic}" priority -150; policy accept;
+{ingress}
+  }}
+}}
+""" if address.is_unicast(params.clustermac) else ""
     return "".join("add table %s %s\ndelete table %s %s\n" % (family, name, family, name)
                    for family, name in tables(params)) + f"""table {ip} {name} {{
   set owned {{
@@ -240,12 +273,17 @@ def build_create_script(params, placement, owned, nic_mac=None):
 {output if params.ipv6 else ""}}}
 """ + ("" if params.ipv6 else f"""table arp {name} {{
 {output}}}
-""")
+""") + netdev
 
 
-def build_destroy_script(params):
+def build_destroy_script(params, netdev=False):
+    """Deletes the VIP's tables; ``netdev``: its netdev table too, whatever
+    clustermac says now (see NftBackend.destroy)."""
+    found = tables(params)
+    name = found[0][1]
+    found += [("netdev", name)] if netdev and ("netdev", name) not in found else []
     return "".join("add table %s %s\ndelete table %s %s\n" % (family, name, family, name)
-                   for family, name in tables(params))
+                   for family, name in found)
 
 
 def element_command(verb, params, bucket):
@@ -371,11 +409,44 @@ def _mangles(listing, chain):
             for expr in _rules(listing, chain) for node in _walk(expr) if "mangle" in node]
 
 
+def _chain_devices(listing, chain):
+    """The devices a netdev chain hooks as the listing names them (one as
+    "dev": "eth0", more as a list); None when it names none (nft 1.0.6's
+    JSON leaves them out)."""
+    for found in _objects(listing, "chain"):
+        if found.get("name") == chain and "dev" in found:
+            devices = found["dev"]
+            return {devices} if isinstance(devices, str) else set(devices)
+    return None
+
+
+def _ingress_missing(ingress_listing, params, placement):
+    """How the monitor names a netdev table that does not mark the VIP's
+    frames to the unicast cluster MAC as this host's, or None."""
+    rules = _rules(ingress_listing or {}, "ingress")
+    wanted = ingress_rules(params)
+    marks = [{"mangle": {"key": {"meta": {"key": "pkttype"}}, "value": "host"}} in rule
+             for rule in rules]
+    arp = ["arp" in _payload_protocols(rule) for rule in rules]
+    if ingress_listing is None or len(rules) != len(wanted) or not all(marks) \
+            or _chain_devices(ingress_listing, "ingress") not in (None, {placement.nic}) \
+            or any(not {params.clustermac, params.vip} <= _matches(rule) for rule in rules) \
+            or sum(arp) != len(wanted) - 1:
+        return "netdev ingress chain on %s for %s" % (placement.nic, params.clustermac)
+    return None
+
+
+def _payload_protocols(expr):
+    """The protocols of the payloads a rule matches (e.g. ["ether", "arp"])."""
+    return [node["payload"].get("protocol") for node in _walk(expr) if "payload" in node]
+
+
 def parse_state(ip_listing, rewrite_listing, params, placement, multicast_joined,
-                nic_mac=None):
-    """VipState from the JSON listings of the filter table and of the table
-    holding the rewrite (for IPv6 the same ip6 table; None for a missing table)."""
-    if ip_listing is None and rewrite_listing is None:
+                nic_mac=None, ingress_listing=None):
+    """VipState from the JSON listings of the filter table, of the table
+    holding the rewrite (for IPv6 the same ip6 table) and, with a unicast
+    cluster MAC, of the netdev table (None for a missing table)."""
+    if ip_listing is None and rewrite_listing is None and ingress_listing is None:
         return None
     missing = []
     owned = frozenset()
@@ -413,8 +484,12 @@ def parse_state(ip_listing, rewrite_listing, params, placement, multicast_joined
             or {value for _, value in found} != {value for _, value in writes}:
         missing.append("%s rewrite to %s" % ("Neighbour Advertisement" if params.ipv6 else "ARP",
                                              params.clustermac))
+    if address.is_unicast(params.clustermac):
+        ingress = _ingress_missing(ingress_listing, params, placement)
+        if ingress:
+            missing.append(ingress)
     if not multicast_joined:
-        missing.append(multicast_missing(params, placement))
+        missing.append(mac_filter_missing(params, placement))
     return VipState(owned=owned, missing=tuple(missing))
 
 
@@ -494,6 +569,7 @@ class NftBackend(Backend):
     max_buckets = 256
     graceful_handover = True
     ipv6 = True
+    unicast_mac = True
     owner_lease = True
     guarded = True  # nf_tables notifies NFNLGRP_NFTABLES of every change
 
@@ -602,9 +678,10 @@ class NftBackend(Backend):
     def _full_state(self, params, placement, owned, multicast):
         # owned unused: parse_state reads the buckets from the listing itself,
         # consistent with the rules listed with them.
-        listings = [self._list_table(family, name) for family, name in tables(params)]
-        return parse_state(listings[0], listings[-1], params, placement, not multicast,
-                           _nic_mac(params, placement))
+        listings = {family: self._list_table(family, name) for family, name in tables(params)}
+        return parse_state(listings[_ip(params)], listings["ip6" if params.ipv6 else "arp"],
+                           params, placement, not multicast, _nic_mac(params, placement),
+                           listings.get("netdev"))
 
     def create(self, params, placement, owned):
         nic_mac = None
@@ -614,7 +691,7 @@ class NftBackend(Backend):
                 raise GenericError("cannot read the MAC address of %s" % placement.nic)
         self._run(build_create_script(params, placement, owned, nic_mac), "create the tables")
         step("nft:tables-created")
-        address.join_multicast(placement.nic, params.clustermac)
+        address.accept_cluster_mac(placement.nic, params.clustermac)
 
     def add_bucket(self, params, bucket):
         self._run(element_command("add", params, bucket), "add bucket %d" % bucket)
@@ -653,10 +730,28 @@ class NftBackend(Backend):
 
     def destroy(self, params, placement):
         self.forget()
-        self._run(build_destroy_script(params), "delete the tables")
+        # The unicast filter entries a netdev table of the VIP stands for, also
+        # one left by the VIP's earlier clustermac (the stop of a changed
+        # configuration may run with the new one).
+        left = self._ingress_macs(params)
+        self._run(build_destroy_script(params, left is not None), "delete the tables")
         step("nft:tables-deleted")
         if placement is not None:
-            address.leave_multicast(placement.nic, params.clustermac)
+            for mac in {params.clustermac} | (left or set()):
+                address.stop_accepting_cluster_mac(placement.nic, mac)
+
+    def _ingress_macs(self, params):
+        """{unicast MAC} the VIP's netdev table (any, whatever clustermac says)
+        matches; None when there is no such table."""
+        name = table_name(params.vip)
+        try:
+            if name not in nfnl.table_names("netdev"):
+                return None
+        except OSError:
+            return None
+        listing = self._list_table("netdev", name) or {}
+        return {value for expr in _rules(listing, "ingress") for value in _matches(expr)
+                if _is_mac(value) and address.is_unicast(value)}
 
 
 def _nic_mac(params, placement):
@@ -677,6 +772,12 @@ def _fingerprint(family_tables):
         return None
     return b"\0".join(b"".join(chain + len(expressions).to_bytes(4, "big") + expressions
                                for chain, expressions in rules) for rules in found)
+
+
+def _is_mac(text):
+    parts = text.split(":")
+    return len(parts) == 6 and all(len(p) == 2 and all(c in "0123456789abcdef" for c in p)
+                                   for p in parts)
 
 
 def _first_error_line(text):

@@ -1,8 +1,9 @@
-"""rtnetlink: IPv4 and IPv6 addresses and routes.
+"""rtnetlink: IPv4 and IPv6 addresses and routes, a NIC's unicast filter.
 
-What the agent needs is six messages: dump addresses, dump routes, add and
-delete one address, add and delete one route; each is a few struct packs
-(see :mod:`clusterip.kernel` for why not pyroute2).
+What the agent needs is nine messages: dump addresses, dump routes, add and
+delete one address, add and delete one route, and for a shared unicast
+cluster MAC add, delete and dump a NIC's own ("self") forwarding entries;
+each is a few struct packs (see :mod:`clusterip.kernel` for why not pyroute2).
 """
 
 import _socket
@@ -27,11 +28,20 @@ RT_SCOPE_UNIVERSE, RT_SCOPE_LINK = 0, 253
 RT_TABLE_MAIN = 254
 RTN_UNICAST = 1
 RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_PREFSRC, RTA_TABLE = 1, 4, 5, 7, 15
+RTM_NEWNEIGH, RTM_DELNEIGH, RTM_GETNEIGH = 28, 29, 30
+NDA_LLADDR = 2
+NTF_SELF = 0x02
+NUD_PERMANENT = 0x80
+AF_BRIDGE = 7
 _FAMILY = {4: _socket.AF_INET, 16: _socket.AF_INET6}
 
 _IFADDRMSG = struct.Struct("=BBBBI")  # family, prefixlen, flags, scope, index
 # family, dst_len, src_len, tos, table, protocol, scope, type, flags
 _RTMSG = struct.Struct("=BBBBBBBBI")
+_NDMSG = struct.Struct("=BBHiHBB")  # family, 2 pads, ifindex, state, flags, type
+# The fdb dump request: the kernel filters by the index of an ifinfomsg
+# (family, pad, type, index, flags, change), not of an ndmsg.
+_IFINFOMSG = struct.Struct("=BBHiII")
 
 
 def _request(kind, flags, payload):
@@ -144,4 +154,43 @@ def routes(family, table=RT_TABLE_MAIN):
         oif = netlink.u32(attrs[RTA_OIF]) if RTA_OIF in attrs else None
         found.append((dst, dst_len, scope, oif, RTA_GATEWAY in attrs, protocol,
                       attrs.get(RTA_PREFSRC)))
+    return found
+
+
+# --- a NIC's unicast address filter -------------------------------------------
+# What ``bridge fdb add MAC dev NIC self permanent`` does: on a NIC that is no
+# bridge port, the kernel's default handler puts a unicast MAC in the NIC's
+# unicast filter (dev_uc_add_excl) and, where the driver has no such filter,
+# turns on promiscuity for as long as the list is not empty.
+
+
+def _fdb_message(index, mac):
+    return _NDMSG.pack(AF_BRIDGE, 0, 0, index, NUD_PERMANENT, NTF_SELF, 0) \
+        + attribute(NDA_LLADDR, mac)
+
+
+def add_unicast_filter(index, mac):
+    """Put a unicast MAC (6 bytes) in the NIC's filter; success when it is there
+    already; OSError from the kernel (ENODEV: the NIC is gone)."""
+    _request(RTM_NEWNEIGH, NLM_F_CREATE, _fdb_message(index, mac))
+
+
+def delete_unicast_filter(index, mac):
+    """Take it out; OSError ENOENT when it is not there."""
+    _request(RTM_DELNEIGH, 0, _fdb_message(index, mac))
+
+
+def unicast_filter(index):
+    """{6-byte MAC} of the NIC's own forwarding entries (its unicast and
+    multicast filter lists, as ``bridge fdb show dev NIC`` lists them "self")."""
+    found = set()
+    for kind, body in _dump(RTM_GETNEIGH, _IFINFOMSG.pack(AF_BRIDGE, 0, 0, index, 0, 0)):
+        if kind != RTM_NEWNEIGH:
+            continue
+        if len(body) < _NDMSG.size:
+            raise netlink.damaged("neighbour message")
+        family, _, _, msg_index, _, flags, _ = _NDMSG.unpack_from(body)
+        mac = attributes(body, _NDMSG.size).get(NDA_LLADDR)
+        if family == AF_BRIDGE and msg_index == index and flags & NTF_SELF and mac:
+            found.add(mac)
     return found
