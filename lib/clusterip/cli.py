@@ -89,6 +89,10 @@ def render(vips, cluster):
             lines.append("  guard: %s; %d repairs%s" % (
                 "pid %d" % vip["guard"] if vip.get("guard") else "none",
                 len(vip["repairs"]), ", last: " + vip["repairs"][-1] if vip["repairs"] else ""))
+        if vip.get("unicast"):  # a shared unicast cluster MAC: its two pieces
+            lines.append("  unicast MAC: " + ", ".join(
+                "%s %s" % (piece, "yes" if there else "MISSING")
+                for piece, there in sorted(vip["unicast"].items())))
         if vip.get("owner_lease"):
             lines.append("  owner lease: %d s; left: %s" % (vip["owner_lease"], ", ".join(
                 "bucket %d %d s" % item for item in sorted(vip["expires"].items())) or "none"))

@@ -49,3 +49,12 @@ def test_an_owner_lease_and_the_time_left_of_each_bucket_are_shown():
            "expires": {3: 12, 1: 29}}
     assert cli.render([vip], None).splitlines()[1] == \
         "  owner lease: 30 s; left: bucket 1 29 s, bucket 3 12 s"
+
+
+def test_a_unicast_cluster_mac_shows_its_ingress_chain_and_filter_entry():
+    vip = {"vip": "198.18.0.100", "backend": "nft", "nic": "eth0",
+           "clustermac": "02:c1:c6:12:00:64", "hashmode": "sourceip", "hash_init": 1,
+           "buckets": 3, "owned": [1], "counters": {},
+           "unicast": {"ingress chain": True, "NIC filter entry": False}}
+    assert cli.render([vip], None).splitlines()[1] == \
+        "  unicast MAC: NIC filter entry MISSING, ingress chain yes"

@@ -724,8 +724,14 @@ class NftBackend(Backend):
                 reports.append(describe_old_layout(family, name))
                 continue
             listing = self._list_table(family, name)
-            reports.append(describe(listing, self._list_table("arp", name)
-                                    if family == "ip" else listing))
+            report = describe(listing, self._list_table("arp", name)
+                              if family == "ip" else listing)
+            if report["clustermac"] and address.is_unicast(report["clustermac"]):
+                report["unicast"] = {
+                    "ingress chain": name in nfnl.table_names("netdev"),
+                    "NIC filter entry": report["nic"] is not None
+                    and address.cluster_mac_accepted(report["nic"], report["clustermac"])}
+            reports.append(report)
         return reports
 
     def destroy(self, params, placement):
