@@ -42,7 +42,7 @@ def _is_hex(text):
     return 3 <= len(text) <= 10 and text[:2] in ("0x", "0X") and _made_of(text[2:], _HEX)
 
 
-def _is_mac(text):
+def is_mac(text):
     """Six hex pairs separated by ':' or '-'."""
     return (len(text) == 17 and all(text[i] in ":-" for i in range(2, 17, 3))
             and all(_made_of(text[i:i + 2], _HEX) for i in range(0, 17, 3)))
@@ -152,7 +152,7 @@ def parse_ip(text):
 
 
 def parse_mac(text):
-    if not _is_mac(text):
+    if not is_mac(text):
         raise NotConfigured("clustermac=%r is not a MAC address like 03:c1:0a:00:00:64" % text)
     mac = text.replace("-", ":").lower()
     octets = bytes(int(part, 16) for part in mac.split(":"))

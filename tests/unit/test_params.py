@@ -203,7 +203,7 @@ def test_whitespace_and_empty_values_mean_unset():
 _REFERENCE_SYNTAX = {
     params._is_uint: r"(0|[1-9][0-9]{0,9})",
     params._is_hex: r"0[xX][0-9A-Fa-f]{1,8}",
-    params._is_mac: r"[0-9A-Fa-f]{2}([:-][0-9A-Fa-f]{2}){5}",
+    params.is_mac: r"[0-9A-Fa-f]{2}([:-][0-9A-Fa-f]{2}){5}",
     params.valid_nic_name: r"(?!\.\.?\Z)[A-Za-z0-9_.-]{1,15}",
 }
 

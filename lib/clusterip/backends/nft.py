@@ -47,6 +47,7 @@ from clusterip import address, inet, kernel
 from clusterip.backends import Backend, VipState, mac_filter_missing, memo_key
 from clusterip.errors import GenericError, NotInstalled
 from clusterip.kernel import nfnl
+from clusterip.params import is_mac
 from clusterip.testhooks import step
 
 # (protocol, field) as nft's JSON listing spells them; "ip" stands for the
@@ -718,6 +719,7 @@ class NftBackend(Backend):
         # Table names over nfnetlink: "list tables" would make nft read every set.
         found = sorted((family, name) for family in ("ip", "ip6")
                        for name in nfnl.table_names(family) if name.startswith("clusterip_"))
+        netdev = None  # read once, when a unicast cluster MAC asks for it
         reports = []
         for family, name in found:
             if not _listable(family, name):
@@ -727,8 +729,9 @@ class NftBackend(Backend):
             report = describe(listing, self._list_table("arp", name)
                               if family == "ip" else listing)
             if report["clustermac"] and address.is_unicast(report["clustermac"]):
+                netdev = nfnl.table_names("netdev") if netdev is None else netdev
                 report["unicast"] = {
-                    "ingress chain": name in nfnl.table_names("netdev"),
+                    "ingress chain": name in netdev,
                     "NIC filter entry": report["nic"] is not None
                     and address.cluster_mac_accepted(report["nic"], report["clustermac"])}
             reports.append(report)
@@ -757,7 +760,7 @@ class NftBackend(Backend):
             return None
         listing = self._list_table("netdev", name) or {}
         return {value for expr in _rules(listing, "ingress") for value in _matches(expr)
-                if _is_mac(value) and address.is_unicast(value)}
+                if is_mac(value) and address.is_unicast(value)}
 
 
 def _nic_mac(params, placement):
@@ -778,12 +781,6 @@ def _fingerprint(family_tables):
         return None
     return b"\0".join(b"".join(chain + len(expressions).to_bytes(4, "big") + expressions
                                for chain, expressions in rules) for rules in found)
-
-
-def _is_mac(text):
-    parts = text.split(":")
-    return len(parts) == 6 and all(len(p) == 2 and all(c in "0123456789abcdef" for c in p)
-                                   for p in parts)
 
 
 def _first_error_line(text):
