@@ -21,6 +21,24 @@ IPv6 documentation prefix)::
     sources 2001:db8::1:1 .. 2001:db8::1:K instead of 198.18.1.x (all /64,
     nodad: no Duplicate Address Detection delay).
 
+With ``routed=True`` the client sits behind a router instead (issue #16:
+clients of a VIP are usually not on its segment)::
+
+    <prefix>sw  bridge br0
+      |-- pn0, pn1, ... (the nodes, as above; routes to 198.19.0.0/16 and
+      |                  2001:db8:1::/64 via the router)
+      `-- prt ==== eth0 in <prefix>rt   198.18.0.1/16, 2001:db8::1/64
+                   eth1 in <prefix>rt   198.19.0.1/16, 2001:db8:1::1/64
+                     ==== eth0 in <prefix>cl   198.19.0.2/16 + 198.19.1.1 ..
+                                               (2001:db8:1::2 + 2001:db8:1::1:1 ..)
+
+The router forwards (only it) and, with ``rfc1812=True`` (the default),
+behaves as RFC 1812 3.3.2 asks of a router and as routers of the Cisco class
+do: it does not believe an ARP packet or a Neighbour Discovery message that
+claims a multicast link-layer address for a unicast IP address.  Linux as a
+router would believe it; :data:`ROUTER_RULESET` (a table ``rfc1812`` in the
+router's namespace) drops such packets and counts them.
+
 Safety: nothing is created in the root namespace.  Every veth pair is created
 *inside* the switch namespace with its peer placed straight into the target
 namespace, so no interface ever exists in the root namespace, not even for a
@@ -43,6 +61,33 @@ SUBNET_PREFIXLEN = 16
 CLIENT_ADDRESS = "198.18.0.2"
 SUBNET6_PREFIXLEN = 64
 CLIENT_ADDRESS6 = "2001:db8::2"
+# routed=True: the router's legs and the client's subnet beyond it.
+ROUTER_ADDRESS, ROUTER_ADDRESS6 = "198.18.0.1", "2001:db8::1"
+ROUTED_CLIENT_ADDRESS, ROUTED_CLIENT_ADDRESS6 = "198.19.0.2", "2001:db8:1::2"
+ROUTER_CLIENT_SIDE, ROUTER_CLIENT_SIDE6 = "198.19.0.1", "2001:db8:1::1"
+ROUTED_SUBNET, ROUTED_SUBNET6 = "198.19.0.0/16", "2001:db8:1::/64"
+# RFC 1812 3.3.2 in nft, for the router namespace.  ARP (Ethernet/IPv4): the
+# sender hardware address starts at byte 8 of the ARP header, its first octet's
+# low bit is the group bit.  Neighbour Solicitation/Advertisement: 24 bytes of
+# ICMPv6 header and target, then (as Linux sends them) the source (1) or
+# target (2) link-layer address option: type, length, MAC at byte 26.
+ROUTER_RULESET = """\
+table arp rfc1812 {
+    counter dropped { }
+    chain input {
+        type filter hook input priority 0; policy accept;
+        arp htype 1 arp hlen 6 @nh,64,8 & 0x01 == 0x01 counter name "dropped" drop
+    }
+}
+table ip6 rfc1812 {
+    counter dropped { }
+    chain input {
+        type filter hook input priority 0; policy accept;
+        icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert } @th,192,8 { 1, 2 } \
+@th,208,8 & 0x01 == 0x01 counter name "dropped" drop
+    }
+}
+"""
 # The clean environment Pacemaker's executor gives an agent (plus what we add).
 AGENT_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 OCF_ROOT = "/usr/lib/ocf"
@@ -60,14 +105,16 @@ def node_address6(index):
     return "2001:db8::%x" % (0x11 + index)
 
 
-def client_source(number, ipv6=False):
+def client_source(number, ipv6=False, routed=False):
     """Extra client source ``number`` (1-based): 198.18.1.1 .. 198.18.1.254, 198.18.2.1 ..
-    or, for IPv6, 2001:db8::1:1, 2001:db8::1:2 .."""
+    or, for IPv6, 2001:db8::1:1, 2001:db8::1:2 ..; behind the router
+    (``routed``) 198.19.1.1 .. and 2001:db8:1::1:1 .."""
     if number < 1:
         raise ValueError("client source numbers start at 1")
     if ipv6:
-        return "2001:db8::1:%x" % number
-    return "198.18.%d.%d" % (1 + (number - 1) // 254, 1 + (number - 1) % 254)
+        return "2001:db8:%s:1:%x" % ("1:" if routed else "", number)
+    return "198.%d.%d.%d" % (19 if routed else 18, 1 + (number - 1) // 254,
+                             1 + (number - 1) % 254)
 
 
 def _with_prefix(address):
@@ -151,14 +198,17 @@ class Lab:
     """
 
     def __init__(self, nodes=3, sources=200, prefix=None, tmp_root="/tmp", timeout_scale=1.0,
-                 ipv6=False):
+                 ipv6=False, routed=False, rfc1812=True):
         self.prefix = prefix or default_prefix(tmp_root)
         self.node_names = ["n%d" % i for i in range(nodes)]
         self.ipv6 = ipv6
-        self.sources = [client_source(k, ipv6) for k in range(1, sources + 1)]
+        self.routed = routed
+        self.rfc1812 = routed and rfc1812
+        self.sources = [client_source(k, ipv6, routed) for k in range(1, sources + 1)]
         self.timeout_scale = timeout_scale
         self.directory = os.path.join(tmp_root, self.prefix)
-        self._short = {"switch": self.prefix + "sw", "client": self.prefix + "cl"}
+        self._short = {"switch": self.prefix + "sw", "client": self.prefix + "cl",
+                       "router": self.prefix + "rt"}
         self._short.update({name: self.prefix + name for name in self.node_names})
         self._created = []  # namespaces to delete, in creation order
         self._processes = []  # (Popen, log path) of spawn()ed processes
@@ -197,8 +247,11 @@ class Lab:
                          + ([node_address6(index)] if self.ipv6 else []))
             os.makedirs(self.rsctmp(node), mode=0o755)
 
-        client = self._attach("client", "pcl", [CLIENT_ADDRESS]
-                              + ([CLIENT_ADDRESS6] if self.ipv6 else []))
+        if self.routed:
+            client = self._add_router_and_client()
+        else:
+            client = self._attach("client", "pcl", [CLIENT_ADDRESS]
+                                  + ([CLIENT_ADDRESS6] if self.ipv6 else []))
         if self.ipv6:
             self._wait_for_ipv6_links()
         if self.sources:
@@ -210,7 +263,7 @@ class Lab:
                                   capture_output=True, text=True, timeout=self._t(60)),
                    ["ip", "-n", client, "-batch", "-"])
 
-    def _add_namespace(self, short):
+    def _add_namespace(self, short, forwarding=False):
         name = self._short[short]
         _check(subprocess.run(["ip", "netns", "add", name], capture_output=True, text=True,
                               timeout=self._t(30)), ["ip", "netns", "add", name])
@@ -221,14 +274,16 @@ class Lab:
         # root namespace's IPv4 settings, and a node that lost the VIP must drop,
         # not route, its traffic.
         off = "0" if self.ipv6 else "1"
+        forward = "1" if forwarding else "0"
         self.run(name, "sysctl", "-q", "-w", "net.ipv6.conf.all.disable_ipv6=" + off,
-                 "net.ipv6.conf.default.disable_ipv6=" + off, "net.ipv4.ip_forward=0",
-                 "net.ipv6.conf.all.forwarding=0", check=False)
+                 "net.ipv6.conf.default.disable_ipv6=" + off, "net.ipv4.ip_forward=" + forward,
+                 "net.ipv6.conf.all.forwarding=" + forward, check=False)
         return name
 
-    def _attach(self, short, port, addresses):
-        """A namespace whose eth0 is plugged into the bridge as ``port``."""
-        name = self._add_namespace(short)
+    def _attach(self, short, port, addresses, namespace=None):
+        """A namespace (a new one unless ``namespace``) whose eth0 is plugged
+        into the bridge as ``port``."""
+        name = namespace or self._add_namespace(short)
         switch = self._short["switch"]
         # Created inside the switch namespace, peer placed directly into `name`.
         self._ip(switch, "link", "add", port, "type", "veth", "peer", "name", "eth0",
@@ -240,6 +295,45 @@ class Lab:
         self._ip(name, "link", "set", "eth0", "up")
         return name
 
+    def _add_router_and_client(self):
+        """The router on the segment, the client on its far leg (see the module's
+        docstring); returns the client's namespace."""
+        router = self._add_namespace("router", forwarding=True)
+        # No Duplicate Address Detection on the router's links: while its
+        # link-local address is tentative it forwards no IPv6 (seen: 1-2 s).
+        self.run(router, "sysctl", "-q", "-w", "net.ipv6.conf.default.accept_dad=0",
+                 "net.ipv6.conf.all.accept_dad=0", check=False)
+        self._attach("router", "prt", [ROUTER_ADDRESS] + ([ROUTER_ADDRESS6] if self.ipv6 else []),
+                     namespace=router)
+        client = self._add_namespace("client")
+        self._ip(router, "link", "add", "eth1", "type", "veth", "peer", "name", "eth0",
+                 "netns", client)
+        for ns, dev, addresses in (
+                (router, "eth1", [ROUTER_CLIENT_SIDE, ROUTER_CLIENT_SIDE6]),
+                (client, "eth0", [ROUTED_CLIENT_ADDRESS, ROUTED_CLIENT_ADDRESS6])):
+            for address in addresses[:2 if self.ipv6 else 1]:
+                self._ip(ns, "addr", "add", _with_prefix(address), "dev", dev,
+                         *(["nodad"] if ":" in address else []))
+            self._ip(ns, "link", "set", dev, "up")
+        self._ip(client, "route", "add", "default", "via", ROUTER_CLIENT_SIDE)
+        for node in self.node_names:
+            self._ip(self.ns(node), "route", "add", ROUTED_SUBNET, "via", ROUTER_ADDRESS)
+        if self.ipv6:
+            self._ip(client, "-6", "route", "add", "default", "via", ROUTER_CLIENT_SIDE6)
+            for node in self.node_names:
+                self._ip(self.ns(node), "-6", "route", "add", ROUTED_SUBNET6, "via",
+                         ROUTER_ADDRESS6)
+        if self.rfc1812:
+            self.run(router, "nft", "-f", "-", input=ROUTER_RULESET)
+        return client
+
+    def router_dropped(self):
+        """{family: packets} the router's RFC 1812 filter dropped so far."""
+        out = self.run("router", "nft", "-j", "list", "counters").stdout
+        return {item["counter"]["family"]: item["counter"]["packets"]
+                for item in json.loads(out)["nftables"] if "counter" in item
+                and item["counter"]["table"] == "rfc1812"}
+
     def _wait_for_ipv6_links(self):
         """Until every eth0 is up for IPv6: its link-local address exists.
 
@@ -250,12 +344,23 @@ class Lab:
         read earlier would miss them and find them joined later.
         """
         deadline = time.monotonic() + self._t(15)
-        for short in self.node_names + ["client"]:
-            while not json.loads(self._ip(self.ns(short), "-j", "-6", "addr", "show", "dev",
-                                          "eth0", "scope", "link").stdout or "[]"):
+        links = [(short, "eth0") for short in self.node_names + ["client"]]
+        if self.routed:
+            links += [("router", "eth0"), ("router", "eth1")]
+        for short, dev in links:
+            while not self._link_local(short, dev):
                 if time.monotonic() > deadline:
-                    raise LabError("%s: eth0 has no IPv6 link-local address" % short)
+                    raise LabError("%s: %s has no usable IPv6 link-local address" % (short, dev))
                 time.sleep(0.05)
+
+    def _link_local(self, short, dev):
+        """``dev``'s IPv6 link-local address exists (and, on the router, which
+        does no DAD, is not tentative)."""
+        out = self._ip(self.ns(short), "-j", "-6", "addr", "show", "dev", dev, "scope",
+                       "link").stdout
+        found = [info for link in json.loads(out or "[]") for info in link.get("addr_info", [])
+                 if info.get("local")]
+        return bool(found) and (short != "router" or not any(i.get("tentative") for i in found))
 
     def _ip(self, ns, *args):
         argv = ["ip", "-n", ns, *args]

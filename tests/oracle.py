@@ -56,9 +56,15 @@ def filter_family(vip):
     return "ip6" if is_ipv6(vip) else "ip"
 
 
-def nft_families(vip):
-    """The families of the VIP's nft tables: IPv6 keeps its rewrite in the ip6 table."""
-    return ["ip6"] if is_ipv6(vip) else ["arp", "ip"]
+def nft_families(vip, unicast=False):
+    """The families of the VIP's nft tables: IPv6 keeps its rewrite in the ip6
+    table; a shared unicast cluster MAC adds a netdev table (its ingress chain)."""
+    return sorted((["ip6"] if is_ipv6(vip) else ["arp", "ip"]) + (["netdev"] if unicast else []))
+
+
+def is_unicast_mac(mac):
+    """A unicast MAC (group bit clear), such as a shared unicast cluster MAC."""
+    return mac is not None and int(mac.split(":")[0], 16) & 1 == 0
 
 
 def default_cluster_mac(vip):
@@ -153,7 +159,7 @@ def nft_listing_failures(lab, ns):
         if table.startswith(TABLE_PREFIX):
             commands += [[*flags, "list", "table", family, table] for flags in ([], ["-j"])]
             elements = nft_set_elements(lab, ns, family, table, "owned") or []
-            if family != "arp":
+            if family in ("ip", "ip6"):  # the tables with the set "owned"
                 commands += [[*flags, "list", "set", family, table, "owned"]
                              for flags in ([], ["-j"])]
             commands += [["get", "element", family, table, "owned", "{ %d }" % element]
@@ -179,6 +185,36 @@ def multicast_macs(lab, ns, dev="eth0"):
         if len(fields) == 5 and fields[1] == dev:
             macs.add(":".join(fields[4][i:i + 2] for i in range(0, 12, 2)).lower())
     return macs
+
+
+def fdb_self_macs(lab, ns, dev="eth0"):
+    """The addresses in ``dev``'s own filter (``bridge -j fdb show dev DEV``,
+    the entries flagged "self"): its extra unicast MACs (where a shared
+    unicast cluster MAC goes, as ``bridge fdb add MAC dev DEV self`` puts it)
+    and its multicast ones; lower case."""
+    out = lab.run(ns, "bridge", "-j", "fdb", "show", "dev", dev).stdout
+    return {entry["mac"].lower() for entry in json.loads(out or "[]")
+            if "self" in entry.get("flags", [])}
+
+
+def unicast_filter_macs(lab, ns, dev="eth0"):
+    """The unicast MACs among :func:`fdb_self_macs`."""
+    return {mac for mac in fdb_self_macs(lab, ns, dev) if is_unicast_mac(mac)}
+
+
+def promiscuity(lab, ns, dev="eth0"):
+    """``dev``'s promiscuity count (``ip -d -j link show``): the kernel raises it
+    for a unicast filter entry where the driver has no filter of its own."""
+    return json.loads(lab.run(ns, "ip", "-d", "-j", "link", "show", "dev", dev).stdout)[0] \
+        .get("promiscuity", 0)
+
+
+def bridge_learned_macs(lab, ns="switch", bridge="br0"):
+    """The MACs the bridge (the switch) has learnt on its ports: its fdb
+    without the permanent entries of its own ports."""
+    out = lab.run(ns, "bridge", "-j", "fdb", "show", "br", bridge).stdout
+    return {entry["mac"].lower() for entry in json.loads(out or "[]")
+            if entry.get("state") != "permanent" and "self" not in entry.get("flags", [])}
 
 
 def neighbour_mac(lab, ns, address, dev="eth0"):
@@ -217,13 +253,15 @@ def _buckets(proc_text):
 
 # -- per VIP ---------------------------------------------------------------------------
 
-VipState = collections.namedtuple("VipState", "vip filters owned address joined")
+VipState = collections.namedtuple("VipState", "vip filters owned address joined unicast")
 VipState.__doc__ = """What a node holds of one VIP.
 
 filters: the families of the VIP's nft tables (e.g. ["arp", "ip"]), or the
 CLUSTERIP rules for it; owned: the buckets in the set "owned" / the bucket
 file (None: no set, no file); address: the flags of the VIP on eth0 (None:
-absent); joined: eth0 is in the cluster MAC's multicast group."""
+absent); joined: eth0 accepts the cluster MAC (its multicast group, or for
+a shared unicast MAC its unicast filter entry); unicast: the cluster MAC is
+a unicast one."""
 
 
 def owned(lab, ns, vip, backend):
@@ -264,9 +302,12 @@ def vip_states(lab, ns, vips, backend, clustermac=None):
     for ipv6 in {is_ipv6(vip) for vip in vips}:
         flags.update(addresses(lab, ns, ipv6=ipv6, flags=True))
     macs = multicast_macs(lab, ns)
+    if is_unicast_mac(clustermac):
+        macs = unicast_filter_macs(lab, ns)
     return {vip: VipState(vip, filters, buckets,
                           flags.get("%s/%d" % (vip, prefixlen(vip))),
-                          (clustermac or default_cluster_mac(vip)) in macs)
+                          (clustermac or default_cluster_mac(vip)) in macs,
+                          is_unicast_mac(clustermac))
             for vip, (filters, buckets) in backend_state(lab, ns, vips, backend).items()}
 
 
@@ -279,7 +320,7 @@ def problems(state, buckets, backend):
     """
     found = []
     if buckets:
-        wanted = nft_families(state.vip) if backend == "nft" else 1
+        wanted = nft_families(state.vip, state.unicast) if backend == "nft" else 1
         got = state.filters if backend == "nft" else len(state.filters)
         if got != wanted:
             found.append("filter %s, expected exactly %s" % (state.filters, wanted))
@@ -291,7 +332,8 @@ def problems(state, buckets, backend):
         elif UNUSABLE & set(state.address):
             found.append("address unusable: %s" % state.address)
         if not state.joined:
-            found.append("multicast group not joined")
+            found.append("unicast filter entry missing" if state.unicast
+                         else "multicast group not joined")
     else:
         if state.filters:
             found.append("filter left behind: %s" % state.filters)
@@ -300,17 +342,21 @@ def problems(state, buckets, backend):
         if state.address is not None:
             found.append("address left behind")
         if state.joined:
-            found.append("multicast group left joined")
+            found.append("unicast filter entry left behind" if state.unicast
+                         else "multicast group left joined")
     return found
 
 
-def leftovers(lab, ns, backend, vips=(), baseline_macs=None, clustermac=None):
+def leftovers(lab, ns, backend, vips=(), baseline_macs=None, clustermac=None,
+              baseline_promiscuity=None):
     """Anything of the agent on ``ns``, which should hold nothing of it: [sentences].
 
     Each of ``vips``: what :func:`problems` finds with no bucket; any VIP's:
     nft tables clusterip* (nft) or CLUSTERIP rules (clusterip), bucket files
-    (both); with ``baseline_macs`` (eth0's multicast MACs before the agent
-    ran): every MAC joined since, and every one left since.
+    (both), unicast filter entries of eth0; with ``baseline_macs`` (eth0's
+    multicast MACs before the agent ran): every MAC joined since, and every
+    one left since; with ``baseline_promiscuity``: eth0's promiscuity if it
+    differs.
     """
     found = ["%s: %s" % (vip, problem)
              for vip, state in vip_states(lab, ns, vips, backend, clustermac).items()
@@ -322,6 +368,9 @@ def leftovers(lab, ns, backend, vips=(), baseline_macs=None, clustermac=None):
         found += clusterip_rules(lab, ns)
     found += ["%s/%s" % (CLUSTERIP_PROC, name) for name in clusterip_proc_files(lab, ns)]
     found += ["route %s" % route for route in agent_routes(lab, ns)]
+    found += ["unicast filter entry %s" % mac for mac in sorted(unicast_filter_macs(lab, ns))]
+    if baseline_promiscuity is not None and promiscuity(lab, ns) != baseline_promiscuity:
+        found.append("promiscuity %d, %d before" % (promiscuity(lab, ns), baseline_promiscuity))
     if baseline_macs is not None:
         macs = multicast_macs(lab, ns)
         found += ["multicast MAC %s joined" % mac for mac in sorted(macs - baseline_macs)]

@@ -18,7 +18,10 @@ as Pacemaker moves it when n2 fails, and the same pairs are replayed: those
 n2 answered go to n1, all others to the same node as before.  Monitor/probe
 exit codes are checked on the way, and at the end nothing may be left behind.
 The same scenario runs over IPv6 (:data:`IPV6`, nft only): the client's
-sources, the nodes and the VIP in 2001:db8::/64.
+sources, the nodes and the VIP in 2001:db8::/64; and with a shared unicast
+cluster MAC (``clustermac``, nft only, issue #16), also with the client
+behind a router (``Lab(routed=True)``), where the switch must never learn
+that MAC.
 """
 
 import argparse
@@ -97,10 +100,13 @@ def assert_nft_lists(lab, what, node):
     check(not failed, "%s on %s: nft listings failed: %s", what, node, failed)
 
 
-def assert_clean(lab, node, backend, baseline_macs, family=IPV4):
+def assert_clean(lab, node, backend, baseline_macs, family=IPV4, clustermac=None,
+                 baseline_promiscuity=None):
     """Nothing of the VIP is left on ``node``: address, backend state, multicast MACs
-    other than before (``baseline_macs``)."""
-    leftovers = oracle.leftovers(lab, node, backend, [family.vip], baseline_macs)
+    other than before (``baseline_macs``), unicast filter entries, promiscuity
+    other than before."""
+    leftovers = oracle.leftovers(lab, node, backend, [family.vip], baseline_macs, clustermac,
+                                 baseline_promiscuity)
     check(not leftovers, "%s still has %s", node, leftovers)
 
 
@@ -144,17 +150,20 @@ def assert_own_connections_work(lab, vip, server, port, nodes=None):
 class Dataplane:
     """One run of the scenario in a lab with (at least) three nodes."""
 
-    def __init__(self, lab, backend, hashmode, log=print, family=IPV4):
+    def __init__(self, lab, backend, hashmode, log=print, family=IPV4, clustermac=None):
         self.lab = lab
         self.backend = backend
         self.family = family
-        self.params = agent_params(backend, hashmode, family.vip)
+        self.params = agent_params(backend, hashmode, family.vip,
+                                   **({"clustermac": clustermac} if clustermac else {}))
         self.hashmode = hashmode
         self.log = log
         self.baseline = {}  # node -> multicast MACs before the agent ran
-        self.cluster_mac = None
+        self.baseline_promiscuity = {}  # node -> eth0's promiscuity before the agent ran
+        self.unicast = oracle.is_unicast_mac(clustermac)
+        self.cluster_mac = clustermac
         self.report = {"backend": backend, "hashmode": hashmode, "rounds": [],
-                       "ipv6": family.ipv6}
+                       "ipv6": family.ipv6, "clustermac": clustermac, "routed": lab.routed}
 
     # -- agent calls with expected exit codes ---------------------------------
 
@@ -177,12 +186,19 @@ class Dataplane:
         """``node`` holds the VIP (usable), its filter exactly once, owns exactly
         ``buckets`` and has joined the cluster MAC (one MAC, the same on every node)."""
         vip = self.family.vip
-        state = oracle.vip_states(self.lab, node, [vip], self.backend)[vip]
+        state = oracle.vip_states(self.lab, node, [vip], self.backend,
+                                  self.cluster_mac if self.unicast else None)[vip]
         problems = oracle.problems(state, buckets, self.backend)
         check(not problems, "%s serving buckets %s: %s", node, sorted(buckets), problems)
         # IPv6: the kernel joins the VIP's solicited-node group with the address.
         joined = oracle.multicast_macs(self.lab, node) - self.baseline[node] \
             - {self.family.solicited_node_mac()}
+        if self.unicast:
+            filtered = oracle.unicast_filter_macs(self.lab, node)
+            check(not joined and filtered == {self.cluster_mac},
+                  "%s should accept just the unicast MAC %s: joined %s, unicast filter %s",
+                  node, self.cluster_mac, joined, filtered)
+            return
         check(len(joined) == 1 and is_multicast_mac(next(iter(joined))),
               "%s should have joined one multicast MAC, joined %s", node, joined)
         if self.cluster_mac is None:
@@ -191,12 +207,25 @@ class Dataplane:
               node, joined, self.cluster_mac)
 
     def assert_clean(self, node):
-        assert_clean(self.lab, node, self.backend, self.baseline[node], self.family)
+        assert_clean(self.lab, node, self.backend, self.baseline[node], self.family,
+                     self.cluster_mac if self.unicast else None,
+                     self.baseline_promiscuity.get(node))
 
     def assert_client_resolves_the_cluster_mac(self):
-        mac = oracle.neighbour_mac(self.lab, "client", self.family.vip)
-        check(mac == self.cluster_mac, "the client resolved %s to %s, not the cluster MAC %s",
-              self.family.vip, mac, self.cluster_mac)
+        """The client (in a routed lab: the router, the VIP's neighbour) resolved
+        the VIP to the cluster MAC."""
+        neighbour = "router" if self.lab.routed else "client"
+        mac = oracle.neighbour_mac(self.lab, neighbour, self.family.vip)
+        check(mac == self.cluster_mac, "the %s resolved %s to %s, not the cluster MAC %s",
+              neighbour, self.family.vip, mac, self.cluster_mac)
+
+    def assert_switch_never_learnt_the_cluster_mac(self):
+        """A shared unicast MAC works only while every switch floods it: no node
+        may send a frame from it, so the bridge must never have learnt it."""
+        if self.unicast:
+            learnt = oracle.bridge_learned_macs(self.lab)
+            check(self.cluster_mac not in learnt, "the switch learnt the cluster MAC %s "
+                  "(a node sent a frame from it)", self.cluster_mac)
 
     # -- traffic -------------------------------------------------------------------
 
@@ -252,6 +281,7 @@ class Dataplane:
         check(len(first_errors) <= MAX_RETRIED_FRACTION * len(pairs),
               "%s: %d connections needed a retry, e.g. %s",
               label, len(first_errors), dict(list(first_errors.items())[:5]))
+        self.assert_switch_never_learnt_the_cluster_mac()
 
         # Server side: the node that answered a pair is the only one that accepted it.
         for node in nodes:
@@ -272,10 +302,13 @@ class Dataplane:
 
     # -- the scenario -----------------------------------------------------------------
 
-    def run(self):
+    def start(self):
+        """Responders, probes, then one instance per node, each checked serving."""
         lab = self.lab
         n0, n1, n2 = lab.node_names[:NODES]
         self.baseline = {node: oracle.multicast_macs(lab, node) for node in (n0, n1, n2)}
+        self.baseline_promiscuity = {node: oracle.promiscuity(lab, node)
+                                     for node in (n0, n1, n2)}
         for node in (n0, n1, n2):
             lab.start_responder(node, PORT, bind=self.family.bind)
 
@@ -289,6 +322,11 @@ class Dataplane:
             self.expect_monitor(node, index, OCF_SUCCESS)
         # Instance 2 is not running on n0, although the VIP and its rules are there.
         self.expect_monitor(n0, 2, OCF_NOT_RUNNING)
+
+    def run(self):
+        lab = self.lab
+        n0, n1, n2 = lab.node_names[:NODES]
+        self.start()
 
         # Warm the client's neighbour entry for the VIP (the answer does not matter).
         lab.run("client", "ping", "-c", "1", "-W", "1", self.family.vip, check=False)
@@ -346,11 +384,12 @@ class Dataplane:
         return self.report
 
 
-def run_dataplane(backend, hashmode, log=print, family=IPV4, **lab_options):
+def run_dataplane(backend, hashmode, log=print, family=IPV4, clustermac=None, **lab_options):
     """Build a lab, run the scenario in it, tear the lab down; returns the report."""
     started = time.monotonic()
     with Lab(nodes=NODES, ipv6=family.ipv6, **lab_options) as lab:
-        report = Dataplane(lab, backend, hashmode, log=log, family=family).run()
+        report = Dataplane(lab, backend, hashmode, log=log, family=family,
+                           clustermac=clustermac).run()
     report["seconds"] = round(time.monotonic() - started, 2)
     return report
 
@@ -363,10 +402,16 @@ def main(argv=None):
     parser.add_argument("--prefix", help="namespace name prefix (default: per process)")
     parser.add_argument("--timeout-scale", type=float, default=1.0,
                         help="stretch every timeout (slow kernels such as user-mode Linux)")
+    parser.add_argument("--ipv6", action="store_true", help="the IPv6 variant (nft only)")
+    parser.add_argument("--routed", action="store_true",
+                        help="the client behind an RFC 1812 router")
+    parser.add_argument("--clustermac", help="e.g. a shared unicast MAC (nft only)")
     args = parser.parse_args(argv)
     try:
         report = run_dataplane(args.backend, args.hashmode, log=lambda line: print(
-            line, file=sys.stderr), prefix=args.prefix, timeout_scale=args.timeout_scale)
+            line, file=sys.stderr), family=IPV6 if args.ipv6 else IPV4,
+            clustermac=args.clustermac, prefix=args.prefix, timeout_scale=args.timeout_scale,
+            routed=args.routed)
     except CheckFailed as failure:
         print(json.dumps({"ok": False, "failure": str(failure)}))
         return 1

@@ -345,12 +345,14 @@ class Cluster:
     ``fencing``: a fence device (``fence_lab`` through :attr:`power`, a
     :class:`PowerController`) and ``stonith-enabled=true``.
     ``private_install``: each node's own writable copy of :data:`INSTALL_DIRS`.
+    ``routed``: the client behind an RFC 1812 router (see :class:`netlab.Lab`).
     """
 
     def __init__(self, nodes=3, token=None, sources=200, prefix=None, log=None,
                  up_timeout=120.0, lifetime=3600, dc_deadtime="5s", ipv6=False, roots=None,
-                 fencing=False, private_install=False):
-        self.lab = netlab.Lab(nodes=nodes, sources=sources, prefix=prefix, ipv6=ipv6)
+                 fencing=False, private_install=False, routed=False):
+        self.lab = netlab.Lab(nodes=nodes, sources=sources, prefix=prefix, ipv6=ipv6,
+                              routed=routed)
         self.token = token
         self.dc_deadtime = dc_deadtime
         self.nodes = list(self.lab.node_names)
@@ -752,7 +754,8 @@ class Cluster:
         the agent's markers and locks -- died with its mount namespace; what
         lives on in the network namespace is removed here: clusterip nft
         tables, addresses other than the node's own, joined multicast MACs,
-        the neighbour cache.
+        unicast filter entries (a shared unicast cluster MAC), the neighbour
+        cache.
         """
         lab = self.lab
         for family, table in oracle.nft_tables(lab, node):
@@ -770,6 +773,8 @@ class Cluster:
                 lab.run(node, "ip", "maddr", "del", mac, "dev", "eth0", check=False)
         else:
             raise ClusterError("%s keeps multicast MACs %s" % (node, extra))
+        for mac in oracle.unicast_filter_macs(lab, node):  # a shared unicast cluster MAC
+            lab.run(node, "bridge", "fdb", "del", mac, "dev", "eth0", "self")
         lab.run(node, "ip", "neigh", "flush", "dev", "eth0", check=False)
 
     def revive_node(self, node, timeout=None):
@@ -881,10 +886,11 @@ class Cluster:
                 found.setdefault(bucket, []).append(node)
         return found
 
-    def leftovers(self, node, vips=(VIP,)):
+    def leftovers(self, node, vips=(VIP,), clustermac=None):
         """Everything of the ``vips`` (and any other VIP's tables) left on ``node``,
         multicast MACs against those before any agent ran: :func:`oracle.leftovers`."""
-        return oracle.leftovers(self.lab, node, BACKEND, vips, self.baseline_macs[node])
+        return oracle.leftovers(self.lab, node, BACKEND, vips, self.baseline_macs[node],
+                                clustermac)
 
     # -- logs --------------------------------------------------------------------------
 

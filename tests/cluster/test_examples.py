@@ -13,6 +13,13 @@ of mixed backends.
   colons, which Pacemaker keeps verbatim; every node's own connections to a
   server on the VIPs' subnet leave from its own address and connect (both
   families, 40 each); stopping both clones leaves nothing.
+* ``behind-a-router.crm`` (a shared unicast cluster MAC, issue #16) on
+  three nodes whose client sits behind an RFC 1812 router: one bucket per
+  node, the router resolves the VIP to the shared MAC, every connection
+  through it answered by exactly one node; a node crash: its bucket moves to
+  a survivor and every connection is answered again; the switch never
+  learns the shared MAC; stopping the clone leaves nothing on the survivors
+  (no netdev table, no unicast filter entry).
 * Mixed backends: a node that announces another backend for the VIP (the
   transient node attribute ``clusterip-backend-<VIP>``, as a node running the
   CLUSTERIP backend publishes it) makes the other nodes refuse to start their
@@ -32,6 +39,7 @@ of mixed backends.
   reason for bad ones, and 0 for the configured clone.
 """
 
+import collections
 import os
 import re
 import shutil
@@ -176,6 +184,49 @@ def test_two_vips_example_and_mixed_backends_refused():
         c.answered_rounds += 1
         served = answered_once(c, VIPS["web-ip"])
         assert set(served) == {"n0", "n1"}, served
+
+
+def test_behind_a_router_example_fails_over():
+    example = os.path.join(EXAMPLES, "behind-a-router.crm")
+    with open(example) as handle:
+        clustermac = re.search(r"clustermac=([0-9a-f:]{17})", handle.read()).group(1)
+    with cluster.Cluster(nodes=3, routed=True) as c:
+        c.load_crm(example)
+        by_node = wait_until(lambda: spread(c, "web-ip", 3), 90, "web-ip placed")
+        assert sorted(by_node) == c.nodes, by_node
+        assert kernel_owned(c, VIPS["web-ip"]) == {n: sorted(b) for n, b in by_node.items()}
+        c.start_responders(PORT)
+        plane = scenarios.Dataplane(c.lab, "nft", HASHMODE, log=c.log, clustermac=clustermac)
+        pairs = plane.pairs()
+        c.lab.run("client", "ping", "-c", "1", "-W", "1", VIPS["web-ip"], check=False)
+        before = plane.traffic_round("through the router", pairs)
+        assert set(before.values()) == set(c.nodes), collections.Counter(before.values())
+        plane.assert_client_resolves_the_cluster_mac()  # the router's entry
+        for node in c.nodes:
+            assert oracle.unicast_filter_macs(c.lab, node) == {clustermac}, node
+
+        victim = "n2"
+        killed = c.kill_node(victim)
+        lost = by_node[victim]
+        moved = wait_until(lambda: (lambda b: b if all(b.get(bucket) and victim not in
+                                                       b[bucket] for bucket in lost) else None)(
+            c.kernel_buckets()), 90, "%s's bucket served by a survivor" % victim)
+        seconds = time.monotonic() - killed
+        c.log("behind the router: bucket %s of %s served by %s %.1f s after the crash" % (
+            lost, victim, [moved[b] for b in lost], seconds))
+        survivors = [node for node in c.nodes if node != victim]
+        after = plane.traffic_round("after %s crashed" % victim, pairs)
+        assert set(after.values()) == set(survivors), collections.Counter(after.values())
+        kept = [pair for pair, node in before.items() if node != victim and after[pair] != node]
+        assert not kept, "%d pairs of the survivors moved: %s" % (len(kept), kept[:5])
+        plane.assert_client_resolves_the_cluster_mac()
+
+        c.crm("n0", "resource", "stop", "web-ip-clone")
+        wait_until(lambda: not any(c.status().buckets("web-ip").values()), 60, "web-ip stopped")
+        c.wait_settled(60)
+        leftovers = {node: c.leftovers(node, [VIPS["web-ip"]], clustermac)
+                     for node in survivors}
+        assert not any(leftovers.values()), "left behind: %s" % leftovers
 
 
 def test_ipv6_dual_stack_example():
