@@ -581,6 +581,8 @@ class ClonedInstance(Instance):
     def validate(self):
         placement = address.resolve(self.params)
         address.check_cluster_mac(self.params, placement)
+        if self.params.drain_timeout:
+            self._advise_stop_timeout()
         if posix.geteuid() == 0:
             self.backend().check_libraries()  # kernel, libraries and bucket limit (5 / 6)
         else:
@@ -588,6 +590,23 @@ class ClonedInstance(Instance):
             # but what the backend supports is known.
             backends.check_supported(self.backend(checked=False), self.params)
         return self._validated(placement)
+
+
+    def _advise_stop_timeout(self):
+        """A warning when the drain needs a stop timeout above Pacemaker's
+        default.  Only a warning: Pacemaker hands validate-all its own timeout
+        (crm_resource --validate: --timeout or the default, 20 s), never the
+        stop's, so it cannot tell whether the stop operation has one long
+        enough; the stop cuts the drain to fit its own (see _drain)."""
+        from clusterip import drain
+
+        needed = drain.needed_stop_timeout(self.params.drain_timeout)
+        if needed > DEFAULT_TIMEOUT:
+            self.log.warning("drain_timeout=%g needs a stop operation timeout of at least %d s, "
+                             "above Pacemaker's default of %g s (op stop timeout=%ds); a "
+                             "shorter one cuts the drain to end %g s before it"
+                             % (self.params.drain_timeout, needed, DEFAULT_TIMEOUT, needed,
+                                drain.RESERVE))
 
 
 def _action_timeout(env):

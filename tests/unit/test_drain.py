@@ -240,3 +240,14 @@ def test_a_backend_without_graceful_handover_stops_without_draining(node, monkey
     seen = counting(monkeypatch, node, [5])
     assert act(node, "stop", 0, **DRAINING) == 0
     assert seen == [] and node.backend.tables == {} and node.addresses == {}
+
+
+@pytest.mark.parametrize("drain_timeout, warned", [("15", False), ("15.5", True), ("60", True)])
+def test_validate_all_advises_a_stop_timeout_it_cannot_see(node, capsys, drain_timeout,
+                                                           warned):
+    assert act(node, "validate-all", 0, graceful_handover="true",
+               drain_timeout=drain_timeout) == 0
+    err = capsys.readouterr().err
+    assert ("needs a stop operation timeout of at least" in err) is warned, err
+    if drain_timeout == "60":
+        assert "at least 65 s, above Pacemaker's default of 20 s (op stop timeout=65s)" in err
