@@ -15,6 +15,8 @@ test watches n2 and the connections:
   drain_timeout, and n2 is clean;
 * they stay open: the stop returns after drain_timeout, and then n2's
   connections break, as without draining;
+* the stop's own timeout is shorter than drain_timeout + 5 s: the drain
+  ends 5 s before it, with a warning;
 * drain_timeout=0: the stop returns at once and breaks them (the figure).
 
 After each stop n2's instance starts on n0, as Pacemaker's recovery does,
@@ -44,8 +46,9 @@ def params(drain_timeout):
 class Story:
     """A lab with the clone started one bucket per node and the connections held."""
 
-    def __init__(self, lab, drain_timeout):
+    def __init__(self, lab, drain_timeout, stop_timeout_ms=20000):
         self.lab, self.params = lab, params(drain_timeout)
+        self.stop_timeout_ms = stop_timeout_ms
         self.baseline = oracle.multicast_macs(lab, "n2")
         for node in lab.node_names:
             lab.start_responder(node, PORT)
@@ -60,8 +63,10 @@ class Story:
         self.sources_of_n2 = [split_pair(k)[0] for k in sorted(self.on_n2)]
 
     def agent(self, node, action, instance):
+        timeout_ms = self.stop_timeout_ms if action == "stop" else 20000
         rc, out, err = self.lab.agent(node, action, self.params,
-                                      scenarios.clone_meta(instance), "vip:%d" % instance)
+                                      scenarios.clone_meta(instance, timeout_ms=timeout_ms),
+                                      "vip:%d" % instance)
         assert rc == scenarios.OCF_SUCCESS, "%s of instance %d on %s: exit %d\n%s%s" % (
             action, instance, node, rc, out, err)
         return err
@@ -144,6 +149,22 @@ def test_the_drain_ends_at_drain_timeout_and_then_breaks_what_is_left():
                "log": drained_line(result["log"])})
         assert set(broken) == story.on_n2, broken
         story.held.close()
+
+
+def test_the_stops_own_timeout_cuts_the_drain_short():
+    # drain_timeout=10 in a stop of 8 s: the drain ends 5 s before the timeout.
+    with Lab(nodes=3, sources=SOURCES, timeout_scale=scenarios.TIMEOUT_SCALE) as lab:
+        story = Story(lab, DRAIN_TIMEOUT, stop_timeout_ms=8000)
+        began = time.monotonic()
+        log = story.agent("n2", "stop", 2)
+        seconds = time.monotonic() - began
+        print({"stop_timeout": 8, "drain_timeout": DRAIN_TIMEOUT,
+               "stop_seconds": round(seconds, 2), "log": drained_line(log)})
+        assert 2.5 < seconds < 4, seconds
+        assert "drain_timeout=10 cut to" in log and "at least 15 s" in log, log
+        assert "left (the stop's timeout is near)" in log, log
+        story.held.close()
+        scenarios.assert_clean(lab, "n2", "nft", story.baseline)
 
 
 def test_without_draining_the_stop_breaks_them_at_once():
