@@ -591,7 +591,6 @@ class ClonedInstance(Instance):
             backends.check_supported(self.backend(checked=False), self.params)
         return self._validated(placement)
 
-
     def _advise_stop_timeout(self):
         """A warning when the drain needs a stop timeout above Pacemaker's
         default.  Only a warning: Pacemaker hands validate-all its own timeout
