@@ -64,9 +64,11 @@ class Instance:
         self.guard_path = state_file(self.rsctmp, vip, "guard")
         self.repairs_path = state_file(self.rsctmp, vip, "repairs")
         self.announced_at = None  # time.monotonic() of this start's own announcement
+        # When this action began and how long Pacemaker gives it (s).
+        self.began, self.timeout = time.monotonic(), _action_timeout(env)
         # Every lock of this action (the per-VIP one, the backend's) is given up
         # by then, leaving part of Pacemaker's timeout for the work after the wait.
-        self.lock_deadline = time.monotonic() + max(1.0, _action_timeout(env) * 0.75)
+        self.lock_deadline = self.began + max(1.0, self.timeout * 0.75)
         # Set by Pacemaker only: outside a cluster there are no peers to compare with.
         self.node_name = env.get("OCF_RESKEY_CRM_meta_on_node") or None
 
@@ -444,30 +446,38 @@ class ClonedInstance(Instance):
         return published
 
     def stop(self):
-        p = self.params
+        """The bucket released; the last instance on this node also removes
+        every shared piece, after a drain with drain_timeout (see _drain)."""
         with self.lock():
             step("stop:locked")
             placement = self._resolve()
-            try:
-                backend = self.backend()
-                backend.check_libraries()
-            except NotInstalled:
-                # Nothing of this backend can exist here; the address may (a stop
-                # after an upgrade removed the backend's libraries).
-                backend = None
-                self._stop_announcing()
-                address.remove_address(p.vip)
-            except NotConfigured:
-                # Parameters the backend cannot serve (clone-max above its limit,
-                # graceful_handover on clusterip; checked after its availability):
-                # 6 for start and monitor, but a failed stop gets the node fenced,
-                # and what an earlier configuration left must go.
-                backend = self.backend(checked=False)
-            if backend is not None:
-                self._stop_bucket(backend, placement)
+            backend = self._stop_backend()
+            draining = backend is not None and self._stop_bucket(backend, placement)
             self.unmark()
+        if draining:
+            self._drain(backend)
         self.log.info("stopped %s" % self.name())
         return ocf.SUCCESS
+
+    def _stop_backend(self):
+        """The backend the stop works with; None when nothing of it can exist
+        here (then the address, if any, is removed already)."""
+        try:
+            backend = self.backend()
+            backend.check_libraries()
+        except NotInstalled:
+            # Nothing of this backend can exist here; the address may (a stop
+            # after an upgrade removed the backend's libraries).
+            self._stop_announcing()
+            address.remove_address(self.params.vip)
+            return None
+        except NotConfigured:
+            # Parameters the backend cannot serve (clone-max above its limit,
+            # graceful_handover on clusterip; checked after its availability):
+            # 6 for start and monitor, but a failed stop gets the node fenced,
+            # and what an earlier configuration left must go.
+            return self.backend(checked=False)
+        return backend
 
     def _stop_guarding(self):
         """The guard exits at its next wake-up (no kill: see background)."""
@@ -477,30 +487,102 @@ class ClonedInstance(Instance):
         background.forget(self.repairs_path)
 
     def _stop_bucket(self, backend, placement):
+        """Release the bucket; for the node's last instance remove every shared
+        piece too, or, when it drains (_drains), keep them and return True."""
         p = self.params
         state = backend.state(p, placement) if placement else None
         owned = state.owned if state else frozenset()
         if p.bucket in owned:
             backend.remove_bucket(p, p.bucket)
             step("stop:bucket-removed")
-        if not owned - {p.bucket}:
-            # The last instance on this node: remove every shared piece, the
-            # address first so that the node never holds it unfiltered.  The
-            # guard is told first: the deletions below are the agent's own.
+        if owned - {p.bucket}:
+            return False
+        if self._drains(backend, placement, state):
+            # No bucket is owned here now, so no new connection is accepted; the
+            # guard is told already: it repairs instances marked started here,
+            # and none is left.
             self._stop_guarding()
-            self._stop_announcing()
-            address.remove_address(p.vip)
-            step("stop:address-removed")
-            backend.destroy(p, placement)
-            step("stop:destroyed")
-            if self.node_name:
-                from clusterip import peers
+            step("stop:draining")
+            return True
+        self._remove_shared(backend, placement)
+        return False
 
-                peers.withdraw(p.vip, self.node_name, self.log)
+    def _drains(self, backend, placement, state):
+        """Whether this last instance's stop drains: drain_timeout is set, the
+        backend keeps established connections (graceful_handover, which
+        drain_timeout needs), and the VIP's filter is there to keep them."""
+        return bool(self.params.drain_timeout and backend.graceful_handover
+                    and placement is not None and state is not None)
+
+    def _remove_shared(self, backend, placement):
+        """The last instance on this node: remove every shared piece, the
+        address first so that the node never holds it unfiltered.  The guard
+        is told first: the deletions below are the agent's own."""
+        p = self.params
+        self._stop_guarding()
+        self._stop_announcing()
+        address.remove_address(p.vip)
+        step("stop:address-removed")
+        backend.destroy(p, placement)
+        step("stop:destroyed")
+        if self.node_name:
+            from clusterip import peers
+
+            peers.withdraw(p.vip, self.node_name, self.log)
+
+    def _drain(self, backend):
+        """After the last bucket's release, outside the lock (the node's other
+        actions on the VIP need not wait for it): until no TCP connection to the
+        VIP is left here or drain_timeout passes, cut to fit the stop's own
+        timeout (clusterip.drain); then, under the lock again, remove every
+        shared piece, unless an instance of the VIP started here meanwhile."""
+        from clusterip import drain
+        from clusterip.kernel import sockdiag
+
+        p = self.params
+        seconds = drain.budget(p.drain_timeout, self.timeout, time.monotonic() - self.began)
+        if seconds < p.drain_timeout:
+            self.log.warning(
+                "drain_timeout=%g cut to %.1f s: this stop's timeout is %g s, and %g s of it "
+                "are kept for the teardown; give the stop operation a timeout of at least "
+                "%d s" % (p.drain_timeout, seconds, self.timeout, drain.RESERVE,
+                          drain.needed_stop_timeout(p.drain_timeout)))
+        unreadable = []
+
+        def count():
+            try:
+                return sockdiag.serving_count(p.packed)
+            except OSError as error:
+                if not unreadable:
+                    self.log.warning("cannot count the connections to %s (sock_diag: %s): "
+                                     "draining for %.1f s" % (p.vip, error.strerror, seconds))
+                unreadable.append(error)
+                return None
+
+        first, left, took = drain.wait(count, seconds)
+        step("stop:drained")
+        self.log.info("drained %s in %.1f s: %s connection(s) at the start, %s left%s" % (
+            p.vip, took, "?" if first is None else first, "?" if left is None else left,
+            "" if left == 0 else " (drain_timeout passed)" if seconds == p.drain_timeout
+            else " (the stop's timeout is near)"))
+        # The lock may wait into the reserve's first half; the teardown has the rest.
+        self.lock_deadline = max(self.lock_deadline,
+                                 self.began + self.timeout - drain.RESERVE / 2)
+        with self.lock():
+            step("stop:relocked")
+            placement = self._resolve()
+            state = backend.state(p, placement) if placement else None
+            if state is not None and state.owned:
+                self.log.info("an instance of %s started here during the drain: its address "
+                              "and filter stay" % p.vip)
+                return
+            self._remove_shared(backend, placement)
 
     def validate(self):
         placement = address.resolve(self.params)
         address.check_cluster_mac(self.params, placement)
+        if self.params.drain_timeout:
+            self._advise_stop_timeout()
         if posix.geteuid() == 0:
             self.backend().check_libraries()  # kernel, libraries and bucket limit (5 / 6)
         else:
@@ -508,6 +590,22 @@ class ClonedInstance(Instance):
             # but what the backend supports is known.
             backends.check_supported(self.backend(checked=False), self.params)
         return self._validated(placement)
+
+    def _advise_stop_timeout(self):
+        """A warning when the drain needs a stop timeout above Pacemaker's
+        default.  Only a warning: Pacemaker hands validate-all its own timeout
+        (crm_resource --validate: --timeout or the default, 20 s), never the
+        stop's, so it cannot tell whether the stop operation has one long
+        enough; the stop cuts the drain to fit its own (see _drain)."""
+        from clusterip import drain
+
+        needed = drain.needed_stop_timeout(self.params.drain_timeout)
+        if needed > DEFAULT_TIMEOUT:
+            self.log.warning("drain_timeout=%g needs a stop operation timeout of at least %d s, "
+                             "above Pacemaker's default of %g s (op stop timeout=%ds); a "
+                             "shorter one cuts the drain to end %g s before it"
+                             % (self.params.drain_timeout, needed, DEFAULT_TIMEOUT, needed,
+                                drain.RESERVE))
 
 
 def _action_timeout(env):

@@ -110,6 +110,23 @@ once. nft backend only: with the clusterip backend the agent refuses it
 (exit 6), as the CLUSTERIP target drops every packet of a bucket the node
 does not own, established or not; use backend=nft on every node instead.""",
               "boolean", "false", False, False),
+    Parameter("drain_timeout", "Seconds a node's last stop serves on (draining)", """\
+Cloned VIPs with graceful_handover=true (nft backend): 0 (off) or up to 3600
+seconds, decimals allowed (e.g. 2.5). The stop of a node's last instance of
+the VIP (standby, shutdown, a move of its last bucket) first releases the
+node's buckets, so that it accepts no new connection, keeps the address and
+the packet filter, and waits until the node has no TCP connection to the
+VIP left (established, or closing with data or a FIN of ours unacked) or
+drain_timeout passes; then it removes everything, as without draining.
+Connections still open then break. The drain never lets the stop outlast
+its own timeout: it ends 5 s before it (a warning names the stop timeout
+needed); so give the stop operation a timeout of at least drain_timeout + 5
+s. While a node drains, no node serves the bucket of its last instance:
+Pacemaker starts it elsewhere once the stop returns, so new connections of
+that bucket wait (their SYNs are retransmitted) up to drain_timeout. A crash
+drains nothing (no stop runs). Refused (exit 6) without graceful_handover,
+on a plain address and with the clusterip backend.""",
+              "string", "0", False, False),
     Parameter("iflabel", "IPv4 address label", """\
 A label for the IPv4 address, appended to the interface name and a colon as
 ip addr and ifconfig show it (e.g. iflabel=1 gives eth0:1, as in IPaddr2).

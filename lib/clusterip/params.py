@@ -65,6 +65,7 @@ _PARAMS_FIELDS = (
     "graceful_handover",  # bool: a moved bucket's TCP connections stay on the old owner
     "firewall_guard",  # bool: a guard puts the VIP's nft tables back after a reload (guard)
     "owner_lease",  # seconds an owned bucket lives without a monitor renewing it; 0: forever
+    "drain_timeout",  # float s the stop of a node's last instance serves on (drain); 0: none
     # As IPaddr2's parameters of the same names:
     "iflabel",  # str appended to "<nic>:" as the IPv4 address label, or None (":cip")
     "broadcast",  # "+", "-" or an IPv4 address in text (IPv4 only)
@@ -231,6 +232,38 @@ def parse_owner_lease(text, cloned):
     return seconds
 
 
+MAX_DRAIN_TIMEOUT = 3600
+
+
+def _is_decimal(text):
+    """Digits, optionally a point and up to three more (milliseconds): 10, 2.5."""
+    whole, point, fraction = text.partition(".")
+    return _is_uint(whole) and (not point or 1 <= len(fraction) <= 3
+                                and _made_of(fraction, _DIGITS))
+
+
+def parse_drain_timeout(text, cloned, graceful_handover):
+    """Seconds (a float) the stop of a node's last instance of the VIP keeps
+    serving its established connections; 0: no draining."""
+    if text is None:
+        return 0.0
+    if not _is_decimal(text):
+        raise NotConfigured("drain_timeout=%r is not a number of seconds like 10 or 2.5"
+                            % text)
+    seconds = float(text)
+    if seconds > MAX_DRAIN_TIMEOUT:
+        raise NotConfigured("drain_timeout=%s is out of range 0..%d seconds"
+                            % (text, MAX_DRAIN_TIMEOUT))
+    if seconds and not cloned:
+        raise NotConfigured("drain_timeout=%s applies to a clone only: a plain address "
+                            "has no buckets to release before it goes" % text)
+    if seconds and not graceful_handover:
+        raise NotConfigured("drain_timeout=%s needs graceful_handover=true: without it the "
+                            "node drops the established connections of its released "
+                            "buckets at once, so there is nothing to drain" % text)
+    return seconds
+
+
 def monitor_interval(env):
     """The interval, in ms, of the monitor that runs with ``env``
     (OCF_RESKEY_CRM_meta_interval); 0 for a probe, a call by hand, or a value
@@ -353,13 +386,16 @@ def parse(env):
         raise NotConfigured("noprefixroute=true cannot be set on a clone: the agent chooses "
                             "the cloned address's prefix route itself, so that the node "
                             "never uses it as the source of its own connections")
+    graceful_handover = _parse_bool(_value(env, "graceful_handover"), "graceful_handover")
     return Params(
         ip=ip, cidr_netmask=cidr, nic=nic, clustermac=mac, hashmode=hashmode,
         hash_init=seed,
         backend=backend, bucket=bucket, total_buckets=total, cloned=cloned,
-        graceful_handover=_parse_bool(_value(env, "graceful_handover"), "graceful_handover"),
+        graceful_handover=graceful_handover,
         firewall_guard=_parse_bool(_value(env, "firewall_guard"), "firewall_guard", True),
         owner_lease=parse_owner_lease(_value(env, "owner_lease"), cloned),
+        drain_timeout=parse_drain_timeout(_value(env, "drain_timeout"), cloned,
+                                          graceful_handover),
         iflabel=iflabel, broadcast=broadcast,
         preferred_lft=parse_preferred_lft(_value(env, "preferred_lft"), ipv6, cloned),
         noprefixroute=noprefixroute,

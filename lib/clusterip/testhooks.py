@@ -15,8 +15,9 @@ import time
 STEPS = (
     "start:locked", "start:marked", "clusterip:rules-deleted", "clusterip:rule-inserted",
     "nft:tables-created", "start:filter", "start:address",
-    "stop:locked", "stop:bucket-removed", "stop:address-removed", "nft:tables-deleted",
-    "stop:destroyed",
+    "stop:locked", "stop:bucket-removed",
+    "stop:draining", "stop:drained", "stop:relocked",  # drain_timeout only
+    "stop:address-removed", "nft:tables-deleted", "stop:destroyed",
 )
 
 

@@ -53,6 +53,7 @@ def test_graceful_handover_is_a_boolean(text, value):
 
 
 CLONE = {"CRM_meta_clone": "0", "CRM_meta_clone_max": "3", "CRM_meta_globally_unique": "true"}
+GRACEFUL = {"graceful_handover": "true"}
 
 
 def test_derived_defaults_are_the_same_on_every_node_and_differ_per_vip():
@@ -141,6 +142,17 @@ def test_clone_instance_i_owns_bucket_i_plus_1(meta, expected):
     ({"owner_lease": "86401", **CLONE}, "0 (off) or 10..86400"),
     ({"owner_lease": "30"}, "applies to a clone only"),
     ({"owner_lease": "0"}, None),
+    ({"drain_timeout": "ten", **CLONE, **GRACEFUL}, "not a number of seconds"),
+    ({"drain_timeout": "-1", **CLONE, **GRACEFUL}, "not a number of seconds"),
+    ({"drain_timeout": "1e3", **CLONE, **GRACEFUL}, "not a number of seconds"),
+    ({"drain_timeout": "2.", **CLONE, **GRACEFUL}, "not a number of seconds"),
+    ({"drain_timeout": "2.0001", **CLONE, **GRACEFUL}, "not a number of seconds"),
+    ({"drain_timeout": "inf", **CLONE, **GRACEFUL}, "not a number of seconds"),
+    ({"drain_timeout": "3600.5", **CLONE, **GRACEFUL}, "out of range 0..3600"),
+    ({"drain_timeout": "10", **GRACEFUL}, "applies to a clone only"),
+    ({"drain_timeout": "10", **CLONE}, "needs graceful_handover=true"),
+    ({"drain_timeout": "0"}, None),
+    ({"drain_timeout": "0.0", **CLONE}, None),
 ])
 def test_invalid_values_are_refused_with_a_reason(overrides, needle):
     if needle is None:  # the default written out: accepted
@@ -217,6 +229,21 @@ def test_syntax_checks_accept_what_the_reference_pattern_accepts(check, data):
     text = data.draw(st.one_of(st.from_regex(pattern, fullmatch=True),
                                st.text(alphabet="0123456789abcdefxX:-._ ²٣\n", max_size=18)))
     assert check(text) == bool(pattern.fullmatch(text)), text
+
+
+def test_drain_timeout_is_off_by_default_and_takes_decimals():
+    assert parse(**CLONE).drain_timeout == 0
+    assert parse(drain_timeout="10", **CLONE, **GRACEFUL).drain_timeout == 10.0
+    assert parse(drain_timeout="2.5", **CLONE, **GRACEFUL).drain_timeout == 2.5
+    assert parse(drain_timeout="3600", **CLONE, **GRACEFUL).drain_timeout == 3600.0
+
+
+def test_drain_timeout_is_no_part_of_the_monitors_memo_key():
+    # It changes what a stop does, not the rules a monitor checked.
+    from clusterip.backends import memo_key
+
+    assert memo_key(parse(**CLONE, **GRACEFUL), None) == \
+        memo_key(parse(drain_timeout="10", **CLONE, **GRACEFUL), None)
 
 
 def test_owner_lease_is_off_by_default_and_whole_seconds():

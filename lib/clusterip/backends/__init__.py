@@ -199,7 +199,8 @@ def mac_filter_missing(params, placement):
 def memo_key(params, placement, *more):
     """The memo key of a verdict on these parameters and this placement, and
     whatever else the backend names."""
-    return repr((params._replace(bucket=0), placement) + more).encode()
+    # Nor drain_timeout: it changes what a stop does, not the rules.
+    return repr((params._replace(bucket=0, drain_timeout=0.0), placement) + more).encode()
 
 
 def inventory():
@@ -267,7 +268,7 @@ def check_supported(backend: Backend, params: Params) -> Backend:
 
     Needs no root, so validate-all checks it for any user.  ``auto`` does not
     fall back to nft for what the kernel's choice cannot do (IPv6,
-    graceful_handover, a unicast cluster MAC): it refuses, so that the backend
+    graceful_handover and draining, a unicast cluster MAC): it refuses, so that the backend
     of every VIP on a node follows from the kernel alone and an administrator's explicit
     ``backend=nft`` is the one way to mix them.
     """
@@ -284,6 +285,10 @@ def check_supported(backend: Backend, params: Params) -> Backend:
     if params.owner_lease and not backend.owner_lease:
         raise NotConfigured("owner_lease=%d needs backend=nft: the %s backend's buckets "
                             "cannot expire" % (params.owner_lease, backend.name))
+    if params.drain_timeout and not backend.graceful_handover:
+        raise NotConfigured("drain_timeout=%g needs backend=nft: the %s backend has no "
+                            "graceful_handover, which draining keeps the established "
+                            "connections served with" % (params.drain_timeout, backend.name))
     if params.graceful_handover and not backend.graceful_handover:
         raise NotConfigured("graceful_handover=true needs backend=nft: the %s backend "
                             "drops every packet of a bucket this node does not own, "

@@ -14,6 +14,7 @@ answers (tests/unit/test_kernel_*.py).
 * :mod:`.nfnl`     nf_tables tables, rules, set user data and elements (read only)
 * :mod:`.iptables` one legacy iptables chain's bytes (getsockopt)
 * :mod:`.link`     multicast MAC membership (ioctl) and raw frames (AF_PACKET)
+* :mod:`.sockdiag` the TCP connections on a local address (sock_diag), for draining
 
 ``_socket`` (the C module), never ``socket``: socket.py imports enum and
 selectors, ~2.5 ms per action.
