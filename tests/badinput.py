@@ -340,6 +340,10 @@ def validity(limit, ipv6=False):
         "arp_count": lambda t: _uint(t, 100),
         "arp_interval": lambda t: _uint(t, 60000) and int(t) >= 1,
         "owner_lease": lambda t: t == "0" or (_uint(t, 86400) and int(t) >= 10),
+        # Seconds with up to 3 decimals; anything but 0 needs graceful_handover=true,
+        # which VALID_PARAMS does not set.
+        "drain_timeout": lambda t: bool(re.match(r"\A[0-9]+(\.[0-9]{1,3})?\Z", t))
+        and float(t) == 0,
         "clone": lambda t: _uint(t, 2),
         "clone_max": lambda t: _uint(t, limit) and int(t) >= 1,
         "globally_unique": lambda t: t.lower() in ("true", "yes", "on", "1", "y"),
@@ -368,6 +372,8 @@ def cases(limit, ipv6=False):
         ("param", "arp_count", bounded_values(0, 100, "5")),
         ("param", "arp_interval", bounded_values(1, 60000, "200")),
         ("param", "owner_lease", bounded_values(10, 86400, "30")),
+        ("param", "drain_timeout", st.one_of(bounded_values(0, 3600, "10"),
+                                             st.sampled_from(["10", "2.5", "0.001", "3600"]))),
         ("meta", "clone", clone_values()), ("meta", "clone_max", clone_max_values(limit)),
         ("meta", "globally_unique", globally_unique_values()),
     ]

@@ -12,9 +12,15 @@ none is left (counted over sock_diag, :mod:`clusterip.kernel.sockdiag`) or
 Pacemaker kills a stop that outlasts its timeout and fences the node, so
 the drain ends RESERVE seconds before the stop's timeout whatever
 drain_timeout says (:func:`budget`): the lock and the teardown need them.
-Imported by the stop only.
+Imported by the stop and validate-all only.
+
+validate-all cannot learn the stop's timeout from Pacemaker (it hands
+validate-all its own), so it reads the resource's configuration, as
+``cibadmin --query`` prints it (:func:`stop_timeout_in_cib`).
 """
 
+import re
+import subprocess
 import time
 
 INTERVAL = 0.1  # s between two counts: sock_diag answers in well under a millisecond
@@ -52,3 +58,80 @@ def wait(count, seconds, clock=None, sleep=None, interval=INTERVAL):
         sleep(min(interval, left))
         last = count()
     return first, last, clock() - began
+
+
+CIBADMIN = "/usr/sbin/cibadmin"
+PACEMAKER_DEFAULT_TIMEOUT = 20.0  # s: an operation with no timeout of its own or by default
+# Pacemaker's durations: a number with an optional unit (none: seconds), or
+# ISO 8601 (PT1M30S).
+_DURATION = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*(ms|msec|us|usec|s|sec|m|min|h|hr)?\s*$")
+_ISO8601 = re.compile(r"^PT(?:([0-9]+)H)?(?:([0-9]+)M)?(?:([0-9]+(?:\.[0-9]+)?)S)?$")
+_UNIT_SECONDS = {None: 1, "s": 1, "sec": 1, "ms": 1e-3, "msec": 1e-3, "us": 1e-6,
+                 "usec": 1e-6, "m": 60, "min": 60, "h": 3600, "hr": 3600}
+
+
+def parse_duration(text):
+    """Seconds of a Pacemaker duration ("30s", "30", "1min", "500ms", "PT1M"), or
+    None for anything else."""
+    text = (text or "").strip()
+    match = _DURATION.match(text.lower())
+    if match:
+        return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    match = _ISO8601.match(text.upper())
+    if match and any(match.groups()):
+        hours, minutes, seconds = (float(g or 0) for g in match.groups())
+        return hours * 3600 + minutes * 60 + seconds
+    return None
+
+
+def _timeout_of(element):
+    """The timeout an <op> or <op_defaults> element sets (attribute, or an
+    nvpair of its meta_attributes), as text, or None."""
+    if element.get("timeout"):
+        return element.get("timeout")
+    for nvpair in element.iter("nvpair"):
+        if nvpair.get("name") == "timeout":
+            return nvpair.get("value")
+    return None
+
+
+def stop_timeout(configuration_xml, resource):
+    """(seconds, where) of the stop timeout the CIB's configuration gives the
+    primitive ``resource`` (a clone instance's name "web-ip:0" names its
+    primitive "web-ip"): its stop op's, else op_defaults', else Pacemaker's
+    default; None when the primitive is not configured or the value is
+    unreadable."""
+    from xml.etree import ElementTree  # validate-all only
+
+    try:
+        root = ElementTree.fromstring(configuration_xml)
+    except ElementTree.ParseError:
+        return None
+    primitive_id = resource.split(":")[0]
+    primitives = [e for e in root.iter("primitive") if e.get("id") == primitive_id]
+    if len(primitives) != 1:
+        return None
+    for op in primitives[0].iter("op"):
+        if op.get("name") == "stop" and _timeout_of(op) is not None:
+            seconds = parse_duration(_timeout_of(op))
+            return None if seconds is None else (seconds, "its op stop timeout=%s"
+                                                 % _timeout_of(op))
+    for defaults in root.iter("op_defaults"):
+        if _timeout_of(defaults) is not None:
+            seconds = parse_duration(_timeout_of(defaults))
+            return None if seconds is None else (seconds, "op_defaults timeout=%s"
+                                                 % _timeout_of(defaults))
+    return PACEMAKER_DEFAULT_TIMEOUT, "Pacemaker's default: the stop op sets none"
+
+
+def stop_timeout_in_cib(resource, run=subprocess.run):
+    """:func:`stop_timeout` of the running cluster's CIB (``cibadmin --query
+    --scope configuration``), or None when there is none to ask."""
+    try:
+        result = run([CIBADMIN, "--query", "--scope", "configuration"], capture_output=True,
+                     text=True, timeout=10, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if result.returncode != 0:
+        return None
+    return stop_timeout(result.stdout, resource)

@@ -592,14 +592,27 @@ class ClonedInstance(Instance):
         return self._validated(placement)
 
     def _advise_stop_timeout(self):
-        """A warning when the drain needs a stop timeout above Pacemaker's
-        default.  Only a warning: Pacemaker hands validate-all its own timeout
+        """Refuse (6) a drain_timeout that does not fit within the stop
+        operation's timeout.  Pacemaker hands validate-all its own timeout
         (crm_resource --validate: --timeout or the default, 20 s), never the
-        stop's, so it cannot tell whether the stop operation has one long
-        enough; the stop cuts the drain to fit its own (see _drain)."""
+        stop's, so the stop's is read from the CIB where the resource is
+        configured already (crm_resource --validate -r); before that (pcs
+        resource create, a call by hand) only a warning is possible when the
+        drain needs a stop timeout above Pacemaker's default.  The stop cuts
+        the drain to fit its own timeout in any case (see _drain)."""
         from clusterip import drain
 
         needed = drain.needed_stop_timeout(self.params.drain_timeout)
+        resource = self.env.get("OCF_RESOURCE_INSTANCE")
+        configured = drain.stop_timeout_in_cib(resource) if resource else None
+        if configured is not None:
+            seconds, where = configured
+            if needed > seconds:
+                raise NotConfigured(
+                    "drain_timeout=%g does not fit within the stop operation's timeout of %g s "
+                    "(%s): the drain and %g s for the teardown need a stop timeout of at least "
+                    "%d s" % (self.params.drain_timeout, seconds, where, drain.RESERVE, needed))
+            return
         if needed > DEFAULT_TIMEOUT:
             self.log.warning("drain_timeout=%g needs a stop operation timeout of at least %d s, "
                              "above Pacemaker's default of %g s (op stop timeout=%ds); a "

@@ -121,8 +121,10 @@ drain_timeout passes; then it removes everything, as without draining.
 Connections still open then break. The drain never lets the stop outlast
 its own timeout: it ends 5 s before it (a warning names the stop timeout
 needed); so give the stop operation a timeout of at least drain_timeout + 5
-s. While a node drains, no node serves the bucket of its last instance:
-Pacemaker starts it elsewhere once the stop returns, so new connections of
+s. validate-all (crm_resource --validate -r) refuses (exit 6) a drain_timeout
+that does not fit within the stop timeout the CIB configures. While a
+node drains, no node serves the bucket of its last instance: Pacemaker
+starts it elsewhere once the stop returns, so new connections of
 that bucket wait (their SYNs are retransmitted) up to drain_timeout. A crash
 drains nothing (no stop runs). Refused (exit 6) without graceful_handover,
 on a plain address and with the clusterip backend.""",

@@ -6,7 +6,7 @@ import posix
 
 import pytest
 
-from clusterip import agent, announcements, backends, instance
+from clusterip import agent, announcements, backends, drain, instance
 from unit.fakes import FakeBackend, FakeNode
 
 VIP = "192.0.2.10"
@@ -20,6 +20,9 @@ def node(monkeypatch, tmp_path):
     monkeypatch.setattr(announcements, "spawn", fake_node.spawn)  # never fork pytest
     monkeypatch.setattr(backends, "select", lambda params, **context: fake_backend)
     monkeypatch.setattr(posix, "geteuid", lambda: 0)
+    # validate-all's reading of the stop timeout from the CIB (None: no cluster).
+    fake_node.cib = None
+    monkeypatch.setattr(drain, "stop_timeout_in_cib", lambda resource: fake_node.cib)
     fake_node.backend = fake_backend
     fake_node.rsctmp = str(tmp_path)
     return fake_node

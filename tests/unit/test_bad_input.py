@@ -48,7 +48,7 @@ undecodable = st.binary(min_size=1, max_size=12).map(
 def with_undecodable(limit):
     fields = ["ip", "cidr_netmask", "nic", "clustermac", "hashmode", "hash_init", "backend",
               "graceful_handover", "iflabel", "broadcast", "preferred_lft", "noprefixroute",
-              "arp_count", "arp_interval", "owner_lease"]
+              "arp_count", "arp_interval", "owner_lease", "drain_timeout"]
     meta = ["clone", "clone_max", "globally_unique"]
     return st.one_of(
         badinput.cases(limit),

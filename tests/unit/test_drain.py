@@ -251,3 +251,70 @@ def test_validate_all_advises_a_stop_timeout_it_cannot_see(node, capsys, drain_t
     assert ("needs a stop operation timeout of at least" in err) is warned, err
     if drain_timeout == "60":
         assert "at least 65 s, above Pacemaker's default of 20 s (op stop timeout=65s)" in err
+
+
+# -- validate-all against the stop timeout the CIB configures -------------------------
+
+
+CIB = """<configuration><crm_config/><nodes/><resources>
+  <clone id="web-ip-clone"><primitive id="web-ip" class="ocf" provider="custom" type="clusterip">
+    <operations>
+      <op id="web-ip-monitor-10s" name="monitor" interval="10s" timeout="20s"/>
+      %s
+    </operations></primitive></clone>
+</resources>%s</configuration>"""
+OP_DEFAULTS = """<op_defaults><meta_attributes id="op-options">
+  <nvpair id="op-options-timeout" name="timeout" value="%s"/></meta_attributes></op_defaults>"""
+
+
+@pytest.mark.parametrize("stop_op, defaults, expected", [
+    ('<op id="s" name="stop" interval="0" timeout="30s"/>', "", 30.0),
+    ('<op id="s" name="stop" interval="0" timeout="2min"/>', "", 120.0),
+    ('<op id="s" name="stop" interval="0"><meta_attributes id="m"><nvpair id="n" '
+     'name="timeout" value="45"/></meta_attributes></op>', "", 45.0),
+    ("", OP_DEFAULTS % "PT1M30S", 90.0),
+    ('<op id="s" name="stop" interval="0" timeout="25000ms"/>', OP_DEFAULTS % "60s", 25.0),
+    ("", "", 20.0),  # Pacemaker's default
+])
+def test_the_stop_timeout_the_cib_configures(stop_op, defaults, expected):
+    xml = CIB % (stop_op, defaults)
+    for resource in ("web-ip", "web-ip:2"):  # a clone instance names its primitive
+        seconds, where = drain.stop_timeout(xml, resource)
+        assert seconds == expected, (resource, where)
+
+
+@pytest.mark.parametrize("text, seconds", [
+    ("30", 30), ("30s", 30), ("30 sec", 30), ("1.5m", 90), ("1h", 3600), ("500ms", 0.5),
+    ("PT2M", 120), ("PT1H0M5S", 3605), ("soon", None), ("", None), ("PT", None), ("-5s", None),
+])
+def test_pacemaker_durations(text, seconds):
+    assert drain.parse_duration(text) == seconds
+
+
+def test_an_unknown_resource_or_unreadable_timeout_gives_no_answer():
+    xml = CIB % ('<op id="s" name="stop" interval="0" timeout="soon"/>', "")
+    assert drain.stop_timeout(xml, "web-ip") is None
+    assert drain.stop_timeout(xml, "mail-ip") is None
+    assert drain.stop_timeout("<not xml", "web-ip") is None
+
+
+def test_no_cibadmin_gives_no_answer():
+    def run(argv, **kwargs):
+        raise FileNotFoundError(2, "No such file or directory", argv[0])
+    assert drain.stop_timeout_in_cib("web-ip", run=run) is None
+
+
+@pytest.mark.parametrize("stop_timeout, drain_timeout, rc", [
+    (20.0, "15", 0), (20.0, "15.5", 6), (30.0, "25", 0), (30.0, "60", 6)])
+def test_validate_all_refuses_a_drain_that_does_not_fit_the_configured_stop(
+        node, capsys, stop_timeout, drain_timeout, rc):
+    node.cib = (stop_timeout, "its op stop timeout=%gs" % stop_timeout)
+    assert act(node, "validate-all", 0, graceful_handover="true",
+               drain_timeout=drain_timeout) == rc
+    err = capsys.readouterr().err
+    if rc:
+        assert "ocf-exit-reason:drain_timeout=%s does not fit within the stop operation's " \
+               "timeout of %g s (its op stop timeout=%gs)" % (
+                   drain_timeout, stop_timeout, stop_timeout) in err, err
+    else:
+        assert "stop operation timeout" not in err, err
