@@ -74,3 +74,53 @@ def test_unicast_mac_on_the_clients_own_segment(ipv6):
                                      clustermac=UNICAST_MACS[ipv6],
                                      timeout_scale=scenarios.TIMEOUT_SCALE)
     print(report)
+
+
+# -- the unicast pieces tampered with: the monitor names them, start repairs them ------
+
+TAMPERINGS = {
+    # piece: (how it is removed, words of the monitor's reason)
+    "netdev table": (lambda lab, name, mac: lab.run(
+        "n0", "nft", "delete", "table", "netdev", name), "netdev ingress chain on eth0"),
+    "ingress chain (flushed)": (lambda lab, name, mac: lab.run(
+        "n0", "nft", "flush", "chain", "netdev", name, "ingress"), "netdev ingress chain on eth0"),
+    "unicast filter entry": (lambda lab, name, mac: lab.run(
+        "n0", "bridge", "fdb", "del", mac, "dev", "eth0", "self"),
+        "unicast filter entry of eth0"),
+}
+
+
+@pytest.mark.parametrize("ipv6", [False, True], ids=FAMILY_IDS)
+@pytest.mark.parametrize("piece", sorted(TAMPERINGS))
+def test_a_tampered_unicast_piece_is_named_and_repaired(piece, ipv6):
+    family, mac = FAMILIES[ipv6], UNICAST_MACS[ipv6]
+    remove, words = TAMPERINGS[piece]
+    # No guard: it would repair the piece before the monitor sees it missing.
+    params = scenarios.agent_params("nft", "sourceip", family.vip, clustermac=mac,
+                                    firewall_guard="false")
+
+    def agent(action, instance, interval=0):
+        return lab.agent("n0", action, params, scenarios.clone_meta(instance, interval=interval),
+                         instance="vip:%d" % instance)
+
+    with Lab(nodes=1, sources=0, ipv6=ipv6, timeout_scale=scenarios.TIMEOUT_SCALE) as lab:
+        promiscuity = oracle.promiscuity(lab, "n0")
+        for instance in (0, 1):
+            assert agent("start", instance)[0] == 0
+            assert agent("monitor", instance, 10000)[0] == 0
+        remove(lab, oracle.table_name(family.vip), mac)
+        for instance in (0, 1):
+            rc, _, err = agent("monitor", instance, 10000)
+            reasons = [line for line in err.splitlines() if line.startswith("ocf-exit-reason:")]
+            assert rc == 1 and len(reasons) == 1 and words in reasons[0] and mac in reasons[0], \
+                (piece, rc, err)
+        for instance in (0, 1):  # Pacemaker's recovery: start the failed ones
+            assert agent("start", instance)[0] == 0
+            assert agent("monitor", instance, 10000)[0] == 0
+        state = oracle.vip_states(lab, "n0", [family.vip], "nft", mac)[family.vip]
+        assert not oracle.problems(state, {1, 2}, "nft"), (piece, state)
+        remove(lab, oracle.table_name(family.vip), mac)  # and once more: stop cleans up
+        for instance in (0, 1):
+            assert agent("stop", instance)[0] == 0
+        leftovers = oracle.leftovers(lab, "n0", "nft", [family.vip], None, mac, promiscuity)
+        assert not leftovers, (piece, leftovers)
