@@ -28,7 +28,8 @@ import time
 
 class Held:
     def __init__(self, source, sport, timeout):
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock = socket.socket(socket.AF_INET6 if ":" in source else socket.AF_INET,
+                                  socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.settimeout(timeout)
         self.sock.bind((source, sport))

@@ -20,12 +20,15 @@ test watches n2 and the connections:
 * drain_timeout=0: the stop returns at once and breaks them (the figure).
 
 After each stop n2's instance starts on n0, as Pacemaker's recovery does,
-and its bucket's new connections go there.
+and its bucket's new connections go there.  The first case runs over IPv6
+too (the connections counted on AF_INET6 sockets).
 """
 
 import collections
 import threading
 import time
+
+import pytest
 
 import oracle
 import scenarios
@@ -38,25 +41,26 @@ DRAIN_TIMEOUT = 10
 CLOSE_AFTER = 2.0  # s into the drain: the client closes its connections
 
 
-def params(drain_timeout):
-    return scenarios.agent_params("nft", "sourceip", graceful_handover="true",
+def params(drain_timeout, family=scenarios.IPV4):
+    return scenarios.agent_params("nft", "sourceip", family.vip, graceful_handover="true",
                                   drain_timeout=str(drain_timeout))
 
 
 class Story:
     """A lab with the clone started one bucket per node and the connections held."""
 
-    def __init__(self, lab, drain_timeout, stop_timeout_ms=20000):
-        self.lab, self.params = lab, params(drain_timeout)
+    def __init__(self, lab, drain_timeout, stop_timeout_ms=20000, family=scenarios.IPV4):
+        self.lab, self.params = lab, params(drain_timeout, family)
+        self.family = family
         self.stop_timeout_ms = stop_timeout_ms
         self.baseline = oracle.multicast_macs(lab, "n2")
         for node in lab.node_names:
-            lab.start_responder(node, PORT)
-            lab.start_responder(node, HOLD_PORT, hold=True)
+            lab.start_responder(node, PORT, bind=family.bind)
+            lab.start_responder(node, HOLD_PORT, hold=True, bind=family.bind)
         for instance, node in enumerate(lab.node_names):
             self.agent(node, "start", instance)
-        lab.run("client", "ping", "-c", "1", "-W", "1", scenarios.VIP, check=False)
-        self.held, self.greeting = lab.hold(scenarios.VIP, HOLD_PORT,
+        lab.run("client", "ping", "-c", "1", "-W", "1", family.vip, check=False)
+        self.held, self.greeting = lab.hold(family.vip, HOLD_PORT,
                                             [(s, HOLD_SPORT) for s in lab.sources])
         assert set(self.greeting.values()) == set(lab.node_names), self.greeting
         self.on_n2 = {k for k, node in self.greeting.items() if node == "n2"}
@@ -90,10 +94,10 @@ class Story:
         """n2's instance started on n0 (Pacemaker's recovery): its bucket's
         new connections answered there; then n2 is clean."""
         self.agent("n0", "start", 2)
-        answers, _ = self.lab.connect(scenarios.VIP, PORT,
+        answers, _ = self.lab.connect(self.family.vip, PORT,
                                       [(s, NEW_SPORT) for s in self.sources_of_n2])
         assert set(answers.values()) == {"n0"}, answers
-        scenarios.assert_clean(self.lab, "n2", "nft", self.baseline)
+        scenarios.assert_clean(self.lab, "n2", "nft", self.baseline, self.family)
 
 
 def drained_line(log):
@@ -101,18 +105,21 @@ def drained_line(log):
                 None)
 
 
-def test_the_stop_drains_until_the_connections_end():
-    with Lab(nodes=3, sources=SOURCES, timeout_scale=scenarios.TIMEOUT_SCALE) as lab:
-        story = Story(lab, DRAIN_TIMEOUT)
+@pytest.mark.parametrize("family", [scenarios.IPV4, scenarios.IPV6], ids=["ipv4", "ipv6"])
+def test_the_stop_drains_until_the_connections_end(family):
+    with Lab(nodes=3, sources=SOURCES, timeout_scale=scenarios.TIMEOUT_SCALE,
+             ipv6=family.ipv6) as lab:
+        story = Story(lab, DRAIN_TIMEOUT, family=family)
         thread, result = story.stop_n2_in_background()
         time.sleep(0.5)
         # Draining: n2 owns nothing, keeps the address; every connection answers.
-        assert oracle.owned(lab, "n2", scenarios.VIP, "nft") == set()
-        assert any(a.split("/")[0] == scenarios.VIP for a in oracle.addresses(lab, "n2"))
+        assert oracle.owned(lab, "n2", family.vip, "nft") == set()
+        assert any(a.split("/")[0] == family.vip
+                   for a in oracle.addresses(lab, "n2", ipv6=family.ipv6))
         echoes = story.held.ping()
         assert len(echoes) == SOURCES and not story.broken(echoes), story.broken(echoes)
         # No node answers n2's bucket now (its instance starts elsewhere after the stop).
-        dark, _ = lab.connect(scenarios.VIP, PORT, [(s, NEW_SPORT) for s in
+        dark, _ = lab.connect(family.vip, PORT, [(s, NEW_SPORT) for s in
                                                     story.sources_of_n2[:5]],
                               timeout=0.5, retries=0)
         assert all(v.startswith("ERROR:") for v in dark.values()), dark
