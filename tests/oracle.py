@@ -301,9 +301,8 @@ def vip_states(lab, ns, vips, backend, clustermac=None):
     flags = {}
     for ipv6 in {is_ipv6(vip) for vip in vips}:
         flags.update(addresses(lab, ns, ipv6=ipv6, flags=True))
-    macs = multicast_macs(lab, ns)
-    if is_unicast_mac(clustermac):
-        macs = unicast_filter_macs(lab, ns)
+    # The MACs eth0 accepts besides its own, of the cluster MAC's kind.
+    macs = unicast_filter_macs(lab, ns) if is_unicast_mac(clustermac) else multicast_macs(lab, ns)
     return {vip: VipState(vip, filters, buckets,
                           flags.get("%s/%d" % (vip, prefixlen(vip))),
                           (clustermac or default_cluster_mac(vip)) in macs,
@@ -369,8 +368,10 @@ def leftovers(lab, ns, backend, vips=(), baseline_macs=None, clustermac=None,
     found += ["%s/%s" % (CLUSTERIP_PROC, name) for name in clusterip_proc_files(lab, ns)]
     found += ["route %s" % route for route in agent_routes(lab, ns)]
     found += ["unicast filter entry %s" % mac for mac in sorted(unicast_filter_macs(lab, ns))]
-    if baseline_promiscuity is not None and promiscuity(lab, ns) != baseline_promiscuity:
-        found.append("promiscuity %d, %d before" % (promiscuity(lab, ns), baseline_promiscuity))
+    if baseline_promiscuity is not None:
+        now = promiscuity(lab, ns)
+        if now != baseline_promiscuity:
+            found.append("promiscuity %d, %d before" % (now, baseline_promiscuity))
     if baseline_macs is not None:
         macs = multicast_macs(lab, ns)
         found += ["multicast MAC %s joined" % mac for mac in sorted(macs - baseline_macs)]

@@ -61,7 +61,6 @@ def wait(count, seconds, clock=None, sleep=None, interval=INTERVAL):
 
 
 CIBADMIN = "/usr/sbin/cibadmin"
-PACEMAKER_DEFAULT_TIMEOUT = 20.0  # s: an operation with no timeout of its own or by default
 # Pacemaker's durations: a number with an optional unit (none: seconds), or
 # ISO 8601 (PT1M30S).
 _DURATION = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*(ms|msec|us|usec|s|sec|m|min|h|hr)?\s*$")
@@ -95,11 +94,11 @@ def _timeout_of(element):
     return None
 
 
-def stop_timeout(configuration_xml, resource):
+def stop_timeout(configuration_xml, resource, default):
     """(seconds, where) of the stop timeout the CIB's configuration gives the
     primitive ``resource`` (a clone instance's name "web-ip:0" names its
     primitive "web-ip"): its stop op's, else op_defaults', else Pacemaker's
-    default; None when the primitive is not configured or the value is
+    ``default``; None when the primitive is not configured or the value is
     unreadable."""
     from xml.etree import ElementTree  # validate-all only
 
@@ -111,20 +110,17 @@ def stop_timeout(configuration_xml, resource):
     primitives = [e for e in root.iter("primitive") if e.get("id") == primitive_id]
     if len(primitives) != 1:
         return None
-    for op in primitives[0].iter("op"):
-        if op.get("name") == "stop" and _timeout_of(op) is not None:
-            seconds = parse_duration(_timeout_of(op))
-            return None if seconds is None else (seconds, "its op stop timeout=%s"
-                                                 % _timeout_of(op))
-    for defaults in root.iter("op_defaults"):
-        if _timeout_of(defaults) is not None:
-            seconds = parse_duration(_timeout_of(defaults))
-            return None if seconds is None else (seconds, "op_defaults timeout=%s"
-                                                 % _timeout_of(defaults))
-    return PACEMAKER_DEFAULT_TIMEOUT, "Pacemaker's default: the stop op sets none"
+    stops = [op for op in primitives[0].iter("op") if op.get("name") == "stop"]
+    for element, where in [(op, "its op stop timeout=%s") for op in stops] + \
+            [(defaults, "op_defaults timeout=%s") for defaults in root.iter("op_defaults")]:
+        text = _timeout_of(element)
+        if text is not None:
+            seconds = parse_duration(text)
+            return None if seconds is None else (seconds, where % text)
+    return default, "Pacemaker's default: the stop op sets none"
 
 
-def stop_timeout_in_cib(resource, run=subprocess.run):
+def stop_timeout_in_cib(resource, default, run=subprocess.run):
     """:func:`stop_timeout` of the running cluster's CIB (``cibadmin --query
     --scope configuration``), or None when there is none to ask."""
     try:
@@ -134,4 +130,4 @@ def stop_timeout_in_cib(resource, run=subprocess.run):
         return None
     if result.returncode != 0:
         return None
-    return stop_timeout(result.stdout, resource)
+    return stop_timeout(result.stdout, resource, default)

@@ -582,7 +582,7 @@ class ClonedInstance(Instance):
         placement = address.resolve(self.params)
         address.check_cluster_mac(self.params, placement)
         if self.params.drain_timeout:
-            self._advise_stop_timeout()
+            self._check_stop_timeout()
         if posix.geteuid() == 0:
             self.backend().check_libraries()  # kernel, libraries and bucket limit (5 / 6)
         else:
@@ -591,7 +591,7 @@ class ClonedInstance(Instance):
             backends.check_supported(self.backend(checked=False), self.params)
         return self._validated(placement)
 
-    def _advise_stop_timeout(self):
+    def _check_stop_timeout(self):
         """Refuse (6) a drain_timeout that does not fit within the stop
         operation's timeout.  Pacemaker hands validate-all its own timeout
         (crm_resource --validate: --timeout or the default, 20 s), never the
@@ -604,7 +604,7 @@ class ClonedInstance(Instance):
 
         needed = drain.needed_stop_timeout(self.params.drain_timeout)
         resource = self.env.get("OCF_RESOURCE_INSTANCE")
-        configured = drain.stop_timeout_in_cib(resource) if resource else None
+        configured = drain.stop_timeout_in_cib(resource, DEFAULT_TIMEOUT) if resource else None
         if configured is not None:
             seconds, where = configured
             if needed > seconds:

@@ -22,7 +22,7 @@ def node(monkeypatch, tmp_path):
     monkeypatch.setattr(posix, "geteuid", lambda: 0)
     # validate-all's reading of the stop timeout from the CIB (None: no cluster).
     fake_node.cib = None
-    monkeypatch.setattr(drain, "stop_timeout_in_cib", lambda resource: fake_node.cib)
+    monkeypatch.setattr(drain, "stop_timeout_in_cib", lambda resource, default: fake_node.cib)
     fake_node.backend = fake_backend
     fake_node.rsctmp = str(tmp_path)
     return fake_node

@@ -279,7 +279,7 @@ OP_DEFAULTS = """<op_defaults><meta_attributes id="op-options">
 def test_the_stop_timeout_the_cib_configures(stop_op, defaults, expected):
     xml = CIB % (stop_op, defaults)
     for resource in ("web-ip", "web-ip:2"):  # a clone instance names its primitive
-        seconds, where = drain.stop_timeout(xml, resource)
+        seconds, where = drain.stop_timeout(xml, resource, 20.0)
         assert seconds == expected, (resource, where)
 
 
@@ -293,15 +293,15 @@ def test_pacemaker_durations(text, seconds):
 
 def test_an_unknown_resource_or_unreadable_timeout_gives_no_answer():
     xml = CIB % ('<op id="s" name="stop" interval="0" timeout="soon"/>', "")
-    assert drain.stop_timeout(xml, "web-ip") is None
-    assert drain.stop_timeout(xml, "mail-ip") is None
-    assert drain.stop_timeout("<not xml", "web-ip") is None
+    assert drain.stop_timeout(xml, "web-ip", 20.0) is None
+    assert drain.stop_timeout(xml, "mail-ip", 20.0) is None
+    assert drain.stop_timeout("<not xml", "web-ip", 20.0) is None
 
 
 def test_no_cibadmin_gives_no_answer():
     def run(argv, **kwargs):
         raise FileNotFoundError(2, "No such file or directory", argv[0])
-    assert drain.stop_timeout_in_cib("web-ip", run=run) is None
+    assert drain.stop_timeout_in_cib("web-ip", 20.0, run=run) is None
 
 
 @pytest.mark.parametrize("stop_timeout, drain_timeout, rc", [
