@@ -125,6 +125,12 @@ CLUSTER_TOOLS = ("corosync", "corosync-cfgtool", "pacemakerd", "crm", "crm_mon",
 DUMMY_AGENT = "/usr/lib/ocf/resource.d/pacemaker/Dummy"
 FENCE_AGENT = os.path.join(HERE, "fence_lab")
 FENCE_DEVICE = "fence-lab"
+# A power-on boots the node this much later.  A real machine takes far
+# longer; a namespace node's stack is back in ~0.5 s, and a new Pacemaker
+# that joins before the fencer has told the survivors the fence succeeded
+# learns of its own fencing and stops itself for good ("We were allegedly
+# just fenced", fence-reaction=stop; Pacemaker PR #836 names the race).
+BOOT_DELAY = 2.0
 # Where `make install` writes with the Makefile's defaults: private per node
 # with private_install=True.
 INSTALL_DIRS = ("/opt/clusterip", os.path.dirname(netlab.DEFAULT_AGENT), "/usr/local/sbin")
@@ -927,6 +933,36 @@ class Cluster:
         except OSError as error:
             return "(%s)" % error
 
+    def diagnosis(self):
+        """What a harness failure needs beside Pacemaker's view: the nodes the
+        harness holds dead, the power controller's errors, each node's
+        Pacemaker daemons running or not, and the critical lines of its log
+        (a node that stopped its own stack says why there)."""
+        lines = ["dead: %s" % (sorted(self.dead) or "none")]
+        if self.power is not None:
+            lines.append("power controller errors: %s" % (self.power.errors or "none"))
+        for node in self.nodes:
+            if node in self.dead:
+                continue
+            with open(self.init_logs[node], errors="replace") as handle:
+                started = re.findall(r"^started corosync=(\d+) pacemakerd=(\d+)$",
+                                     handle.read(), re.M)
+            if not started:
+                lines.append("%s: no daemons started" % node)
+            else:
+                lines.append("%s: %s" % (node, ", ".join(
+                    "%s %s" % (name, "running" if os.path.exists("/proc/" + pid)
+                               else "NOT running")
+                    for name, pid in zip(("corosync", "pacemakerd"), started[-1], strict=True))))
+            try:
+                with open(self.pacemaker_log(node), errors="replace") as handle:
+                    critical = [line.rstrip() for line in handle
+                                if "crit:" in line or "fatal" in line or "error:" in line]
+            except OSError as error:
+                critical = ["(%s)" % error]
+            lines.extend("  " + line for line in critical[-8:])
+        return "\n".join(lines)
+
     def pacemaker_log(self, node):
         return os.path.join(self.node_dir(node), "var-log", "pacemaker", "pacemaker.log")
 
@@ -948,8 +984,8 @@ class PowerController:
     n1 n2``; ``status NODE`` -> ``on`` or ``off`` (the power, not the OS: a
     crashed node is on until someone powers it off); ``off NODE`` ->
     :meth:`Cluster.power_off`, then ``ok``; ``on NODE`` -> ``ok`` at once,
-    :meth:`Cluster.boot_node` in a thread of its own (a power-on returns
-    before the OS is up).  Anything else -> ``error: ...``.  Every request
+    :meth:`Cluster.boot_node` in a thread of its own, ``BOOT_DELAY`` later (a
+    power-on returns before the OS is up).  Anything else -> ``error: ...``.  Every request
     is kept in :attr:`events` as (monotonic time of the answer, verb, node,
     answer).  fence_lab is its client.
     """
@@ -1020,6 +1056,8 @@ class PowerController:
         return "ok"
 
     def _boot(self, node):
+        if self._stopped.wait(BOOT_DELAY):
+            return
         with self._node_locks[node]:
             if self._stopped.is_set() or node in self.off or node not in self.cluster.dead:
                 return

@@ -173,9 +173,9 @@ def wait_placement(c, what, one_per_node=True, primitives=(PRIMITIVE, DUMMY),
         return wait_until(lambda: placement(c, one_per_node, primitives), timeout, what, 0.2)
     except cluster.ClusterError as error:
         status = c.status()
-        raise AssertionError("%s\nPacemaker: %s / %s, failures %s\nkernel: %s" % (
+        raise AssertionError("%s\nPacemaker: %s / %s, failures %s\nkernel: %s\n%s" % (
             error, status.buckets(PRIMITIVE), status.instances(DUMMY), status.failures,
-            c.kernel_buckets())) from None
+            c.kernel_buckets(), c.diagnosis())) from None
 
 
 def ensure_baseline(c):
