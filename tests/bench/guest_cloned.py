@@ -15,7 +15,9 @@ one is the faster setup for IPaddr2.  IPaddr2 picks iptables-legacy itself
 loads ipt_CLUSTERIP through modprobe, which finds the modules uml.py binds
 at /lib/modules/<version>.  Also measured: the running monitor with 10,000
 unrelated iptables-legacy rules in the filter table versus none (the
-clusterip backend reads that table through python-iptables).
+clusterip backend reads that table through python-iptables), and beside it
+the kernel's copy of that table alone (IPT_SO_GET_ENTRIES, what any reader
+of the table pays), without and with the rules.
 
     python3 guest_cloned.py ROUNDS
 """
@@ -52,6 +54,23 @@ def load_rules(ns):
     ns.run("iptables-legacy-restore", "-w", "--noflush", input=script)
 
 
+# The kernel's copy alone, in-process: the two getsockopts the monitor's
+# fingerprint makes (clusterip.kernel.iptables), median of the rounds.
+TABLE_COPY = """import statistics, sys, time
+from clusterip.kernel import iptables
+times = []
+for _ in range(int(sys.argv[1])):
+    began = time.perf_counter()
+    iptables.table_buffers("filter")
+    times.append(time.perf_counter() - began)
+print(statistics.median(times) * 1000)
+"""
+
+
+def table_copy_ms(ns, rounds):
+    return float(ns.run(sys.executable, "-c", TABLE_COPY, str(rounds)).stdout)
+
+
 def unload_rules(ns):
     for argv in (("-D", "INPUT", "-j", CHAIN), ("-F", CHAIN), ("-X", CHAIN)):
         ns.run("iptables-legacy", "-w", *argv)
@@ -67,11 +86,18 @@ def main():
             CLONE, OCF_RESKEY_clusterip_hash=HASHMODE, OCF_RESKEY_mac="03:c1:c6:12:00:65"))
         agents = [ours, theirs]
         actions, _ = compare_actions(agents, rounds)
-        rules = monitor_with_rules(agents, lambda: load_rules(ns), lambda: unload_rules(ns),
-                                   rounds)
+        copies = []
+
+        def load():
+            copies.append(table_copy_ms(ns, rounds * 4))
+            load_rules(ns)
+            copies.append(table_copy_ms(ns, rounds * 4))
+
+        rules = monitor_with_rules(agents, load, lambda: unload_rules(ns), rounds)
     print(RESULT_MARKER, json.dumps({
         "actions": actions,
-        "rules": rules}))
+        "rules": rules,
+        "table_copy": copies}))
 
 
 if __name__ == "__main__":
