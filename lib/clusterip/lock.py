@@ -15,11 +15,16 @@ from clusterip.errors import GenericError
 
 
 @contextlib.contextmanager
-def held(path, timeout):
-    """Hold an exclusive flock on path, waiting at most timeout seconds."""
+def held(path, timeout, timings=None):
+    """Hold an exclusive flock on path, waiting at most timeout seconds.
+
+    ``timings``: a dict given the seconds the wait took ("waited") and, on
+    release, those the lock was held ("held"): instances of one VIP
+    serialise here, and the log says how much."""
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    asked = time.monotonic()
     try:
-        deadline = time.monotonic() + timeout
+        deadline = asked + timeout
         delay = 0.002
         while True:
             try:
@@ -31,6 +36,11 @@ def held(path, timeout):
                                        % (timeout, path)) from None
                 time.sleep(delay)
                 delay = min(delay * 2, 0.05)
+        locked = time.monotonic()
+        if timings is not None:
+            timings["waited"] = locked - asked
         yield
+        if timings is not None:
+            timings["held"] = time.monotonic() - locked
     finally:
         os.close(fd)  # closing the descriptor releases the flock

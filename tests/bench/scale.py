@@ -25,7 +25,10 @@ installed agent.  Measured, in this order:
    down): until every connection is answered by a survivor, until every
    bucket is owned by exactly one survivor, until Pacemaker reports every
    clusterip and every Dummy instance of the dead node started on a
-   survivor; the starts' own times (Pacemaker's log); then its reboot:
+   survivor; the starts' own times (Pacemaker's log) and, from the
+   agent's own lines there, how long each start on a survivor waited for
+   its VIP's lock and held it (the instances of one VIP serialise there);
+   then its reboot:
    until the buckets are balanced again (each node ``buckets / nodes``);
 6. ``--vips - 1`` more VIPs of ``--buckets`` each added (one transaction):
    until all are served; then the crash and reboot of 5 again, over all VIPs.
@@ -37,6 +40,7 @@ tests/bench/scale.py`` (``make benchmark-scale``).  Memory: ~0.2 GB per node.
 
 import argparse
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -58,6 +62,8 @@ VIP_BASE = "198.18.0.%d"  # .100, .101, ...: inside the lab's 198.18.0.0/16
 LIMIT = 600.0  # s: anything slower fails the run (96 instances loaded at once took 178 s, loaded)
 LOAD_THRESHOLD = 100000  # % (Pacemaker's default 80): see main
 TABLE_HEAD = "%-58s %9s"
+# The agent's line for each start (clusterip.instance), in pacemaker.log.
+LOCK_LINE = re.compile(r"the VIP's lock: waited (\d+) ms, held (\d+) ms")
 
 
 def vip(index):
@@ -200,6 +206,8 @@ class Scale:
         lost = {p: [i for i, n in status.instances(p).items() if n == victim]
                 for p in ["vip%d" % i for i in range(self.vips)] + ["dummy"]}
         survivors = [n for n in self.c.nodes if n != victim]
+        logs = {n: self.c.pacemaker_log(n) for n in survivors}
+        offsets = {n: os.path.getsize(path) for n, path in logs.items()}
         since = self.c.kill_node(victim)
 
         def moved(primitives):
@@ -214,6 +222,11 @@ class Scale:
             "clusterip": moved([p for p in lost if p != "dummy"]),
             "dummy": moved(["dummy"])})
         times["instances"] = sum(len(v) for p, v in lost.items() if p != "dummy")
+        times["lock"] = []  # (waited, held) ms of each start on a survivor
+        for node, path in logs.items():
+            with open(path, errors="replace") as handle:
+                handle.seek(offsets[node])
+                times["lock"] += [(int(w), int(h)) for w, h in LOCK_LINE.findall(handle.read())]
         return times
 
     def rebalance(self, victim):
@@ -345,6 +358,14 @@ def main():
             diffs = [k["traffic"] - k["dummy"] for k in kills]
             row("  traffic - Dummy, median per kill (target <= +0.20)",
                 "%+.2f" % statistics.median(diffs))
+            locks = [pair for k in kills for pair in k["lock"]]
+            if len(locks) < sum(k["instances"] for k in kills):
+                raise SystemExit("scale: %d lock lines for %d starts (agent not the checkout's?)"
+                                 % (len(locks), sum(k["instances"] for k in kills)))
+            for index, what in ((0, "waited"), (1, "held")):
+                values = [pair[index] for pair in locks]
+                row("  the VIP's lock per start: %s (ms, median / max)" % what,
+                    "%d / %d" % (statistics.median(values), max(values)))
         starts = c.operation_times().get("vip0 start", [])
         if starts:
             row("clusterip start as Pacemaker timed it (ms, median / max)",

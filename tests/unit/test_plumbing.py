@@ -4,6 +4,7 @@ import fcntl
 import os
 import socket
 import sys
+import threading
 import time
 
 import pytest
@@ -51,6 +52,21 @@ def test_lock_waits_then_gives_up_with_a_reason(tmp_path):
     os.close(fd)  # the holder goes away (as a killed agent would): the lock is free
     with lock.held(path, 0.2):
         pass
+
+
+def test_lock_reports_how_long_it_waited_and_was_held(tmp_path):
+    path = str(tmp_path / "vip.lock")
+    fd = os.open(path, os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    releaser = threading.Timer(0.15, os.close, (fd,))  # another instance's start ends
+    releaser.start()
+    timings = {}
+    with lock.held(path, 5.0, timings):
+        assert set(timings) == {"waited"}
+        time.sleep(0.05)
+    releaser.join()
+    assert 0.15 <= timings["waited"] < 1.0
+    assert 0.05 <= timings["held"] < 1.0
 
 
 def test_gratuitous_arp_frame_layout():
