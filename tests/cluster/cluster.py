@@ -1266,7 +1266,7 @@ class Report:
     MEASURES = (
         ("victim_offline", "Pacemaker reports the crashed node offline"),
         ("victim_fenced", "fencing: the power controller switched the node off"),
-        ("clusterip_traffic", "clusterip: every connection of the bucket answered again"),
+        ("clusterip_traffic", "clusterip: its bucket answered again (every connection on)"),
         ("clusterip_pacemaker", "clusterip: Pacemaker reports the instance started"),
         ("dummy_pacemaker", "Dummy: Pacemaker reports the instance started"),
     )

@@ -38,6 +38,7 @@ import collections
 import json
 import os
 import subprocess
+import sys
 import threading
 import time
 
@@ -63,8 +64,10 @@ KILLS = int(os.environ.get("CLUSTERIP_CLUSTER_KILLS", "5"))
 VICTIM = "n2"
 FAILOVER_LIMIT = 90.0  # s: a failover slower than this fails the test
 SETTLE_LIMIT = 120.0
-# s per connection while waiting for a failover: no SYN retransmit; sets the resolution
+# s per connection while waiting for a failover: below the first SYN retransmit
 PROBE_TIMEOUT = 0.15
+# s between the failover prober's connections: the resolution of the bucket's return
+PROBE_GAP = 0.01
 
 
 # -- one cluster at a time --------------------------------------------------------------
@@ -226,26 +229,52 @@ def checked_round(c, label, pairs=None):
 
 
 def probe_until_answered(c, pairs, nodes, since, limit):
-    """Probe ``pairs`` in rounds until every one is answered by one of ``nodes``.
+    """Probe one bucket's ``pairs`` until the bucket is answered again by one of ``nodes``.
 
-    Returns (seconds from ``since`` to the end of the first complete round,
-    seconds to its start, rounds).  Short connection timeouts: a round with
-    unanswered pairs ends after ~PROBE_TIMEOUT, so the resolution is ~0.3 s.
+    One prober (helpers/prober.py ``--pairs``) in the client namespace starts
+    a connection from the next pair every PROBE_GAP s, each given
+    PROBE_TIMEOUT s.  The bucket is answered again from the first connection
+    after the last unanswered one, once every later connection was answered
+    by one of ``nodes`` and each pair has been among them.  Returns (seconds
+    from ``since`` to that first answered connection's start, seconds to the
+    last unanswered one's start -- the bucket came back between the two,
+    PROBE_GAP apart unless the prober fell behind -- connections started).
     """
-    rounds = 0
-    while True:
-        began = time.monotonic()
-        answers, _ = c.lab.connect(VIP, PORT, pairs, timeout=PROBE_TIMEOUT,
-                                   workers=min(256, len(pairs)), retries=0)
-        rounds += 1
-        ended = time.monotonic()
-        missing = {pair: answer for pair, answer in answers.items() if answer not in nodes}
-        if not missing:
-            return round(ended - since, 2), round(began - since, 2), rounds
-        if ended - since > limit:
-            raise AssertionError("after %.0f s %d of %d connections are still not answered "
-                                 "by %s, e.g. %s" % (ended - since, len(missing), len(pairs),
-                                                     nodes, dict(list(missing.items())[:3])))
+    path = os.path.join(c.lab.directory, "failover-probes-%d.log" % (time.monotonic() * 1000))
+    timeout = c.lab._t(PROBE_TIMEOUT)
+    process = c.lab.spawn("client", sys.executable, "-I",
+                          os.path.join(netlab.HELPERS, "prober.py"), VIP, str(PORT), path,
+                          ",".join("%s:%d" % tuple(pair) for pair in pairs), "--pairs",
+                          "--interval", str(PROBE_GAP), "--timeout", str(timeout),
+                          "--duration", str(limit + 10))
+    try:
+        while True:
+            time.sleep(0.2)
+            # Every connection started before the horizon has ended and been
+            # written (the prober flushes every 0.5 s): a complete prefix.
+            horizon = time.monotonic() - timeout - 0.7
+            records = []
+            if os.path.exists(path):
+                with open(path) as handle:
+                    records = sorted((float(start), int(index), answer) for start, index, answer
+                                     in (line.split() for line in handle if line.strip()))
+            complete = [r for r in records if r[0] <= horizon]
+            dark = [i for i, r in enumerate(complete) if r[2] not in nodes]
+            after = complete[dark[-1] + 1:] if dark else complete
+            if dark and {r[1] for r in after} == set(range(len(pairs))):
+                return (round(after[0][0] - since, 2), round(complete[dark[-1]][0] - since, 2),
+                        len(records))
+            if time.monotonic() - since > limit:
+                missing = collections.Counter(r[2] for r in complete[-len(pairs):]
+                                              if r[2] not in nodes)
+                raise AssertionError("after %.0f s the bucket's connections are still not "
+                                     "all answered by %s: %s" % (limit, nodes, dict(missing)))
+            if process.poll() is not None:
+                raise AssertionError("the failover prober exited (%s)" % process.returncode)
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            process.wait(timeout=10)
 
 
 class PacemakerWatch(threading.Thread):
@@ -305,9 +334,8 @@ def crash_and_measure(c, label):
                                           "dummy_pacemaker": (DUMMY, dummy)},
                            since, FAILOVER_LIMIT)
     watch.start()
-    (kill["clusterip_traffic"], kill["clusterip_traffic_round_start"],
-     kill["probe_rounds"]) = probe_until_answered(c, victim_pairs, survivors, since,
-                                                   FAILOVER_LIMIT)
+    (kill["clusterip_traffic"], kill["clusterip_traffic_last_dark"],
+     kill["probes"]) = probe_until_answered(c, victim_pairs, survivors, since, FAILOVER_LIMIT)
     watch.join(FAILOVER_LIMIT + 5)
     kill.update(watch.times)
     assert "clusterip_pacemaker" in watch.times and "dummy_pacemaker" in watch.times, \

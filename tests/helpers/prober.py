@@ -2,6 +2,7 @@
 (stdlib only), run inside the client namespace while a cluster changes under it.
 
     prober.py VIP PORT OUT SOURCE,SOURCE,... [--interval S] [--timeout S] [--duration S]
+    prober.py VIP PORT OUT SOURCE:SPORT,... --pairs [--interval S] ...
 
 Every INTERVAL seconds (default 0.1)
 it starts one connection from each source (non-blocking, all in one thread),
@@ -11,6 +12,12 @@ answer never delays the next one; a connection gets TIMEOUT seconds (default
 connection it appends one line to OUT:
 
     <CLOCK_MONOTONIC at its start> <source index> <node name | ERROR:reason>
+
+With ``--pairs`` the list holds fixed (source, port) pairs -- pairs the
+harness knows to hash into one bucket -- and every INTERVAL one connection
+starts, from the next pair in turn whose last connection has ended (one
+4-tuple cannot be in flight twice); the index is the pair's.  A bucket's
+return is then seen to within one INTERVAL, not one round of connections.
 
 (flushed every 0.5 s; CLOCK_MONOTONIC is the machine's, so the harness can
 put its own time.monotonic() beside it).  As client.py: an answer counts only
@@ -77,8 +84,13 @@ def main():
     parser.add_argument("--interval", type=float, default=0.1)
     parser.add_argument("--timeout", type=float, default=1.0)
     parser.add_argument("--duration", type=float, default=600.0)
+    parser.add_argument("--pairs", action="store_true",
+                        help="SOURCE:SPORT entries, one connection per interval in turn")
     args = parser.parse_args()
     sources = args.sources.split(",")
+    pairs = [(source, int(sport)) for source, _, sport in
+             (entry.rpartition(":") for entry in sources)] if args.pairs else None
+    busy = set()  # --pairs: indexes whose connection is still pending
     stopping = []
     signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
     selector = selectors.DefaultSelector()
@@ -88,23 +100,34 @@ def main():
     began = time.monotonic()
     end = began + args.duration
     next_round, next_flush, rounds = began, began + 0.5, 0
+    cursor = 0  # --pairs: the pair whose turn is next
 
     def finish(probe, outcome):
         selector.unregister(probe.sock)
         probe.sock.close()
         del pending[probe.sock]
+        busy.discard(probe.index)
         lines.append("%.3f %d %s\n" % (probe.started, probe.index, outcome.replace(" ", "_")))
 
     print("ready", flush=True)
     while not stopping and time.monotonic() < end:
         now = time.monotonic()
         if now >= next_round:
-            for index, source in enumerate(sources):
-                sport = FIRST_PORT + (rounds * len(sources) + index) % PORTS
+            if pairs is None:
+                starts = [(index, source, FIRST_PORT + (rounds * len(sources) + index) % PORTS)
+                          for index, source in enumerate(sources)]
+            else:
+                turn = [(cursor + step) % len(pairs) for step in range(len(pairs))]
+                free = [index for index in turn if index not in busy][:1]
+                starts = [(index, *pairs[index]) for index in free]
+                busy.update(free)
+                cursor = free[0] + 1 if free else cursor
+            for index, source, sport in starts:
                 try:
                     probe = Probe(index, source, sport, args.vip, args.port, args.timeout)
                 except OSError as error:
                     lines.append("%.3f %d ERROR:%s\n" % (now, index, type(error).__name__))
+                    busy.discard(index)
                     continue
                 pending[probe.sock] = probe
                 selector.register(probe.sock, selectors.EVENT_READ | selectors.EVENT_WRITE,
