@@ -13,8 +13,10 @@
 #   make unit           the unit tier only (no root; needs the test venv)
 #   make demo           a live three-node demo in network namespaces (root)
 #   make benchmark      clusterip against IPaddr2, side by side (root)
+#   make benchmark SCALE=1  the same, then the 8-node scale run below
 #   make benchmark-scale  an 8-node cluster, 1 then 4 VIPs of 32 buckets (root;
-#                       ~10 minutes, not part of make benchmark or CI)
+#                       ~7-10 minutes: opt-in, not part of a plain make
+#                       benchmark nor of CI)
 
 PYTHON    ?= /usr/bin/python3
 VENV      ?= /opt/clusterip
@@ -114,6 +116,7 @@ demo:
 benchmark:
 	tests/setup-host
 	PYTHONPATH=lib $(TEST_VENV)/bin/python3 tests/bench/benchmark.py
+	$(if $(SCALE),PYTHONPATH=lib $(TEST_VENV)/bin/python3 tests/bench/scale.py)
 
 benchmark-scale:
 	tests/setup-host --no-uml
