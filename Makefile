@@ -113,11 +113,15 @@ demo:
 	# Standard library and the installed clusterip (netlab's provider name): no test tools.
 	$(VENV)/bin/python3 tests/demo.py
 
+# The scale run, once for both targets (benchmark's setup-host already
+# covers benchmark-scale's --no-uml one).
+SCALE_RUN = PYTHONPATH=lib $(TEST_VENV)/bin/python3 tests/bench/scale.py
+
 benchmark:
 	tests/setup-host
 	PYTHONPATH=lib $(TEST_VENV)/bin/python3 tests/bench/benchmark.py
-	$(if $(SCALE),PYTHONPATH=lib $(TEST_VENV)/bin/python3 tests/bench/scale.py)
+	$(if $(SCALE),$(SCALE_RUN))
 
 benchmark-scale:
 	tests/setup-host --no-uml
-	PYTHONPATH=lib $(TEST_VENV)/bin/python3 tests/bench/scale.py
+	$(SCALE_RUN)
